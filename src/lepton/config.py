@@ -1,0 +1,67 @@
+"""Typed settings, read from ``LEPTON_*`` environment variables.
+
+Settings are read anew by :func:`get_settings` on each call, so tests and long-lived
+processes see changes to the environment without a restart.
+
+Example:
+    >>> import os
+    >>> from lepton.config import get_settings
+    >>> get_settings().home.name != ""
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Lepton's settings.
+
+    Attributes:
+        home: Where Lepton keeps its state (``LEPTON_HOME``, default ``~/.lepton``).
+        data_dir: An extra folder searched first for dataset files (``LEPTON_DATA_DIR``).
+        num_threads: Torch intra-op threads for training (``LEPTON_NUM_THREADS``); ``0``
+            leaves torch's default.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".lepton")
+    data_dir: Path | None = None
+    num_threads: int = Field(default=0, ge=0)
+
+    @field_validator("home", "data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Default folder for training checkpoints."""
+        return self.home / "checkpoints"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment.
+
+    Raises:
+        ConfigError: A ``LEPTON_*`` variable has an invalid value.
+    """
+    from pydantic import ValidationError
+
+    from lepton.errors import ConfigError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LEPTON_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid Lepton settings ({problems}); fix or unset them") from None

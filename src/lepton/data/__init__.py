@@ -1,0 +1,43 @@
+"""Datasets: the ``Dataset`` type, file loaders, the built-in catalog and cleaning.
+
+Example:
+    >>> import lepton as lp
+    >>> train = lp.data.load("mnist", split="train")  # doctest: +SKIP
+    >>> train, val = train.split(test_size=0.1, seed=0)  # doctest: +SKIP
+"""
+
+from lepton.data._catalog import DatasetInfo, info, list_datasets, load
+from lepton.data._clean import CleanReport, apply_preprocessing, clean
+from lepton.data._dataset import Dataset, Task
+from lepton.data._loaders import (
+    from_arrays,
+    from_csv,
+    from_idx,
+    from_image_folder,
+    from_npz,
+    from_parquet,
+    parse_idx,
+    read_idx,
+)
+from lepton.data._stats import Stats
+
+__all__ = [
+    "CleanReport",
+    "Dataset",
+    "DatasetInfo",
+    "Stats",
+    "Task",
+    "apply_preprocessing",
+    "clean",
+    "from_arrays",
+    "from_csv",
+    "from_idx",
+    "from_image_folder",
+    "from_npz",
+    "from_parquet",
+    "info",
+    "list_datasets",
+    "load",
+    "parse_idx",
+    "read_idx",
+]

@@ -1,0 +1,149 @@
+"""The one exception tree of Lepton.
+
+Every error Lepton raises on purpose is a :class:`LeptonError`. Each class carries a
+stable machine-readable ``code`` (used for HTTP error bodies and CLI exit messages) and
+its message always says what to do next::
+
+    LeptonError
+    ├── ConfigError                 bad settings or environment
+    ├── DataError                   anything about datasets
+    │   ├── DatasetNotFoundError    unknown catalog name
+    │   ├── DataSourceMissingError  the files for a known dataset are not on this machine
+    │   ├── ChecksumError           a file does not match its recorded hash
+    │   ├── DataFormatError         a file could not be parsed
+    │   ├── EmptyDatasetError       zero rows where rows are required
+    │   └── LabelError              labels of the wrong type or range
+    ├── ModelError                  anything about building or using models
+    │   ├── UnknownModelError       unknown architecture name or bad config
+    │   ├── ShapeError              input of the wrong shape for the model
+    │   └── NotFittedError          an estimator used before ``fit``
+    └── TrainingError               anything about ``fit`` / ``evaluate``
+        ├── DivergedError           the loss became NaN or infinite
+        └── CheckpointError         a checkpoint is missing, corrupt or incompatible
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ChecksumError",
+    "ConfigError",
+    "DataError",
+    "DataFormatError",
+    "DataSourceMissingError",
+    "DatasetNotFoundError",
+    "DivergedError",
+    "EmptyDatasetError",
+    "LabelError",
+    "LeptonError",
+    "ModelError",
+    "NotFittedError",
+    "ShapeError",
+    "TrainingError",
+    "UnknownModelError",
+]
+
+
+class LeptonError(Exception):
+    """Root of every error Lepton raises on purpose.
+
+    Attributes:
+        code: A stable, snake_case identifier for the kind of error (for HTTP and logs).
+        message: The human-readable message, which says how to fix the problem.
+    """
+
+    code = "lepton_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(LeptonError):
+    """A setting or environment variable is invalid."""
+
+    code = "config_error"
+
+
+class DataError(LeptonError):
+    """A dataset could not be found, read, or used."""
+
+    code = "data_error"
+
+
+class DatasetNotFoundError(DataError):
+    """A dataset name is not in the catalog."""
+
+    code = "dataset_not_found"
+
+
+class DataSourceMissingError(DataError):
+    """A known dataset's files are not on this machine."""
+
+    code = "data_source_missing"
+
+
+class ChecksumError(DataError):
+    """A data file does not match the checksum recorded for it."""
+
+    code = "checksum_mismatch"
+
+
+class DataFormatError(DataError):
+    """A data file or array could not be parsed or has an unusable layout."""
+
+    code = "data_format"
+
+
+class EmptyDatasetError(DataError):
+    """A dataset has no rows where rows are required."""
+
+    code = "empty_dataset"
+
+
+class LabelError(DataError):
+    """Labels have the wrong type, shape or range for the task."""
+
+    code = "invalid_labels"
+
+
+class ModelError(LeptonError):
+    """A model could not be built or used."""
+
+    code = "model_error"
+
+
+class UnknownModelError(ModelError):
+    """An architecture name is not known, or its config is invalid."""
+
+    code = "unknown_model"
+
+
+class ShapeError(ModelError):
+    """An input does not have the shape a model expects."""
+
+    code = "invalid_shape"
+
+
+class NotFittedError(ModelError):
+    """An estimator was used before ``fit`` was called."""
+
+    code = "not_fitted"
+
+
+class TrainingError(LeptonError):
+    """Training or evaluation could not proceed."""
+
+    code = "training_error"
+
+
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite."""
+
+    code = "diverged"
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint is missing, corrupt, or does not match the model."""
+
+    code = "checkpoint_error"

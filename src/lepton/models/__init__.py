@@ -1,0 +1,43 @@
+"""The model zoo, build-by-name registry and classic estimators.
+
+Every zoo model is an ``nn.Module`` registered by a lowercase name, so it can be built
+from a JSON manifest and rebuilt identically::
+
+    import lepton as lp
+
+    model = lp.models.ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3)
+    spec = lp.models.model_spec(model)      # {"name": "convnet", "config": {...}}
+    twin = lp.models.build(spec)            # same parameter names and shapes
+
+    clf = lp.models.LogisticRegression(C=1.0).fit(X, y)
+"""
+
+from lepton.models._conv import ConvNet
+from lepton.models._linear import LinearRegression
+from lepton.models._logistic import LogisticRegression
+from lepton.models._mlp import MLP
+from lepton.models._registry import (
+    available_models,
+    build,
+    model_parameters,
+    model_spec,
+    register_model,
+)
+from lepton.models._resnet import ResNet
+from lepton.models._sequence import GRUClassifier, LSTMClassifier, TransformerClassifier
+
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "GRUClassifier",
+    "LSTMClassifier",
+    "LinearRegression",
+    "LogisticRegression",
+    "ResNet",
+    "TransformerClassifier",
+    "available_models",
+    "build",
+    "model_parameters",
+    "model_spec",
+    "register_model",
+]

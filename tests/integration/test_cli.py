@@ -1,0 +1,120 @@
+"""The `lepton` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import lepton as lp
+
+pytestmark = pytest.mark.integration
+LEPTON = str(Path(sys.executable).parent / "lepton")
+
+
+def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, LEPTON_HOME=str(home), COLUMNS="200")
+    proc = subprocess.run([LEPTON, *args], env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_help_and_version(tmp_path: Path):
+    out = run("--help", home=tmp_path).stdout
+    for command in ("train", "demo", "data", "env"):
+        assert command in out
+    assert run("--version", home=tmp_path).stdout.strip() == f"lepton {lp.__version__}"
+    assert "--epochs" in run("train", "--help", home=tmp_path).stdout
+
+
+def test_env_json(tmp_path: Path):
+    info = json.loads(run("env", "--json", home=tmp_path).stdout)
+    assert info["versions"]["lepton"] == lp.__version__
+    assert info["versions"]["torch"].startswith("2.")
+    assert info["paths"]["LEPTON_HOME"] == str(tmp_path)
+    assert info["devices"]["cpu_count"] >= 1
+
+
+def test_data_list_and_show(tmp_path: Path):
+    rows = json.loads(run("data", "list", "--json", home=tmp_path).stdout)
+    names = {row["name"] for row in rows}
+    assert {
+        "mnist",
+        "fashion-mnist",
+        "digits",
+        "iris",
+        "wine",
+        "breast-cancer",
+        "diabetes",
+    } <= names
+    mnist = next(row for row in rows if row["name"] == "mnist")
+    assert mnist["available"] is True
+    shown = json.loads(
+        run("data", "show", "iris", "--split", "all", "--json", home=tmp_path).stdout
+    )
+    assert shown["describe"]["rows"] == 150
+    assert run("data", "show", "iris", home=tmp_path).stdout.count("setosa") >= 1
+
+
+def test_train_json_and_save(tmp_path: Path):
+    save = tmp_path / "saved"
+    proc = run(
+        "train",
+        "--model",
+        "mlp",
+        "--data",
+        "digits",
+        "--epochs",
+        "3",
+        "--seed",
+        "1",
+        "--save",
+        str(save),
+        "--json",
+        home=tmp_path,
+    )
+    result = json.loads(proc.stdout)
+    assert result["test"]["accuracy"] > 0.85
+    assert len(result["fit"]["history"]) == 3
+    manifest = json.loads((save / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "mlp"
+    assert manifest["dataset"]["fingerprint"].startswith("sha256:")
+    model = lp.models.build(manifest["model"])
+    model.load_state_dict(load_file(str(save / "model.safetensors")))
+    test = lp.data.load("digits", split="test")
+    assert lp.evaluate(model, test)["accuracy"] == pytest.approx(result["test"]["accuracy"])
+
+
+def test_train_resume_from_cli(tmp_path: Path):
+    ckpt = tmp_path / "ckpt"
+    base = ("train", "-m", "mlp", "-d", "iris", "--json", "--checkpoint-dir", str(ckpt))
+    run(*base, "--epochs", "2", home=tmp_path)
+    resumed = json.loads(run(*base, "--epochs", "4", "--resume", home=tmp_path).stdout)
+    straight = json.loads(
+        run("train", "-m", "mlp", "-d", "iris", "--json", "--epochs", "4", home=tmp_path).stdout
+    )
+    assert resumed["test"] == straight["test"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "--model", "convnett", "--data", "digits"), "convnet"),
+        (("train", "--data", "mnistt"), "mnist"),
+        (("train", "-m", "mlp", "-d", "iris", "--optimizer", "lion"), "adamw"),
+        (("train", "-m", "mlp", "-d", "iris", "-c", "dropout=2"), "dropout"),
+        (("data", "show", "imagenet"), "mnist"),
+    ],
+)
+def test_errors_are_one_clear_line(tmp_path: Path, args: tuple[str, ...], message: str):
+    proc = run(*args, home=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error")
+    assert message in proc.stderr
