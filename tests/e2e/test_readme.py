@@ -72,6 +72,6 @@ def test_bash_line(command: str, tmp_path: Path):
     assert "Traceback" not in proc.stderr
     if command == "make run":
         assert "MNIST test set" in proc.stdout
-        match = re.search(r"accuracy\s+│?\s*([\d.]+)%", proc.stdout)
+        match = re.search(r"final test: .*?accuracy ([\d.]+)%", proc.stdout)
         assert match, proc.stdout[-2000:]
         assert float(match.group(1)) >= 98.5

@@ -89,6 +89,10 @@ def test_train_json_and_save(tmp_path: Path):
     model.load_state_dict(load_file(str(save / "model.safetensors")))
     test = lp.data.load("digits", split="test")
     assert lp.evaluate(model, test)["accuracy"] == pytest.approx(result["test"]["accuracy"])
+    again = run("train", "-m", "mlp", "-d", "iris", "--save", str(save), home=tmp_path, check=False)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    assert json.loads((save / "manifest.json").read_text()) == manifest  # left untouched
 
 
 def test_train_resume_from_cli(tmp_path: Path):

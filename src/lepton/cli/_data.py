@@ -74,9 +74,18 @@ def show(
         return
     console = Console()
     console.print(f"[bold]{info.title}[/] ({info.name}, split {split})")
-    table = Table(show_header=False, box=None)
-    for key, value in _row(info).items():
-        table.add_row(f"[dim]{key}[/]", str(value))
-    for key, value in description.items():
-        table.add_row(f"[bold]{key}[/]", str(value))
-    console.print(table)
+    summary = Table(show_header=False, box=None)
+    for key in ("rows", "input_shape", "dtype", "task", "num_classes", "missing", "fingerprint"):
+        summary.add_row(f"[dim]{key}[/]", str(description[key]))
+    summary.add_row("[dim]source[/]", info.source)
+    summary.add_row("[dim]location[/]", str(info.locate() or f"not here: {info.how_to_get}"))
+    console.print(summary)
+    if "class_counts" in description:
+        classes = Table("class", "samples", title="classes", title_justify="left")
+        for cls, count in description["class_counts"].items():
+            classes.add_row(cls, f"{count:,}")
+        console.print(classes)
+    stats = Table("feature", "mean", "std", "min", "max", title="features", title_justify="left")
+    for feature, values in description["features"].items():
+        stats.add_row(feature, *(f"{values[k]:.4g}" for k in ("mean", "std", "min", "max")))
+    console.print(stats)

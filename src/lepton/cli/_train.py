@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +19,7 @@ from lepton import models as lp_models
 from lepton._fs import atomic_dir
 from lepton.config import get_settings
 from lepton.data import Dataset
-from lepton.errors import UnknownModelError
+from lepton.errors import ConfigError, UnknownModelError
 from lepton.train import FitResult, evaluate, fit
 from lepton.train._progress import format_metrics
 
@@ -89,7 +90,7 @@ def _save(
         "fit": result.to_dict(),
     }
     if folder.exists():
-        raise FileExistsError(folder)
+        raise ConfigError(f"{folder} already exists; pass a new folder to --save")
     with atomic_dir(folder) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -99,7 +100,7 @@ def _save(
 
 def _split_val(full: Dataset, val: str, data: str) -> tuple[Dataset, Dataset | None, Dataset]:
     if val not in ("holdout", "test", "none"):
-        raise UnknownModelError(f"--val must be holdout, test or none, got {val!r}")
+        raise ConfigError(f"--val must be holdout, test or none, got {val!r}")
     test = lp_data.load(data, split="test")
     if val == "holdout":
         train_ds, val_ds = full.split(test_size=1 / 12, seed=0)
@@ -108,7 +109,9 @@ def _split_val(full: Dataset, val: str, data: str) -> tuple[Dataset, Dataset | N
 
 
 def train(
-    model: str = typer.Option("convnet", "--model", "-m", help="Zoo model name (see below)."),
+    model: str = typer.Option(
+        "convnet", "--model", "-m", help="Zoo model: mlp, convnet, resnet, lstm, gru, transformer."
+    ),
     data: str = typer.Option("mnist", "--data", "-d", help="Catalog dataset (`lepton data list`)."),
     epochs: int = typer.Option(3, help="Passes over the training data."),
     batch_size: int = typer.Option(64, help="Samples per optimizer step."),
@@ -118,7 +121,7 @@ def train(
     schedule: str | None = typer.Option(None, help="cosine, onecycle, step or plateau."),
     early_stopping: int | None = typer.Option(None, help="Patience in epochs (val_loss)."),
     grad_clip: float | None = typer.Option(None, help="Clip the gradient norm to this."),
-    seed: int = typer.Option(0, help="Seed for shuffling, dropout and the holdout split."),
+    seed: int = typer.Option(0, help="Seed for initial weights, shuffling, dropout, holdout."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     val: str = typer.Option("holdout", help="holdout (1/12 of train), test, or none."),
     config: list[str] = typer.Option([], "--config", "-c", help="Model argument key=value."),
@@ -136,6 +139,7 @@ def train(
     """
     full = lp_data.load(data, split="train")
     train_ds, val_ds, test = _split_val(full, val, data)
+    torch.manual_seed(seed)  # the seed covers the initial weights too
     net = build_for(model, train_ds, _parse_config(config))
     result = fit(
         net,
@@ -185,6 +189,7 @@ def demo(
     full = lp_data.load("mnist", split="train")
     train_ds, val_ds = full.split(test_size=1 / 12, seed=seed)
     test = lp_data.load("mnist", split="test")
+    torch.manual_seed(seed)
     model = lp_models.ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3, dropout=0.5)
     result = fit(
         model,

@@ -1,0 +1,48 @@
+"""Settings come from LEPTON_* variables; bad values give a ConfigError that names them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lepton as lp
+from lepton.config import get_settings
+from lepton.errors import ConfigError
+
+
+def test_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("LEPTON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LEPTON_DATA_DIR", "~/datasets")
+    settings = get_settings()
+    assert settings.home == tmp_path / "home"
+    assert settings.data_dir == Path.home() / "datasets"
+    assert settings.checkpoints_dir == tmp_path / "home" / "checkpoints"
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LEPTON_NUM_THREADS", "many")
+    with pytest.raises(ConfigError, match="LEPTON_NUM_THREADS"):
+        get_settings()
+
+
+def test_num_threads_setting_applies_during_fit(monkeypatch: pytest.MonkeyPatch):
+    seen: list[int] = []
+
+    class Threads(lp.Callback):
+        def on_epoch_start(self, state: lp.train.TrainState) -> None:
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("LEPTON_NUM_THREADS", "1")
+    train = lp.data.load("iris", split="train")
+    lp.fit(
+        lp.models.MLP(in_features=4, num_classes=3),
+        train,
+        epochs=1,
+        callbacks=[Threads()],
+        quiet=True,
+    )
+    assert seen == [1]
+    assert torch.get_num_threads() == before
