@@ -65,9 +65,14 @@ def test_atomic_write_replaces_whole_file(tmp_path: Path):
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path):
     target = tmp_path / "version-1"
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
-        (tmp / "weights.bin").write_bytes(b"partial")
-        raise RuntimeError("crash mid-write")
+
+    def crash() -> None:
+        with atomic_dir(target) as tmp:
+            (tmp / "weights.bin").write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash()
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
     with atomic_dir(target) as tmp:

@@ -77,7 +77,8 @@ def _label_problems(ds: Dataset) -> list[str]:
 
 def _dedupe(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
     """Indices of first occurrences (in order), and a note on conflicting labels."""
-    rows = np.nan_to_num(x.astype(np.float64), nan=np.inf * 0 + 1.2345e300)
+    # NaN != NaN, so two rows missing the same value would never match: compare a sentinel.
+    rows = np.nan_to_num(x.astype(np.float64), nan=-1.2345e300)
     full = rows if y is None else np.concatenate([rows, y.reshape(len(y), -1)], axis=1)
     _, first = np.unique(full, axis=0, return_index=True)
     keep = np.sort(first)

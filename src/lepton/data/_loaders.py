@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,7 +107,7 @@ def from_idx(
     y = read_idx(labels)
     if x.ndim != 3:
         raise DataFormatError(f"{images} holds shape {x.shape}, expected (N, H, W) images")
-    features = torch.from_numpy(np.asarray(x, dtype=np.uint8)).unsqueeze(1)  # (N, 1, H, W)
+    features = torch.from_numpy(np.require(x, np.uint8, "W")).unsqueeze(1)  # (N, 1, H, W)
     if scale:
         features = features.float().div_(255.0)
     targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -286,6 +287,7 @@ def from_npz(
                 )
             x = archive[fkey]
             y = archive[tkey] if tkey is not None else None
+            meta = json.loads(str(archive["meta"])) if "meta" in keys else {}  # Dataset.save
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise DataFormatError(
@@ -293,7 +295,15 @@ def from_npz(
                 f"code); save plain numeric arrays instead"
             ) from None
         raise DataFormatError(f"{p} is not a valid NumPy file ({exc})") from None
-    return Dataset(x, y, name=name or p.stem, task=task)
+    return Dataset(
+        x,
+        y,
+        name=name or meta.get("name") or p.stem,
+        task=task or meta.get("task"),
+        classes=meta.get("classes"),
+        feature_names=meta.get("feature_names"),
+        preprocessing=meta.get("preprocessing") or (),
+    )
 
 
 def from_image_folder(
