@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lepton as lp
-from lepton.errors import ChecksumError, DataSourceMissingError, DatasetNotFoundError
+from lepton.errors import ChecksumError, DatasetNotFoundError, DataSourceMissingError
 
 IDX_FILES = (
     "t10k-images-idx3-ubyte.gz",

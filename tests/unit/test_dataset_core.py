@@ -36,7 +36,7 @@ def test_task_is_inferred_and_labels_are_checked():
     )
     with pytest.raises(LabelError, match="task='regression'"):
         Dataset(np.zeros((3, 1)), np.array([0.5, 1.0, 2.0]), task="classification")
-    with pytest.raises(LabelError, match="0..K-1"):
+    with pytest.raises(LabelError, match=r"0\.\.K-1"):
         Dataset(np.zeros((3, 1)), np.array([0, -1, 2]))
     with pytest.raises(LabelError, match="one label per sample"):
         Dataset(np.zeros((3, 1)), np.zeros((3, 2), dtype=np.int64))
@@ -139,7 +139,8 @@ def test_fingerprint_tracks_content_not_name():
         a.fingerprint()
         == Dataset(b.features.clone(), b.targets.clone(), name="other").fingerprint()
     )
-    assert a.fingerprint().startswith("sha256:") and len(a.fingerprint()) == 71
+    assert a.fingerprint().startswith("sha256:")
+    assert len(a.fingerprint()) == 71
     changed = Dataset(a.features.clone(), a.targets.clone())
     changed.features[3, 1] += 1e-3
     assert changed.fingerprint() != a.fingerprint()
