@@ -58,6 +58,7 @@ class Reporter:
             TimeRemainingColumn(),
             console=Console(file=sys.stderr),
             transient=True,
+            refresh_per_second=2,  # a redraw thread that wakes less steals less from training
         )
         self._progress.start()
 
