@@ -25,7 +25,7 @@ from lepton.train._progress import format_metrics
 
 __all__ = ["build_for", "demo", "train"]
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def build_for(name: str, ds: Dataset, overrides: dict[str, Any]) -> nn.Module:
@@ -66,7 +66,7 @@ def _parse_config(items: list[str]) -> dict[str, Any]:
 
 
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():

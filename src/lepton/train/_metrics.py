@@ -113,9 +113,9 @@ def evaluate(
         metrics, total_loss = _run(model, ds, criterion, dev, batch_size)
     finally:
         model.train(was_training)
-    out = {name: float(value) for name, value in metrics.compute().items()}
-    out["loss"] = total_loss / len(ds)
-    return out
+    computed = metrics.compute()
+    order = ("accuracy", "f1", "precision", "recall", "auc", "mse", "mae", "r2")
+    return {"loss": total_loss / len(ds)} | {k: float(computed[k]) for k in order if k in computed}
 
 
 def _run(
