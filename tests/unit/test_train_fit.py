@@ -42,6 +42,8 @@ def test_fit_learns_real_digits(digits):
     assert lp.evaluate(model, test)["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert result.samples_per_second > 0
     assert result.best_epoch >= 1
+    losses = [r.val["loss"] for r in result.history]
+    assert result.best == result.history[losses.index(min(losses))].val
     json.dumps(result.to_dict())  # JSON-safe
 
 

@@ -63,9 +63,16 @@ class FitResult:
     checkpoint: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def best(self) -> dict[str, float]:
+        """Metrics of the best epoch by ``monitor`` (validation metrics when available)."""
+        record = self.history[self.best_epoch - 1] if self.best_epoch else self.history[-1]
+        return dict(record.val or record.train)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
         return {
+            "best": self.best,
             "history": [r.to_dict() for r in self.history],
             "metrics": self.metrics,
             "best_epoch": self.best_epoch,
