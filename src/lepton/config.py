@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         data_dir: An extra folder searched first for dataset files (``LEPTON_DATA_DIR``).
         num_threads: Torch intra-op threads for training (``LEPTON_NUM_THREADS``); ``0``
             leaves torch's default.
+        encryption_key: Base64 (URL-safe) of 32 random bytes; artifacts are then
+            encrypted at rest with AES-256-GCM (``LEPTON_ENCRYPTION_KEY``).
+        encryption_key_file: A file holding such a key (``LEPTON_ENCRYPTION_KEY_FILE``).
     """
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore")
@@ -35,8 +38,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".lepton")
     data_dir: Path | None = None
     num_threads: int = Field(default=0, ge=0)
+    encryption_key: SecretStr | None = None
+    encryption_key_file: Path | None = None
 
-    @field_validator("home", "data_dir", mode="after")
+    @field_validator("home", "data_dir", "encryption_key_file", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -45,6 +50,11 @@ class Settings(BaseSettings):
     def checkpoints_dir(self) -> Path:
         """Default folder for training checkpoints."""
         return self.home / "checkpoints"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Default folder of the local artifact store."""
+        return self.home / "artifacts"
 
 
 def get_settings() -> Settings:

@@ -17,14 +17,20 @@ its message always says what to do next::
     │   ├── UnknownModelError       unknown architecture name or bad config
     │   ├── ShapeError              input of the wrong shape for the model
     │   └── NotFittedError          an estimator used before ``fit``
-    └── TrainingError               anything about ``fit`` / ``evaluate``
-        ├── DivergedError           the loss became NaN or infinite
-        └── CheckpointError         a checkpoint is missing, corrupt or incompatible
+    ├── TrainingError               anything about ``fit`` / ``evaluate``
+    │   ├── DivergedError           the loss became NaN or infinite
+    │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
+    └── StorageError                anything about stored artifacts
+        ├── InvalidKeyError         an artifact key that could leave the store
+        ├── ArtifactNotFoundError   no artifact under that key
+        ├── IntegrityError          stored bytes no longer match their hash
+        └── EncryptionError         a missing or wrong encryption key
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactNotFoundError",
     "CheckpointError",
     "ChecksumError",
     "ConfigError",
@@ -34,11 +40,15 @@ __all__ = [
     "DatasetNotFoundError",
     "DivergedError",
     "EmptyDatasetError",
+    "EncryptionError",
+    "IntegrityError",
+    "InvalidKeyError",
     "LabelError",
     "LeptonError",
     "ModelError",
     "NotFittedError",
     "ShapeError",
+    "StorageError",
     "TrainingError",
     "UnknownModelError",
 ]
@@ -147,3 +157,33 @@ class CheckpointError(TrainingError):
     """A checkpoint is missing, corrupt, or does not match the model."""
 
     code = "checkpoint_error"
+
+
+class StorageError(LeptonError):
+    """An artifact could not be stored or read."""
+
+    code = "storage_error"
+
+
+class InvalidKeyError(StorageError):
+    """An artifact key is malformed or could name a path outside the store."""
+
+    code = "invalid_key"
+
+
+class ArtifactNotFoundError(StorageError):
+    """No artifact is stored under a key."""
+
+    code = "artifact_not_found"
+
+
+class IntegrityError(StorageError):
+    """Stored bytes do not match the hash recorded for them."""
+
+    code = "integrity_error"
+
+
+class EncryptionError(StorageError):
+    """An encrypted artifact cannot be read: the key is missing or wrong."""
+
+    code = "encryption_error"

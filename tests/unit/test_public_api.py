@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import lepton as lp
+import lepton.storage
 from lepton import errors
 from lepton._fs import atomic_dir, atomic_write_bytes
 
@@ -33,7 +34,7 @@ def test_top_level_all_is_exact():
         assert hasattr(lp, name), name
 
 
-@pytest.mark.parametrize("module", [lp.data, lp.models, lp.errors, lp.train])
+@pytest.mark.parametrize("module", [lp.data, lp.models, lp.errors, lp.train, lepton.storage])
 def test_subpackage_all_names_exist_and_are_public(module):
     for name in module.__all__:
         assert hasattr(module, name), f"{module.__name__}.{name}"

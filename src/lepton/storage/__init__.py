@@ -1,0 +1,19 @@
+"""Storage: the artifact store (content-addressed, crash-safe, optionally encrypted).
+
+Example:
+    >>> store = LocalArtifactStore("/tmp/lepton-artifacts")  # doctest: +SKIP
+    >>> store.put("runs/1/model.safetensors", weights)  # doctest: +SKIP
+"""
+
+from lepton.storage._artifacts import ArtifactInfo, ArtifactStore, LocalArtifactStore
+from lepton.storage._crypto import Cipher, generate_key
+from lepton.storage._keys import validate_key
+
+__all__ = [
+    "ArtifactInfo",
+    "ArtifactStore",
+    "Cipher",
+    "LocalArtifactStore",
+    "generate_key",
+    "validate_key",
+]
