@@ -48,4 +48,13 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "note: Fashion-MNIST is optional; install it with: sudo apt-get install dataset-fashion-mnist"
   fi
 fi
+# A PostgreSQL server for the metadata-store tests (they start their own on 127.0.0.1).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing PostgreSQL (Debian postgresql, for the storage tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "note: the PostgreSQL storage tests need a server: sudo apt-get install postgresql"
+  fi
+fi
 echo "==> ready: $("$VENV/bin/lepton" --version)"

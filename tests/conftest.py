@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (postgres.py)
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +19,30 @@ def _lepton_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("LEPTON_HOME", str(home))
     monkeypatch.delenv("LEPTON_DATA_DIR", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 for the whole test session."""
+    from postgres import postgres_server, server_binaries
+
+    if server_binaries() is None and os.geteuid() != 0:
+        pytest.skip(
+            "PostgreSQL is not installed and we are not root: sudo apt-get install postgresql"
+        )
+    with postgres_server() as url:
+        yield url
+
+
+_DB_COUNTER = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend: one shared suite runs over both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'lepton.db'}"
+    from postgres import create_database
+
+    server = request.getfixturevalue("postgres_server_url")
+    return create_database(server, f"lepton_test_{os.getpid()}_{next(_DB_COUNTER)}")

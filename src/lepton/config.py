@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         encryption_key: Base64 (URL-safe) of 32 random bytes; artifacts are then
             encrypted at rest with AES-256-GCM (``LEPTON_ENCRYPTION_KEY``).
         encryption_key_file: A file holding such a key (``LEPTON_ENCRYPTION_KEY_FILE``).
+        database_url: SQLAlchemy URL of the metadata database (``LEPTON_DATABASE_URL``);
+            default: SQLite at ``home/lepton.db``.
     """
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore")
@@ -40,6 +42,7 @@ class Settings(BaseSettings):
     num_threads: int = Field(default=0, ge=0)
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
+    database_url: SecretStr | None = None
 
     @field_validator("home", "data_dir", "encryption_key_file", mode="after")
     @classmethod

@@ -24,7 +24,9 @@ its message always says what to do next::
         ├── InvalidKeyError         an artifact key that could leave the store
         ├── ArtifactNotFoundError   no artifact under that key
         ├── IntegrityError          stored bytes no longer match their hash
-        └── EncryptionError         a missing or wrong encryption key
+        ├── EncryptionError         a missing or wrong encryption key
+        └── DatabaseError           the metadata database cannot be used
+            └── StaleSchemaError    its schema is not the one this Lepton needs
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "DataError",
     "DataFormatError",
     "DataSourceMissingError",
+    "DatabaseError",
     "DatasetNotFoundError",
     "DivergedError",
     "EmptyDatasetError",
@@ -48,6 +51,7 @@ __all__ = [
     "ModelError",
     "NotFittedError",
     "ShapeError",
+    "StaleSchemaError",
     "StorageError",
     "TrainingError",
     "UnknownModelError",
@@ -187,3 +191,15 @@ class EncryptionError(StorageError):
     """An encrypted artifact cannot be read: the key is missing or wrong."""
 
     code = "encryption_error"
+
+
+class DatabaseError(StorageError):
+    """The metadata database cannot be reached or used."""
+
+    code = "database_error"
+
+
+class StaleSchemaError(DatabaseError):
+    """The database schema is older (or newer) than this Lepton needs."""
+
+    code = "stale_schema"

@@ -27,7 +27,7 @@ def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProce
 
 def test_help_and_version(tmp_path: Path):
     out = run("--help", home=tmp_path).stdout
-    for command in ("train", "demo", "data", "env"):
+    for command in ("train", "demo", "data", "env", "db"):
         assert command in out
     assert run("--version", home=tmp_path).stdout.strip() == f"lepton {lp.__version__}"
     assert "--epochs" in run("train", "--help", home=tmp_path).stdout
@@ -122,3 +122,18 @@ def test_errors_are_one_clear_line(tmp_path: Path, args: tuple[str, ...], messag
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error")
     assert message in proc.stderr
+
+
+def test_db_status_and_upgrade(tmp_path: Path):
+    before = json.loads(run("db", "status", "--json", home=tmp_path).stdout)
+    assert before["current"] is None
+    assert before["up_to_date"] is False
+    assert "schema none -> " in run("db", "upgrade", home=tmp_path).stdout
+    after = json.loads(run("db", "status", "--json", home=tmp_path).stdout)
+    assert after["up_to_date"] is True
+    assert after["url"] == f"sqlite:///{tmp_path / 'lepton.db'}"
+    bad = run("db", "status", "--url", "postgresql+psycopg://x@127.0.0.1:1/y", home=tmp_path,
+              check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert "LEPTON_DATABASE_URL" in bad.stderr

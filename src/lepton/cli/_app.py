@@ -9,6 +9,7 @@ from rich.console import Console
 
 import lepton
 from lepton.cli._data import data_app
+from lepton.cli._db import db_app
 from lepton.cli._env import env
 from lepton.cli._train import demo, train
 from lepton.errors import LeptonError
@@ -28,6 +29,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
 app.command()(train)
 app.command()(demo)
 app.command()(env)

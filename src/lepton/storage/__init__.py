@@ -1,4 +1,5 @@
-"""Storage: the artifact store (content-addressed, crash-safe, optionally encrypted).
+"""Storage: the metadata database and the artifact store (content-addressed, crash-safe,
+optionally encrypted).
 
 Example:
     >>> store = LocalArtifactStore("/tmp/lepton-artifacts")  # doctest: +SKIP
@@ -7,13 +8,16 @@ Example:
 
 from lepton.storage._artifacts import ArtifactInfo, ArtifactStore, LocalArtifactStore
 from lepton.storage._crypto import Cipher, generate_key
+from lepton.storage._db import Database, default_url
 from lepton.storage._keys import validate_key
 
 __all__ = [
     "ArtifactInfo",
     "ArtifactStore",
     "Cipher",
+    "Database",
     "LocalArtifactStore",
+    "default_url",
     "generate_key",
     "validate_key",
 ]
