@@ -7,6 +7,8 @@ Example:
     >>> result = lp.fit(model, train, epochs=3)  # doctest: +SKIP
 """
 
+from typing import Any
+
 from lepton import data, errors, models
 from lepton.errors import LeptonError
 from lepton.models import LinearRegression, LogisticRegression
@@ -26,4 +28,14 @@ __all__ = [
     "evaluate",
     "fit",
     "models",
+    "start_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Tracking pulls in SQLAlchemy; load it on first use so `import lepton` stays fast.
+    if name == "start_run":
+        from lepton.tracking import start_run
+
+        return start_run
+    raise AttributeError(f"module 'lepton' has no attribute {name!r}")

@@ -20,6 +20,7 @@ its message always says what to do next::
     ├── TrainingError               anything about ``fit`` / ``evaluate``
     │   ├── DivergedError           the loss became NaN or infinite
     │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
+    ├── TrackingError               a run or metric cannot be logged or found
     └── StorageError                anything about stored artifacts
         ├── InvalidKeyError         an artifact key that could leave the store
         ├── ArtifactNotFoundError   no artifact under that key
@@ -53,6 +54,7 @@ __all__ = [
     "ShapeError",
     "StaleSchemaError",
     "StorageError",
+    "TrackingError",
     "TrainingError",
     "UnknownModelError",
 ]
@@ -203,3 +205,9 @@ class StaleSchemaError(DatabaseError):
     """The database schema is older (or newer) than this Lepton needs."""
 
     code = "stale_schema"
+
+
+class TrackingError(LeptonError):
+    """A run cannot be logged to, or found."""
+
+    code = "tracking_error"

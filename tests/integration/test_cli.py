@@ -27,7 +27,7 @@ def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProce
 
 def test_help_and_version(tmp_path: Path):
     out = run("--help", home=tmp_path).stdout
-    for command in ("train", "demo", "data", "env", "db"):
+    for command in ("train", "demo", "data", "env", "db", "runs"):
         assert command in out
     assert run("--version", home=tmp_path).stdout.strip() == f"lepton {lp.__version__}"
     assert "--epochs" in run("train", "--help", home=tmp_path).stdout
@@ -137,3 +137,28 @@ def test_db_status_and_upgrade(tmp_path: Path):
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert "LEPTON_DATABASE_URL" in bad.stderr
+
+
+def test_training_is_tracked_and_runs_compare(tmp_path: Path):
+    ids = []
+    for lr in ("0.001", "0.01"):
+        out = run("train", "-m", "mlp", "-d", "iris", "--epochs", "2", "--lr", lr, "--json",
+                  home=tmp_path)  # fmt: skip
+        ids.append(json.loads(out.stdout)["run"])
+    listed = json.loads(run("runs", "list", "--json", home=tmp_path).stdout)
+    assert [r["id"] for r in listed] == ids[::-1]
+    assert {r["state"] for r in listed} == {"finished"}
+    shown = json.loads(run("runs", "show", str(ids[0]), "--json", home=tmp_path).stdout)
+    assert shown["params"]["fit"]["lr"] == 0.001
+    assert "test_accuracy" in shown["metrics"]
+    svg = tmp_path / "val_loss.svg"
+    compared = json.loads(run("runs", "compare", *map(str, ids), "--plot", str(svg), "--json",
+                              home=tmp_path).stdout)  # fmt: skip
+    assert compared["params"]["fit.lr"] == [0.001, 0.01]
+    assert svg.read_text().count("<polyline") == 2
+    table = run("runs", "list", home=tmp_path).stdout
+    assert "mlp-iris" in table
+    assert "finished" in table
+    missing = run("runs", "show", "999", home=tmp_path, check=False)
+    assert missing.returncode == 2
+    assert "lepton runs list" in missing.stderr

@@ -9,6 +9,7 @@ import pytest
 
 import lepton as lp
 import lepton.storage
+import lepton.tracking
 from lepton import errors
 from lepton._fs import atomic_dir, atomic_write_bytes
 
@@ -28,13 +29,16 @@ def test_top_level_all_is_exact():
             "evaluate",
             "fit",
             "models",
+            "start_run",
         ]
     )
     for name in lp.__all__:
         assert hasattr(lp, name), name
 
 
-@pytest.mark.parametrize("module", [lp.data, lp.models, lp.errors, lp.train, lepton.storage])
+@pytest.mark.parametrize(
+    "module", [lp.data, lp.models, lp.errors, lp.train, lepton.storage, lepton.tracking]
+)
 def test_subpackage_all_names_exist_and_are_public(module):
     for name in module.__all__:
         assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ from lepton._fs import atomic_dir
 from lepton.config import get_settings
 from lepton.data import Dataset
 from lepton.errors import ConfigError, UnknownModelError
+from lepton.tracking import start_run
 from lepton.train import FitResult, evaluate, fit
 from lepton.train._progress import format_metrics
 
@@ -128,6 +130,7 @@ def train(
     checkpoint_dir: Path | None = typer.Option(None, help="Checkpoint every epoch here."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in checkpoint-dir."),
     save: Path | None = typer.Option(None, help="Write weights + manifest to this new folder."),
+    track: bool = typer.Option(True, help="Record the run (see `lepton runs list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -141,30 +144,39 @@ def train(
     train_ds, val_ds, test = _split_val(full, val, data)
     torch.manual_seed(seed)  # the seed covers the initial weights too
     net = build_for(model, train_ds, _parse_config(config))
-    result = fit(
-        net,
-        train_ds,
-        val_ds,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        early_stopping=early_stopping,
-        grad_clip=grad_clip,
-        seed=seed,
-        device=device,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        quiet=quiet or as_json,
-    )
-    metrics = evaluate(net, test)
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(start_run(f"{model}-{data}")) if track else None
+        result = fit(
+            net,
+            train_ds,
+            val_ds,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            early_stopping=early_stopping,
+            grad_clip=grad_clip,
+            seed=seed,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            quiet=quiet or as_json,
+        )
+        metrics = evaluate(net, test)
+        if run is not None:
+            run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, step=len(result.history))
     saved = _save(save, net, train_ds, metrics, result) if save is not None else None
     if as_json:
         print(
             json.dumps(
-                {"test": metrics, "fit": result.to_dict(), "saved": str(saved) if saved else None},
+                {
+                    "test": metrics,
+                    "fit": result.to_dict(),
+                    "run": run.id if run is not None else None,
+                    "saved": str(saved) if saved else None,
+                },
                 indent=2,
             )
         )

@@ -8,7 +8,7 @@ Example:
 
 from lepton.storage._artifacts import ArtifactInfo, ArtifactStore, LocalArtifactStore
 from lepton.storage._crypto import Cipher, generate_key
-from lepton.storage._db import Database, default_url
+from lepton.storage._db import Database, default_url, open_database
 from lepton.storage._keys import validate_key
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "LocalArtifactStore",
     "default_url",
     "generate_key",
+    "open_database",
     "validate_key",
 ]

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lepton.config import get_settings
 from lepton.errors import DatabaseError, StaleSchemaError
 
-__all__ = ["Database", "default_url"]
+__all__ = ["Database", "default_url", "open_database"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -145,3 +145,24 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+_OPEN: dict[str, Database] = {}
+
+
+def open_database(url: str | None = None) -> Database:
+    """The shared :class:`Database` for ``url`` (default: :func:`default_url`), ready to use.
+
+    An empty database gets the current schema; an older one raises
+    :class:`StaleSchemaError` (run ``lepton db upgrade``), so nothing is migrated
+    behind a team's back.
+    """
+    key = url or default_url()
+    database = _OPEN.get(key)
+    if database is None:
+        database = Database(key)
+        if database.current_revision() is None:
+            database.upgrade()
+        database.check()
+        _OPEN[key] = database
+    return database

@@ -11,7 +11,7 @@ from torch import nn
 
 from lepton.errors import TrainingError
 
-__all__ = ["Callback", "EarlyStopping", "EpochRecord", "TrainState"]
+__all__ = ["Callback", "EarlyStopping", "EpochRecord", "RunLogger", "TrainState"]
 
 
 @dataclass
@@ -189,3 +189,37 @@ class EarlyStopping(Callback):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self._best_weights = dict(tensors) or None
+
+
+class RunLogger(Callback):
+    """Log a ``fit`` call into a tracking run: its settings, data lineage, and per-epoch
+    ``train_*`` / ``val_*`` metrics and learning rate (step = epoch).
+
+    ``fit`` adds one by itself when a run is active (``with lp.start_run(...)``).
+    """
+
+    def __init__(self, run: Any, settings: dict[str, Any], datasets: dict[str, Any]) -> None:
+        self.run = run
+        self.settings = settings
+        self.datasets = datasets
+
+    def on_fit_start(self, state: TrainState) -> None:
+        from lepton.errors import UnknownModelError
+        from lepton.models import model_spec
+
+        params: dict[str, Any] = {"fit": self.settings}
+        try:
+            params["model_spec"] = model_spec(state.model)
+        except UnknownModelError:
+            params["model_spec"] = {"name": type(state.model).__name__}
+        self.run.log_params(params)
+        for role, dataset in self.datasets.items():
+            self.run.log_dataset(dataset, role=role)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        record = state.history[-1]
+        values = {f"train_{k}": v for k, v in record.train.items()}
+        values.update({f"val_{k}": v for k, v in record.val.items()})
+        values["lr"] = record.lr
+        values["epoch_seconds"] = record.seconds
+        self.run.log_metrics(values, step=record.epoch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from lepton.errors import (
     ShapeError,
     TrainingError,
 )
-from lepton.train._callbacks import Callback, EarlyStopping, EpochRecord, TrainState
+from lepton.train._callbacks import Callback, EarlyStopping, EpochRecord, RunLogger, TrainState
 from lepton.train._checkpoint import load_checkpoint, save_checkpoint
 from lepton.train._metrics import as_dataset, evaluate, loss_function, to_float_batch
 from lepton.train._optim import (
@@ -246,6 +247,15 @@ def fit(
         raise TrainingError("amp=True needs a CUDA device; leave amp=False on the CPU")
     model.to(dev)
     _check_compatible(model, train_ds, dev)
+    callbacks = list(callbacks)
+    tracking = sys.modules.get("lepton.tracking._run")  # no run can be active if never imported
+    run = tracking.active_run() if tracking is not None else None
+    if run is not None:
+        settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+                    "weight_decay": weight_decay, "schedule": schedule, "seed": seed,
+                    "grad_clip": grad_clip, "device": str(dev)}  # fmt: skip
+        datasets = {"train": train_ds, **({"val": val_ds} if val_ds is not None else {})}
+        callbacks.append(RunLogger(run, settings, datasets))
     loop = _Loop(
         model=model,
         train=train_ds,
@@ -261,7 +271,7 @@ def fit(
         grad_clip=grad_clip,
         amp=amp,
         seed=seed,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         early_stopping=early_stopping,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
         log_every=max(1, log_every),

@@ -1,0 +1,25 @@
+"""Experiment tracking: runs with params, per-step metrics, tags, artifacts and lineage.
+
+Example:
+    >>> import lepton as lp
+    >>> with lp.start_run("baseline", params={"lr": 1e-3}) as run:  # doctest: +SKIP
+    ...     lp.fit(model, train, epochs=3)  # logs train_/val_ metrics per epoch
+"""
+
+from lepton.tracking._plot import plot_curves
+from lepton.tracking._query import compare_runs, get_run, list_runs, metric_history, reconcile
+from lepton.tracking._run import Run, RunRecord, active_run, artifact_store, start_run
+
+__all__ = [
+    "Run",
+    "RunRecord",
+    "active_run",
+    "artifact_store",
+    "compare_runs",
+    "get_run",
+    "list_runs",
+    "metric_history",
+    "plot_curves",
+    "reconcile",
+    "start_run",
+]
