@@ -64,7 +64,7 @@ def test_failures_and_interrupts_are_recorded():
     record = get_run(run.id)
     assert record.state == "failed"
     assert "ZeroDivisionError" in record.tags["lepton.error"]
-    with pytest.raises(KeyboardInterrupt), lp.start_run("stopped") as stopped:  # noqa: PT012
+    with pytest.raises(KeyboardInterrupt), lp.start_run("stopped") as stopped:
         raise KeyboardInterrupt
     assert get_run(stopped.id).state == "killed"
     with pytest.raises(TrackingError, match="start a new run"):
