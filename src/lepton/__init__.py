@@ -27,15 +27,22 @@ __all__ = [
     "errors",
     "evaluate",
     "fit",
+    "load_model",
     "models",
+    "register",
     "start_run",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # Tracking pulls in SQLAlchemy; load it on first use so `import lepton` stays fast.
+    # Tracking and the registry pull in SQLAlchemy: load them on first use, keeping
+    # `import lepton` fast.
     if name == "start_run":
         from lepton.tracking import start_run
 
         return start_run
+    if name in ("register", "load_model"):
+        from lepton import registry
+
+        return getattr(registry, name)
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

@@ -21,6 +21,8 @@ its message always says what to do next::
     │   ├── DivergedError           the loss became NaN or infinite
     │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
     ├── TrackingError               a run or metric cannot be logged or found
+    ├── RegistryError               a model version cannot be registered or found
+    │   └── UnsafeFormatError       a pickle-based file (never loaded)
     └── StorageError                anything about stored artifacts
         ├── InvalidKeyError         an artifact key that could leave the store
         ├── ArtifactNotFoundError   no artifact under that key
@@ -51,12 +53,14 @@ __all__ = [
     "LeptonError",
     "ModelError",
     "NotFittedError",
+    "RegistryError",
     "ShapeError",
     "StaleSchemaError",
     "StorageError",
     "TrackingError",
     "TrainingError",
     "UnknownModelError",
+    "UnsafeFormatError",
 ]
 
 
@@ -211,3 +215,15 @@ class TrackingError(LeptonError):
     """A run cannot be logged to, or found."""
 
     code = "tracking_error"
+
+
+class RegistryError(LeptonError):
+    """A model version cannot be registered, found or changed."""
+
+    code = "registry_error"
+
+
+class UnsafeFormatError(RegistryError):
+    """A file format that can execute code when loaded (pickle) was refused."""
+
+    code = "unsafe_format"

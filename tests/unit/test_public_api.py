@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import lepton as lp
+import lepton.registry
 import lepton.storage
 import lepton.tracking
 from lepton import errors
@@ -28,7 +29,9 @@ def test_top_level_all_is_exact():
             "errors",
             "evaluate",
             "fit",
+            "load_model",
             "models",
+            "register",
             "start_run",
         ]
     )
@@ -37,7 +40,8 @@ def test_top_level_all_is_exact():
 
 
 @pytest.mark.parametrize(
-    "module", [lp.data, lp.models, lp.errors, lp.train, lepton.storage, lepton.tracking]
+    "module",
+    [lp.data, lp.models, lp.errors, lp.train, lepton.storage, lepton.tracking, lepton.registry],
 )
 def test_subpackage_all_names_exist_and_are_public(module):
     for name in module.__all__:

@@ -1,0 +1,36 @@
+"""The model registry: immutable versions (safetensors + JSON manifest + model card),
+stages, aliases, and loading by reference. No pickle is ever loaded.
+
+Example:
+    >>> version = lp.register(model, "mnist-convnet", metrics=result.metrics,
+    ...                       dataset=train)  # doctest: +SKIP
+    >>> lp.registry.set_stage(version.ref, "production")  # doctest: +SKIP
+    >>> model = lp.load_model("mnist-convnet@production")  # doctest: +SKIP
+"""
+
+from lepton.registry._load import (
+    check_not_pickle,
+    delete_version,
+    list_models,
+    list_versions,
+    load_model,
+    manifest_of,
+    model_card_text,
+)
+from lepton.registry._registry import STAGES, ModelVersion, register, resolve, set_alias, set_stage
+
+__all__ = [
+    "STAGES",
+    "ModelVersion",
+    "check_not_pickle",
+    "delete_version",
+    "list_models",
+    "list_versions",
+    "load_model",
+    "manifest_of",
+    "model_card_text",
+    "register",
+    "resolve",
+    "set_alias",
+    "set_stage",
+]

@@ -1,0 +1,155 @@
+"""Loading registered versions back, listing and deleting them. Never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import safetensors.torch
+from safetensors import SafetensorError
+from sqlalchemy import select
+from torch import nn
+
+from lepton.errors import IntegrityError, RegistryError, UnsafeFormatError
+from lepton.models import build
+from lepton.registry._registry import ModelVersion, _freeze, resolve
+from lepton.storage import Database, open_database
+from lepton.storage._schema import ModelAlias, RegisteredModel
+from lepton.storage._schema import ModelVersion as VersionRow
+from lepton.tracking._run import artifact_store
+
+__all__ = ["check_not_pickle", "delete_version", "list_models", "list_versions", "load_model"]
+
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt", ".bin", ".sav"}
+
+
+def check_not_pickle(path: str | Path) -> Path:
+    """Refuse files that are (or may be) pickles: by name and by their first bytes.
+
+    Pickles run arbitrary code when loaded; ``torch.save`` files are zip archives that
+    hold one. Lepton reads weights only from safetensors (and models from ONNX).
+    """
+    p = Path(path)
+    head = p.read_bytes()[:4] if p.exists() else b""
+    # protocol 2+ pickles start with 0x80; torch.save writes a zip ("PK\x03\x04")
+    if p.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK":
+        raise UnsafeFormatError(
+            f"{p} is a pickle-based file ({p.suffix or 'by its content'}); Lepton never loads "
+            f"pickles because they can run code. Save weights with safetensors "
+            f"(safetensors.torch.save_file(model.state_dict(), 'model.safetensors')) or export "
+            f"the model to ONNX, then register that"
+        )
+    return p
+
+
+def load_model(ref: str, *, database: Database | None = None) -> nn.Module:
+    """Rebuild a registered model from its manifest, after checking every file's hash.
+
+    Args:
+        ref: ``"name:3"``, ``"name@production"`` or ``"name"`` (newest ready version).
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        RegistryError: No ready version matches.
+        IntegrityError: A stored file does not match the hash in the manifest.
+        UnsafeFormatError: ``ref`` names a pickle file.
+    """
+    if isinstance(ref, (str, Path)) and Path(str(ref)).suffix.lower() in PICKLE_SUFFIXES:
+        check_not_pickle(ref)
+    version = resolve(str(ref), database=database)
+    store, prefix = artifact_store(), f"models/{version.name}/{version.version}"
+    files = version.manifest["files"]
+    stored = store.info(f"{prefix}/model.safetensors")
+    if stored.sha256 != files["model.safetensors"]["sha256"]:
+        raise IntegrityError(
+            f"{version.ref}: model.safetensors does not match the hash in its manifest; the "
+            f"version was tampered with: register the model again"
+        )
+    data = store.get(f"{prefix}/model.safetensors")  # re-hashed while reading
+    model = build(version.manifest["architecture"])
+    try:
+        state = safetensors.torch.load(data)
+    except SafetensorError as exc:
+        raise IntegrityError(f"{version.ref}: unreadable weights ({exc})") from None
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def list_models(*, database: Database | None = None) -> list[dict[str, object]]:
+    """Every registered model with its number of ready versions and the latest one."""
+    db = database or open_database()
+    out = []
+    with db.session() as s:
+        for model in s.scalars(select(RegisteredModel).order_by(RegisteredModel.name)):
+            versions = s.scalars(
+                select(VersionRow.version).where(
+                    VersionRow.model_name == model.name, VersionRow.state == "ready"
+                )
+            ).all()
+            out.append(
+                {
+                    "name": model.name,
+                    "versions": len(versions),
+                    "latest": max(versions) if versions else None,
+                    "description": model.description,
+                }
+            )
+    return out
+
+
+def list_versions(
+    name: str, *, include_pending: bool = False, database: Database | None = None
+) -> list[ModelVersion]:
+    """Versions of ``name``, newest first (only ``ready`` ones unless asked)."""
+    db = database or open_database()
+    query = (
+        select(VersionRow).where(VersionRow.model_name == name).order_by(VersionRow.version.desc())
+    )
+    if not include_pending:
+        query = query.where(VersionRow.state == "ready")
+    with db.session() as s:
+        if s.get(RegisteredModel, name) is None:
+            raise RegistryError(f"no model named {name!r}; see `lepton models list`")
+        rows = list(s.scalars(query))
+        s.expunge_all()
+    return [_freeze(db, row) for row in rows]
+
+
+def delete_version(ref: str, *, database: Database | None = None) -> ModelVersion:
+    """Delete one version (its record, aliases and files)."""
+    db = database or open_database()
+    version = resolve(ref, database=db)
+    store = artifact_store()
+    with db.session() as s:
+        for alias in s.scalars(
+            select(ModelAlias).where(
+                ModelAlias.model_name == version.name, ModelAlias.version == version.version
+            )
+        ):
+            s.delete(alias)
+        row = s.scalars(
+            select(VersionRow).where(
+                VersionRow.model_name == version.name, VersionRow.version == version.version
+            )
+        ).one()
+        s.delete(row)
+    for key in ("model.safetensors", "manifest.json", "MODEL_CARD.md"):
+        full = f"models/{version.name}/{version.version}/{key}"
+        if store.exists(full):
+            store.delete(full)
+    return version
+
+
+def model_card_text(ref: str, *, database: Database | None = None) -> str:
+    """The generated model card of a version."""
+    version = resolve(ref, database=database)
+    return artifact_store().get(f"models/{version.name}/{version.version}/MODEL_CARD.md").decode()
+
+
+def manifest_of(ref: str, *, database: Database | None = None) -> dict[str, object]:
+    """The manifest as stored in the artifact store (identical to the database copy)."""
+    version = resolve(ref, database=database)
+    raw = artifact_store().get(f"models/{version.name}/{version.version}/manifest.json")
+    return dict(json.loads(raw))

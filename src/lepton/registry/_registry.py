@@ -1,0 +1,281 @@
+"""The model registry: named models, immutable versions, stages and aliases.
+
+A version is written in three steps so that a crash never exposes half of one:
+the version number is reserved as ``pending`` (one transaction), its files go to the
+content-addressed artifact store (each write atomic), and one last transaction stores
+the manifest and flips it to ``ready``. Only ``ready`` versions are visible to loaders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import safetensors.torch
+import torch
+from sqlalchemy import func, select
+from torch import nn
+
+import lepton
+from lepton.errors import RegistryError, UnknownModelError
+from lepton.models import model_spec
+from lepton.registry._card import model_card
+from lepton.storage import Database, open_database
+from lepton.storage._schema import ModelAlias, RegisteredModel
+from lepton.storage._schema import ModelVersion as VersionRow
+from lepton.tracking._run import artifact_store
+
+__all__ = ["STAGES", "ModelVersion", "register", "resolve", "set_alias", "set_stage"]
+
+STAGES = ("staging", "production", "archived")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One immutable, registered version of a model."""
+
+    name: str
+    version: int
+    state: str
+    stage: str | None
+    aliases: tuple[str, ...]
+    manifest: dict[str, Any]
+    run_id: int | None
+    created_at: float
+
+    @property
+    def ref(self) -> str:
+        """``"name:version"``, what :func:`lepton.load_model` takes."""
+        return f"{self.name}:{self.version}"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The metrics recorded with the version."""
+        return dict(self.manifest.get("metrics", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {**self.__dict__, "aliases": list(self.aliases), "ref": self.ref}
+
+
+def validate_name(name: str) -> str:
+    """A model name: lowercase letters, digits, ``.``, ``_``, ``-`` (1-100 characters)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RegistryError(
+            f"invalid model name {name!r}: use 1-100 lowercase letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit (e.g. 'mnist-convnet')"
+        )
+    return name
+
+
+def _freeze(db: Database, row: VersionRow) -> ModelVersion:
+    with db.session() as s:
+        aliases = s.scalars(
+            select(ModelAlias.alias).where(
+                ModelAlias.model_name == row.model_name, ModelAlias.version == row.version
+            )
+        ).all()
+    return ModelVersion(
+        name=row.model_name,
+        version=row.version,
+        state=row.state,
+        stage=row.stage,
+        aliases=tuple(sorted(aliases)),
+        manifest=dict(row.manifest),
+        run_id=row.run_id,
+        created_at=row.created_at,
+    )
+
+
+def _schemas(
+    model: nn.Module, dataset: Any | None, spec: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = spec["config"]
+    inputs: dict[str, Any] = {"dtype": "float32"}
+    outputs: dict[str, Any] = {}
+    if dataset is not None:
+        inputs["shape"] = list(dataset.input_shape)
+        if getattr(dataset, "task", None) == "classification":
+            outputs = {"kind": "logits", "classes": list(dataset.classes)}
+        else:
+            outputs = {"kind": "values"}
+    if config.get("num_classes"):
+        outputs.setdefault("kind", "logits")
+        outputs["num_classes"] = config["num_classes"]
+    return inputs, outputs
+
+
+def register(
+    model: nn.Module,
+    name: str,
+    *,
+    metrics: dict[str, float] | None = None,
+    dataset: Any | None = None,
+    run: Any | None = None,
+    description: str = "",
+    database: Database | None = None,
+) -> ModelVersion:
+    """Register ``model`` as the next version of ``name`` (created if new).
+
+    Args:
+        model: A model from :mod:`lepton.models` (or any class registered with
+            ``register_model``), so the registry can rebuild it from its manifest.
+        name: The model's name, e.g. ``"mnist-convnet"``.
+        metrics: Metrics to record (e.g. ``result.metrics`` from ``lp.fit``).
+        dataset: The training dataset: its fingerprint (lineage), input shape, classes and
+            preprocessing statistics go into the manifest.
+        run: The tracking run that produced it (default: the active run, if any).
+        description: Free text for the model card.
+
+    Returns:
+        The new ``ready`` :class:`ModelVersion`.
+
+    Example:
+        >>> version = lp.register(model, "mnist-convnet", metrics=result.metrics,
+        ...                       dataset=train)  # doctest: +SKIP
+        >>> version.ref
+        'mnist-convnet:1'
+    """
+    validate_name(name)
+    try:
+        spec = model_spec(model)
+    except UnknownModelError as exc:
+        raise RegistryError(
+            f"{exc.message} The registry rebuilds models from their architecture; for another "
+            f"framework's model, export it to ONNX and register the file"
+        ) from None
+    if run is None:
+        from lepton.tracking import active_run
+
+        run = active_run()
+    db = database or open_database()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = safetensors.torch.save(state)
+    with db.session() as s:  # 1. reserve the version number
+        if s.get(RegisteredModel, name) is None:
+            s.add(RegisteredModel(name=name, description=description, created_at=time.time()))
+            s.flush()
+        latest = s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_name == name))
+        row = VersionRow(
+            model_name=name,
+            version=(latest or 0) + 1,
+            state="pending",
+            manifest={},
+            run_id=run.id if run is not None else None,
+            created_at=time.time(),
+        )
+        s.add(row)
+        s.flush()
+        row_id, version = row.id, row.version
+    try:  # 2. files, each written atomically and content-addressed
+        store, prefix = artifact_store(), f"models/{name}/{version}"
+        weights_info = store.put(f"{prefix}/model.safetensors", weights)
+        inputs, outputs = _schemas(model, dataset, spec)
+        manifest: dict[str, Any] = {
+            "format": 1,
+            "name": name,
+            "version": version,
+            "description": description,
+            "architecture": spec,
+            "input_schema": inputs,
+            "output_schema": outputs,
+            "preprocessing": list(getattr(dataset, "preprocessing", []) or []),
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "dataset": {
+                "name": dataset.name,
+                "rows": len(dataset),
+                "fingerprint": dataset.fingerprint(),
+            }
+            if dataset is not None
+            else None,
+            "run_id": run.id if run is not None else None,
+            "lepton_version": lepton.__version__,
+            "torch_version": torch.__version__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "files": {
+                "model.safetensors": {"sha256": weights_info.sha256, "size": weights_info.size}
+            },
+        }
+        store.put(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
+        store.put(f"{prefix}/MODEL_CARD.md", model_card(manifest).encode())
+    except BaseException:
+        with db.session() as s:
+            failed = s.get(VersionRow, row_id)
+            if failed is not None:
+                failed.state = "failed"
+        raise
+    with db.session() as s:  # 3. publish
+        published = s.get(VersionRow, row_id)
+        assert published is not None
+        published.manifest, published.state = manifest, "ready"
+        s.flush()
+        s.expunge(published)
+    return _freeze(db, published)
+
+
+_REF = re.compile(r"(?P<name>[^:@]+)(?::(?P<version>\d+)|@(?P<tag>[a-z0-9_-]+))?")
+
+
+def resolve(ref: str, *, database: Database | None = None, ready_only: bool = True) -> ModelVersion:
+    """Find a version: ``"name:3"``, ``"name@production"`` (alias or stage) or ``"name"``
+    (the newest ready version)."""
+    match = _REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
+    if match is None:
+        raise RegistryError(
+            f"bad model reference {ref!r}; use 'name', 'name:VERSION' or 'name@ALIAS_OR_STAGE'"
+        )
+    name, version, tag = match["name"], match["version"], match["tag"]
+    db = database or open_database()
+    with db.session() as s:
+        query = select(VersionRow).where(VersionRow.model_name == name)
+        if ready_only:
+            query = query.where(VersionRow.state == "ready")
+        if version is not None:
+            query = query.where(VersionRow.version == int(version))
+        elif tag is not None:
+            alias = s.get(ModelAlias, (name, tag))
+            if alias is not None:
+                query = query.where(VersionRow.version == alias.version)
+            else:
+                query = query.where(VersionRow.stage == tag)
+        row = s.scalars(query.order_by(VersionRow.version.desc()).limit(1)).first()
+        if row is None:
+            known = s.get(RegisteredModel, name) is not None
+            hint = "see `lepton models show " + name + "`" if known else "see `lepton models list`"
+            raise RegistryError(f"no ready model version matches {ref!r}; {hint}")
+        s.expunge(row)
+    return _freeze(db, row)
+
+
+def set_stage(ref: str, stage: str, *, database: Database | None = None) -> ModelVersion:
+    """Move a version to ``staging``, ``production`` or ``archived``."""
+    if stage not in STAGES:
+        raise RegistryError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    db = database or open_database()
+    target = resolve(ref, database=db)
+    with db.session() as s:
+        row = s.scalars(
+            select(VersionRow).where(
+                VersionRow.model_name == target.name, VersionRow.version == target.version
+            )
+        ).one()
+        row.stage = stage
+    return resolve(target.ref, database=db)
+
+
+def set_alias(ref: str, alias: str, *, database: Database | None = None) -> ModelVersion:
+    """Point ``name@alias`` at a version (moving it if it pointed elsewhere)."""
+    if not re.fullmatch(r"[a-z0-9_-]{1,64}", alias) or alias in STAGES:
+        raise RegistryError(
+            f"invalid alias {alias!r}: use 1-64 lowercase letters, digits, '_' or '-', not a "
+            f"stage name ({', '.join(STAGES)})"
+        )
+    db = database or open_database()
+    target = resolve(ref, database=db)
+    with db.session() as s:
+        s.merge(ModelAlias(model_name=target.name, alias=alias, version=target.version))
+    return resolve(target.ref, database=db)
