@@ -27,7 +27,7 @@ def run(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProce
 
 def test_help_and_version(tmp_path: Path):
     out = run("--help", home=tmp_path).stdout
-    for command in ("train", "demo", "data", "env", "db", "runs"):
+    for command in ("train", "demo", "data", "env", "db", "runs", "models"):
         assert command in out
     assert run("--version", home=tmp_path).stdout.strip() == f"lepton {lp.__version__}"
     assert "--epochs" in run("train", "--help", home=tmp_path).stdout
@@ -162,3 +162,27 @@ def test_training_is_tracked_and_runs_compare(tmp_path: Path):
     missing = run("runs", "show", "999", home=tmp_path, check=False)
     assert missing.returncode == 2
     assert "lepton runs list" in missing.stderr
+
+
+def test_register_from_train_and_manage_models(tmp_path: Path):
+    out = json.loads(run("train", "-m", "mlp", "-d", "wine", "--epochs", "2", "--register",
+                         "wine-mlp", "--json", home=tmp_path).stdout)  # fmt: skip
+    assert out["registered"] == "wine-mlp:1"
+    assert json.loads(run("models", "list", "--json", home=tmp_path).stdout) == [
+        {"name": "wine-mlp", "versions": 1, "latest": 1, "description": ""}
+    ]
+    assert (
+        "production" in run("models", "promote", "wine-mlp:1", "production", home=tmp_path).stdout
+    )
+    run("models", "alias", "wine-mlp:1", "champion", home=tmp_path)
+    shown = json.loads(run("models", "show", "wine-mlp@production", "--json", home=tmp_path).stdout)
+    assert shown[0]["aliases"] == ["champion"]
+    assert shown[0]["manifest"]["metrics"]["accuracy"] == out["test"]["accuracy"]
+    assert (
+        "wine-mlp (version 1)"
+        in run("models", "show", "wine-mlp:1", "--card", home=tmp_path).stdout
+    )
+    assert "deleted wine-mlp:1" in run("models", "delete", "wine-mlp:1", "-y", home=tmp_path).stdout
+    gone = run("models", "show", "wine-mlp:1", home=tmp_path, check=False)
+    assert gone.returncode == 2
+    assert "lepton models" in gone.stderr

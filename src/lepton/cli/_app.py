@@ -11,6 +11,7 @@ import lepton
 from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
+from lepton.cli._models import models_app
 from lepton.cli._runs import runs_app
 from lepton.cli._train import demo, train
 from lepton.errors import LeptonError
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
 app.command()(train)
 app.command()(demo)
 app.command()(env)

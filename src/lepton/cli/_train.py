@@ -21,6 +21,7 @@ from lepton._fs import atomic_dir
 from lepton.config import get_settings
 from lepton.data import Dataset
 from lepton.errors import ConfigError, UnknownModelError
+from lepton.registry import register as lp_register
 from lepton.tracking import start_run
 from lepton.train import FitResult, evaluate, fit
 from lepton.train._progress import format_metrics
@@ -130,6 +131,7 @@ def train(
     checkpoint_dir: Path | None = typer.Option(None, help="Checkpoint every epoch here."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in checkpoint-dir."),
     save: Path | None = typer.Option(None, help="Write weights + manifest to this new folder."),
+    register: str | None = typer.Option(None, help="Register the result under this model name."),
     track: bool = typer.Option(True, help="Record the run (see `lepton runs list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -167,6 +169,9 @@ def train(
         metrics = evaluate(net, test)
         if run is not None:
             run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, step=len(result.history))
+        version = (
+            lp_register(net, register, metrics=metrics, dataset=train_ds) if register else None
+        )
     saved = _save(save, net, train_ds, metrics, result) if save is not None else None
     if as_json:
         print(
@@ -176,6 +181,7 @@ def train(
                     "fit": result.to_dict(),
                     "run": run.id if run is not None else None,
                     "saved": str(saved) if saved else None,
+                    "registered": version.ref if version is not None else None,
                 },
                 indent=2,
             )
@@ -188,6 +194,8 @@ def train(
         )
         if saved:
             console.print(f"saved to {saved}")
+        if version is not None:
+            console.print(f"registered as {version.ref} (lp.load_model({version.ref!r}))")
 
 
 def demo(
