@@ -12,7 +12,7 @@ from torch import nn
 
 from lepton.errors import IntegrityError, RegistryError, UnsafeFormatError
 from lepton.models import build
-from lepton.registry._registry import ModelVersion, _freeze, resolve
+from lepton.registry._registry import ModelVersion, _freeze, aliases_of, resolve
 from lepton.storage import Database, open_database
 from lepton.storage._schema import ModelAlias, RegisteredModel
 from lepton.storage._schema import ModelVersion as VersionRow
@@ -114,7 +114,8 @@ def list_versions(
             raise RegistryError(f"no model named {name!r}; see `lepton models list`")
         rows = list(s.scalars(query))
         s.expunge_all()
-    return [_freeze(db, row) for row in rows]
+    aliases = aliases_of(db, name)
+    return [_freeze(db, row, aliases) for row in rows]
 
 
 def delete_version(ref: str, *, database: Database | None = None) -> ModelVersion:

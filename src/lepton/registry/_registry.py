@@ -72,23 +72,33 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _freeze(db: Database, row: VersionRow) -> ModelVersion:
-    with db.session() as s:
-        aliases = s.scalars(
-            select(ModelAlias.alias).where(
-                ModelAlias.model_name == row.model_name, ModelAlias.version == row.version
-            )
-        ).all()
+def _freeze(
+    db: Database, row: VersionRow, aliases: dict[int, list[str]] | None = None
+) -> ModelVersion:
+    """Freeze a row; pass ``aliases`` (version -> names) to avoid one query per row."""
+    if aliases is None:
+        aliases = aliases_of(db, row.model_name)
     return ModelVersion(
         name=row.model_name,
         version=row.version,
         state=row.state,
         stage=row.stage,
-        aliases=tuple(sorted(aliases)),
+        aliases=tuple(sorted(aliases.get(row.version, []))),
         manifest=dict(row.manifest),
         run_id=row.run_id,
         created_at=row.created_at,
     )
+
+
+def aliases_of(db: Database, name: str) -> dict[int, list[str]]:
+    """Every alias of model ``name``, by version."""
+    out: dict[int, list[str]] = {}
+    with db.session() as s:
+        for alias, version in s.execute(
+            select(ModelAlias.alias, ModelAlias.version).where(ModelAlias.model_name == name)
+        ):
+            out.setdefault(version, []).append(alias)
+    return out
 
 
 def _schemas(
