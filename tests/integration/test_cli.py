@@ -182,6 +182,13 @@ def test_register_from_train_and_manage_models(tmp_path: Path):
         "wine-mlp (version 1)"
         in run("models", "show", "wine-mlp:1", "--card", home=tmp_path).stdout
     )
+    exported = tmp_path / "wine.onnx"
+    assert (
+        "max |diff|"
+        in run("models", "export", "wine-mlp:1", "-o", str(exported), home=tmp_path).stdout
+    )
+    assert "registered wine-onnx:1" in run("models", "import-onnx", str(exported), "wine-onnx",
+                                           home=tmp_path).stdout  # fmt: skip
     assert "deleted wine-mlp:1" in run("models", "delete", "wine-mlp:1", "-y", home=tmp_path).stdout
     gone = run("models", "show", "wine-mlp:1", home=tmp_path, check=False)
     assert gone.returncode == 2

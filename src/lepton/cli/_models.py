@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -93,3 +94,24 @@ def delete(
         typer.confirm(f"delete {ref}?", abort=True)
     version = registry.delete_version(ref)
     Console().print(f"deleted {version.ref}")
+
+
+@models_app.command()
+def export(
+    ref: str = typer.Argument(..., help="'name:VERSION' or 'name@stage'."),
+    output: Path = typer.Option(..., "--output", "-o", help="The .onnx file to write."),
+) -> None:
+    """Export a version to ONNX (checked against PyTorch with onnxruntime)."""
+    report = registry.export_onnx(ref, output)
+    Console().print(f"wrote {report['path']} ({report['bytes']:,} bytes); onnxruntime vs PyTorch "
+                    f"max |diff| {report['max_abs_diff']:.2e}")  # fmt: skip
+
+
+@models_app.command("import-onnx")
+def import_onnx(
+    path: Path = typer.Argument(..., help="An .onnx file from any framework."),
+    name: str = typer.Argument(..., help="The model name to register it under."),
+) -> None:
+    """Register an ONNX file as a new version (pickle files are refused)."""
+    version = registry.register_onnx(path, name)
+    Console().print(f"registered {version.ref} (input {version.manifest['input_schema']})")

@@ -17,19 +17,23 @@ from lepton.registry._load import (
     manifest_of,
     model_card_text,
 )
+from lepton.registry._onnx import OnnxModule, export_onnx, register_onnx
 from lepton.registry._registry import STAGES, ModelVersion, register, resolve, set_alias, set_stage
 
 __all__ = [
     "STAGES",
     "ModelVersion",
+    "OnnxModule",
     "check_not_pickle",
     "delete_version",
+    "export_onnx",
     "list_models",
     "list_versions",
     "load_model",
     "manifest_of",
     "model_card_text",
     "register",
+    "register_onnx",
     "resolve",
     "set_alias",
     "set_stage",

@@ -61,6 +61,12 @@ def load_model(ref: str, *, database: Database | None = None) -> nn.Module:
     version = resolve(str(ref), database=database)
     store, prefix = artifact_store(), f"models/{version.name}/{version.version}"
     files = version.manifest["files"]
+    if version.manifest.get("kind") == "onnx":
+        from lepton.registry._onnx import OnnxModule
+
+        if store.info(f"{prefix}/model.onnx").sha256 != files["model.onnx"]["sha256"]:
+            raise IntegrityError(f"{version.ref}: model.onnx does not match its manifest")
+        return OnnxModule(store.get(f"{prefix}/model.onnx")).eval()
     stored = store.info(f"{prefix}/model.safetensors")
     if stored.sha256 != files["model.safetensors"]["sha256"]:
         raise IntegrityError(
@@ -136,7 +142,7 @@ def delete_version(ref: str, *, database: Database | None = None) -> ModelVersio
             )
         ).one()
         s.delete(row)
-    for key in ("model.safetensors", "manifest.json", "MODEL_CARD.md"):
+    for key in ("model.safetensors", "model.onnx", "manifest.json", "MODEL_CARD.md"):
         full = f"models/{version.name}/{version.version}/{key}"
         if store.exists(full):
             store.delete(full)

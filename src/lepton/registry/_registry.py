@@ -187,6 +187,7 @@ def register(
         inputs, outputs = _schemas(model, dataset, spec)
         manifest: dict[str, Any] = {
             "format": 1,
+            "kind": "pytorch",
             "name": name,
             "version": version,
             "description": description,

@@ -1,0 +1,170 @@
+"""ONNX: export a registered version, and register an ONNX file from any framework.
+
+Needs ``pip install 'lepton[onnx]'`` (onnx, onnxruntime, onnxscript); imported lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import func, select
+from torch import nn
+
+import lepton
+from lepton._fs import atomic_write_bytes
+from lepton.errors import LeptonError, RegistryError
+from lepton.registry._load import check_not_pickle, load_model
+from lepton.registry._registry import ModelVersion, _freeze, resolve, validate_name
+from lepton.storage import Database, open_database
+from lepton.storage._schema import ModelVersion as VersionRow
+from lepton.storage._schema import RegisteredModel
+from lepton.tracking._run import artifact_store
+
+__all__ = ["OnnxModule", "export_onnx", "register_onnx"]
+
+
+def _need_onnx() -> Any:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise LeptonError("ONNX support needs: pip install 'lepton[onnx]'") from None
+    return onnx, onnxruntime
+
+
+class OnnxModule(nn.Module):
+    """An ONNX model run by onnxruntime, callable like a PyTorch module (inference only)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        _, ort = _need_onnx()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the graph on ``x`` (its first input) and return the first output."""
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.asarray(out))
+
+
+def _example_input(version: ModelVersion) -> torch.Tensor:
+    shape = version.manifest.get("input_schema", {}).get("shape")
+    config = version.manifest["architecture"]["config"]
+    if shape is None:
+        if "in_features" in config:
+            shape = [config["in_features"]]
+        elif "input_size" in config:
+            size = config["input_size"]
+            hw = [size, size] if isinstance(size, int) else list(size)
+            shape = [config.get("in_channels", 1), *hw]
+        else:
+            raise RegistryError(
+                f"{version.ref} records no input shape; register it with dataset= so the "
+                f"exporter knows the input layout"
+            )
+    return torch.randn(2, *shape)
+
+
+def export_onnx(ref: str, path: str | Path, *, database: Database | None = None) -> dict[str, Any]:
+    """Export a registered PyTorch version to one ONNX file (dynamic batch size).
+
+    The export is checked: onnxruntime and PyTorch must agree on a random batch.
+
+    Returns:
+        ``{"path", "bytes", "max_abs_diff", "seconds"}``.
+    """
+    _need_onnx()
+    version = resolve(ref, database=database)
+    if version.manifest.get("kind") == "onnx":
+        raise RegistryError(f"{version.ref} is already an ONNX model")
+    model = load_model(version.ref, database=database)
+    example = _example_input(version)
+    started = time.perf_counter()
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes=({0: "batch"},), external_data=False,
+            verbose=False,
+        )  # fmt: skip
+        assert program is not None
+        scratch = Path(tmp) / "model.onnx"
+        program.save(str(scratch), external_data=False)
+        data = scratch.read_bytes()
+    check = torch.randn(5, *example.shape[1:])
+    with torch.no_grad():
+        diff = float((OnnxModule(data)(check) - model(check)).abs().max())
+    if not diff < 1e-3:
+        raise RegistryError(f"the ONNX export of {version.ref} disagrees with PyTorch by {diff}")
+    atomic_write_bytes(path, data)
+    return {"path": str(path), "bytes": len(data), "max_abs_diff": diff,
+            "seconds": time.perf_counter() - started}  # fmt: skip
+
+
+def _shape(value_info: Any) -> list[int | str]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def register_onnx(
+    path: str | Path,
+    name: str,
+    *,
+    metrics: dict[str, float] | None = None,
+    description: str = "",
+    database: Database | None = None,
+) -> ModelVersion:
+    """Register an ONNX file (from PyTorch, scikit-learn, TensorFlow, ...) as a version."""
+    onnx, _ = _need_onnx()
+    validate_name(name)
+    source = check_not_pickle(path)
+    data = source.read_bytes()
+    try:
+        graph_model = onnx.load_from_string(data)
+        onnx.checker.check_model(graph_model)
+    except Exception as exc:  # onnx raises several unrelated types
+        raise RegistryError(f"{source} is not a valid ONNX model ({exc})") from None
+    OnnxModule(data)  # onnxruntime must be able to run it
+    graph = graph_model.graph
+    db = database or open_database()
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "kind": "onnx",
+        "name": name,
+        "description": description,
+        "architecture": None,
+        "input_schema": {"name": graph.input[0].name, "shape": _shape(graph.input[0])},
+        "output_schema": {"name": graph.output[0].name, "shape": _shape(graph.output[0])},
+        "preprocessing": [],
+        "metrics": {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)},
+        "dataset": None,
+        "run_id": None,
+        "lepton_version": lepton.__version__,
+        "opset": [{"domain": o.domain, "version": o.version} for o in graph_model.opset_import],
+        "files": {"model.onnx": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
+    }
+    with db.session() as s:
+        if s.get(RegisteredModel, name) is None:
+            s.add(RegisteredModel(name=name, description=description, created_at=time.time()))
+            s.flush()
+        latest = s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_name == name))
+        version = (latest or 0) + 1
+        manifest["version"] = version
+        artifact_store().put(f"models/{name}/{version}/model.onnx", data)
+        row = VersionRow(model_name=name, version=version, state="ready", manifest=manifest,
+                         created_at=time.time())  # fmt: skip
+        s.add(row)
+        s.flush()
+        s.expunge(row)
+    return _freeze(db, row)
