@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import lepton as lp
 from lepton.errors import TrackingError
@@ -115,6 +116,16 @@ def test_artifacts_compare_and_plot(tmp_path: Path):
     lines = tree.getroot().findall("{http://www.w3.org/2000/svg}polyline")
     assert len(lines) == 2
     assert all(len(line.get("points", "").split()) == 4 for line in lines)
+    png = plot_curves(
+        [(f"run {i}", metric_history(i, "train_loss")) for i in ids], tmp_path / "loss.png"
+    )
+    with Image.open(png) as image:
+        assert image.size == (640, 360)
+        colors = {rgb for _, rgb in image.convert("RGB").getcolors(maxcolors=100_000)}
+    assert (0x25, 0x63, 0xEB) in colors  # first series' blue
+    assert (0xDC, 0x26, 0x26) in colors  # second series' red
+    with pytest.raises(TrackingError, match=r"\.svg or \.png"):
+        plot_curves([("a", [(1, 1.0)])], tmp_path / "loss.jpg")
     assert [r.id for r in list_runs(limit=2)] == ids[::-1]
     with pytest.raises(TrackingError, match="lepton runs list"):
         get_run(99999)

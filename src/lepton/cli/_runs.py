@@ -70,7 +70,7 @@ def show(
 @runs_app.command()
 def compare(
     run_ids: list[int] = typer.Argument(..., help="Two or more run ids."),
-    plot: Path | None = typer.Option(None, help="Also draw --metric of each run into this SVG."),
+    plot: Path | None = typer.Option(None, help="Also draw --metric of each run (.svg or .png)."),
     metric: str = typer.Option("val_loss", help="The metric to plot."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
