@@ -7,6 +7,7 @@ Example:
     >>> result = lp.fit(model, train, epochs=3)  # doctest: +SKIP
 """
 
+import importlib
 from typing import Any
 
 from lepton import data, errors, models
@@ -30,7 +31,10 @@ __all__ = [
     "load_model",
     "models",
     "register",
+    "registry",
     "start_run",
+    "storage",
+    "tracking",
 ]
 
 
@@ -45,4 +49,6 @@ def __getattr__(name: str) -> Any:
         from lepton import registry
 
         return getattr(registry, name)
+    if name in ("registry", "storage", "tracking"):
+        return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

@@ -14,13 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
 PYTHON = [code for lang, code in BLOCKS if lang == "python"]
-BASH = [
-    line.split("#")[0].strip()
+BASH_BLOCKS = [
+    [line.split("#")[0].strip() for line in code.splitlines() if line.strip()]
     for lang, code in BLOCKS
     if lang == "bash"
-    for line in code.splitlines()
-    if line.strip()
 ]
+BASH = [line for block in BASH_BLOCKS for line in block]
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
@@ -54,24 +53,23 @@ def test_python_block(code: str, tmp_path: Path):
 
 
 # `make test` is this very suite: CI runs it (`.ci/run`), running it here would recurse.
-COMMANDS = [c for c in BASH if c != "make test"]
-
-
-@pytest.mark.parametrize("command", COMMANDS, ids=COMMANDS)
-def test_bash_line(command: str, tmp_path: Path):
-    proc = subprocess.run(
-        command,
-        shell=True,
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    if command == "make run":
-        assert "MNIST test set" in proc.stdout
-        match = re.search(r"final test: .*?accuracy ([\d.]+)%", proc.stdout)
-        assert match, proc.stdout[-2000:]
-        assert float(match.group(1)) >= 98.5
+@pytest.mark.parametrize("block", BASH_BLOCKS, ids=[f"bash-{i}" for i in range(len(BASH_BLOCKS))])
+def test_bash_block(block: list[str], tmp_path: Path):
+    """The lines of one block run in order, sharing one LEPTON_HOME, as a user types them."""
+    for command in (c for c in block if c != "make test"):
+        proc = subprocess.run(
+            command,
+            shell=True,
+            cwd=ROOT,
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        if command == "make run":
+            assert "MNIST test set" in proc.stdout
+            match = re.search(r"final test: .*?accuracy ([\d.]+)%", proc.stdout)
+            assert match, proc.stdout[-2000:]
+            assert float(match.group(1)) >= 98.5

@@ -32,7 +32,10 @@ def test_top_level_all_is_exact():
             "load_model",
             "models",
             "register",
+            "registry",
             "start_run",
+            "storage",
+            "tracking",
         ]
     )
     for name in lp.__all__:
