@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
     server = request.getfixturevalue("postgres_server_url")
     return create_database(server, f"lepton_test_{os.getpid()}_{next(_DB_COUNTER)}")
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Any]:
+    """A migrated, empty metadata database of each backend."""
+    from lepton.storage import Database
+
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()

@@ -16,14 +16,6 @@ from lepton.storage._schema import Metric, ModelVersion, RegisteredModel, Run
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
 def test_fresh_database_is_stale_until_upgraded(database_url: str):
     database = Database(database_url)
     assert database.current_revision() is None

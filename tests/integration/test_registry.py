@@ -27,14 +27,6 @@ def trained(seed: int = 0) -> tuple[torch.nn.Module, lp.data.Dataset, lp.FitResu
     return model, train, lp.fit(model, train, epochs=3, quiet=True, seed=seed)
 
 
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
 def test_register_load_stages_and_aliases(db: Database):
     model, train, result = trained()
     v1 = lp.register(model, "iris-mlp", metrics=result.metrics, dataset=train, database=db)

@@ -18,7 +18,6 @@ from torch import nn
 from lepton import data as lp_data
 from lepton import models as lp_models
 from lepton._fs import atomic_dir
-from lepton.config import get_settings
 from lepton.data import Dataset
 from lepton.errors import ConfigError, UnknownModelError
 from lepton.registry import register as lp_register
@@ -211,24 +210,31 @@ def demo(
     test = lp_data.load("mnist", split="test")
     torch.manual_seed(seed)
     model = lp_models.ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3, dropout=0.5)
-    result = fit(
-        model,
-        train_ds,
-        val_ds,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer="adamw",
-        lr=2e-3,
-        schedule="onecycle",
-        seed=seed,
-        quiet=quiet,
-    )
-    metrics = evaluate(model, test)
+    with start_run("demo-mnist-convnet", tags={"demo": True}) as run:
+        result = fit(
+            model,
+            train_ds,
+            val_ds,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="onecycle",
+            seed=seed,
+            quiet=quiet,
+        )
+        metrics = evaluate(model, test)
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, step=epochs)
+        version = lp_register(
+            model,
+            "mnist-convnet",
+            metrics=metrics,
+            dataset=train_ds,
+            description="The seed ConvNet trained by `lepton demo`.",
+        )
     console.print(_metrics_table("MNIST test set (10,000 images)", metrics))
-    folder = (
-        get_settings().home / "demo" / f"convnet-{train_ds.fingerprint()[7:19]}-s{seed}-e{epochs}"
+    console.print(
+        f"trained in {result.seconds:.1f}s; tracked as run {run.id} (`lepton runs show "
+        f"{run.id}`); registered as {version.ref} (lp.load_model({version.ref!r}))"
     )
-    if not folder.exists():
-        _save(folder, model, train_ds, metrics, result)
-    console.print(f"trained in {result.seconds:.1f}s; weights and manifest in {folder}")
     console.print(f"final test: {format_metrics(metrics)}")

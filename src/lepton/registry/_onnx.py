@@ -16,17 +16,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import func, select
 from torch import nn
 
 import lepton
 from lepton._fs import atomic_write_bytes
 from lepton.errors import LeptonError, RegistryError
 from lepton.registry._load import check_not_pickle, load_model
-from lepton.registry._registry import ModelVersion, _freeze, resolve, validate_name
+from lepton.registry._registry import (
+    ModelVersion,
+    _freeze,
+    next_version,
+    resolve,
+    validate_name,
+)
 from lepton.storage import Database, open_database
 from lepton.storage._schema import ModelVersion as VersionRow
-from lepton.storage._schema import RegisteredModel
 from lepton.tracking._run import artifact_store
 
 __all__ = ["OnnxModule", "export_onnx", "register_onnx"]
@@ -155,11 +159,7 @@ def register_onnx(
         "files": {"model.onnx": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
     }
     with db.session() as s:
-        if s.get(RegisteredModel, name) is None:
-            s.add(RegisteredModel(name=name, description=description, created_at=time.time()))
-            s.flush()
-        latest = s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_name == name))
-        version = (latest or 0) + 1
+        version = next_version(s, name, description)
         manifest["version"] = version
         artifact_store().put(f"models/{name}/{version}/model.onnx", data)
         row = VersionRow(model_name=name, version=version, state="ready", manifest=manifest,

@@ -17,6 +17,7 @@ from typing import Any
 import safetensors.torch
 import torch
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from torch import nn
 
 import lepton
@@ -60,6 +61,17 @@ class ModelVersion:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
         return {**self.__dict__, "aliases": list(self.aliases), "ref": self.ref}
+
+
+def next_version(session: Session, name: str, description: str) -> int:
+    """The next version number of ``name``, creating the model on its first version."""
+    if session.get(RegisteredModel, name) is None:
+        session.add(RegisteredModel(name=name, description=description, created_at=time.time()))
+        session.flush()
+    latest = session.scalar(
+        select(func.max(VersionRow.version)).where(VersionRow.model_name == name)
+    )
+    return (latest or 0) + 1
 
 
 def validate_name(name: str) -> str:
@@ -166,13 +178,9 @@ def register(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = safetensors.torch.save(state)
     with db.session() as s:  # 1. reserve the version number
-        if s.get(RegisteredModel, name) is None:
-            s.add(RegisteredModel(name=name, description=description, created_at=time.time()))
-            s.flush()
-        latest = s.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_name == name))
         row = VersionRow(
             model_name=name,
-            version=(latest or 0) + 1,
+            version=next_version(s, name, description),
             state="pending",
             manifest={},
             run_id=run.id if run is not None else None,
