@@ -29,6 +29,7 @@ check: lint types test
 bench: setup
 	$(PY) benchmarks/train_mnist.py
 	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/registry.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info
