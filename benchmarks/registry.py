@@ -84,21 +84,21 @@ def main() -> None:
 
     ms = 1000.0
     size_mb = sum(v.numel() * v.element_size() for v in state.values()) / 1e6
+
+    def row(label: str, values: list[float], floor: list[float], floor_label: str) -> str:
+        p50, p99 = ms * statistics.median(values), ms * pct(values, 0.99)
+        ref = ms * statistics.median(floor)
+        ours = f"  {label:<15} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms"
+        return f"{ours}   | {floor_label} p50 {ref:5.1f} ms"
+
     print()
     print(
         f"seed ConvNet ({size_mb:.2f} MB of weights), {args.repeats} repeats, SQLite + local store"
     )
-    print(
-        f"  lp.register      p50 {ms * statistics.median(reg):6.1f} ms   p99 {ms * pct(reg, 0.99):6.1f} ms"
-        f"   | bare save_file  p50 {ms * statistics.median(raw_save):5.1f} ms"
-    )
-    print(
-        f"  lp.load_model    p50 {ms * statistics.median(load):6.1f} ms   p99 {ms * pct(load, 0.99):6.1f} ms"
-        f"   | bare load_file  p50 {ms * statistics.median(raw_load):5.1f} ms"
-    )
-    print(
-        f"  list_versions ({len(versions):,} versions)  median {ms * statistics.median(listing):7.1f} ms"
-    )
+    print(row("lp.register", reg, raw_save, "bare save_file"))
+    print(row("lp.load_model", load, raw_load, "bare load_file"))
+    listed = ms * statistics.median(listing)
+    print(f"  list_versions ({len(versions):,} versions)  median {listed:7.1f} ms")
     print(f"  resolve newest (version {newest.version})         {ms * resolve_s:7.1f} ms")
 
 

@@ -27,7 +27,12 @@ import numpy as np
 from lepton.config import get_settings
 from lepton.data._dataset import Dataset, Task
 from lepton.data._loaders import parse_idx
-from lepton.errors import ChecksumError, DatasetNotFoundError, DataSourceMissingError
+from lepton.errors import (
+    ChecksumError,
+    DataFormatError,
+    DatasetNotFoundError,
+    DataSourceMissingError,
+)
 
 __all__ = ["DatasetInfo", "info", "list_datasets", "load"]
 
@@ -116,7 +121,13 @@ def _read_verified(folder: Path, stem: str, dataset: str) -> np.ndarray:
     if not path.exists():
         path = folder / stem
     st = path.stat()
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise DataFormatError(
+            f"{path} is not a valid gzip file ({exc}); it is truncated or corrupt: delete it "
+            f"and reinstall the source ({INFO[dataset].how_to_get})"
+        ) from None
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _verified:
         digest = hashlib.sha256(raw).hexdigest()

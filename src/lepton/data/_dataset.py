@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import torch
@@ -26,13 +26,14 @@ def _as_tensor(values: torch.Tensor | np.ndarray | Sequence[Any], what: str) -> 
     """Zero-copy from numpy when possible (read-only arrays are mapped copy-on-write)."""
     if isinstance(values, torch.Tensor):
         return values
-    array = np.asarray(values)
+    # np.asarray would drop the memmap subclass (and with it the file to re-map).
+    array = values if isinstance(values, np.ndarray) else np.asarray(values)
     if array.dtype == object or array.dtype.kind in "USV":
         raise DataFormatError(
             f"{what} must be numeric, got dtype {array.dtype}; encode strings first "
             f"(the CSV/Parquet loaders encode a string target column as classes for you)"
         )
-    if isinstance(array, np.memmap) and not array.flags.writeable:
+    if _whole_memmap(array) and not array.flags.writeable:
         array = np.memmap(
             str(array.filename),
             dtype=array.dtype,
@@ -45,6 +46,21 @@ def _as_tensor(values: torch.Tensor | np.ndarray | Sequence[Any], what: str) -> 
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("="))
     return torch.from_numpy(array)
+
+
+def _whole_memmap(array: np.ndarray) -> TypeGuard[np.memmap[Any, Any]]:
+    """A memmap that can be re-mapped as is: a view of the whole mapping up to EOF.
+
+    Slices of a memmap keep the parent's ``offset``, so only a contiguous view reaching the
+    end of the file is known to start at ``offset``.
+    """
+    if not isinstance(array, np.memmap) or array.filename is None:
+        return False
+    try:
+        size = Path(array.filename).stat().st_size
+    except OSError:
+        return False
+    return bool(array.flags.c_contiguous) and int(array.offset) + array.nbytes == size
 
 
 def _check_targets(targets: torch.Tensor, task: Task, name: str) -> torch.Tensor:

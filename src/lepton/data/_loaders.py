@@ -57,6 +57,11 @@ def parse_idx(raw: bytes, where: str | Path = "<bytes>") -> np.ndarray:
         raise DataFormatError(f"{where} is not an IDX file (bad magic number {header.hex()})")
     dtype, ndim = _IDX_DTYPES[header[2]], header[3]
     offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise DataFormatError(
+            f"{where} is truncated: its header ends after {len(raw)} of {offset} bytes; "
+            f"fetch it again"
+        )
     shape = tuple(int(d) for d in np.frombuffer(raw[4:offset], dtype=">u4"))
     expected = offset + math.prod(shape) * dtype.itemsize
     if len(shape) != ndim or len(raw) != expected:
@@ -80,6 +85,8 @@ def read_idx(path: str | Path) -> np.ndarray:
         if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
             raise DataFormatError(f"{p} is not an IDX file (bad magic number {head[:4].hex()})")
         dtype, offset = _IDX_DTYPES[head[2]], 4 + 4 * ndim
+        if len(head) < offset:
+            raise DataFormatError(f"{p} is truncated inside its header; fetch it again")
         shape = tuple(int(d) for d in np.frombuffer(head[4:offset], dtype=">u4"))
         if p.stat().st_size != offset + math.prod(shape) * dtype.itemsize:
             raise DataFormatError(
