@@ -126,7 +126,7 @@ def test_string_and_object_features_are_refused(features: np.ndarray):
 
 
 def test_string_targets_are_refused():
-    with pytest.raises(DataFormatError, match="targets must be numeric"):
+    with pytest.raises(LabelError, match=r"targets must be numeric.*0\.\.K-1"):
         Dataset(np.zeros((2, 1)), np.array(["cat", "dog"]))
 
 

@@ -44,6 +44,15 @@ def test_task_is_inferred_and_labels_are_checked():
         Dataset(np.zeros((3, 1)), np.array([0, 1, 2]), classes=["a", "b"])
 
 
+def test_reversed_arrays_and_float64_regression_targets():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)[::-1]  # negative strides
+    ds = Dataset(x, np.linspace(0.0, 1.0, 6))  # float64 targets
+    assert ds.features[0].tolist() == [10.0, 11.0]
+    assert ds.targets.dtype == torch.float32
+    with pytest.raises(DataFormatError, match="batch_size"):
+        next(ds.batches(0))
+
+
 def test_bad_inputs_are_refused():
     with pytest.raises(DataFormatError, match="one target per row"):
         Dataset(np.zeros((3, 1)), np.array([0, 1]))

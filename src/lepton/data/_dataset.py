@@ -29,9 +29,11 @@ def _as_tensor(values: torch.Tensor | np.ndarray | Sequence[Any], what: str) -> 
     # np.asarray would drop the memmap subclass (and with it the file to re-map).
     array = values if isinstance(values, np.ndarray) else np.asarray(values)
     if array.dtype == object or array.dtype.kind in "USV":
-        raise DataFormatError(
-            f"{what} must be numeric, got dtype {array.dtype}; encode strings first "
-            f"(the CSV/Parquet loaders encode a string target column as classes for you)"
+        error = LabelError if what == "targets" else DataFormatError
+        raise error(
+            f"{what} must be numeric, got dtype {array.dtype}; encode strings first, labels as "
+            f"0..K-1 (e.g. np.unique(y, return_inverse=True)[1]); the CSV/Parquet loaders "
+            f"encode a string target column as classes for you"
         )
     if _whole_memmap(array) and not array.flags.writeable:
         array = np.memmap(
@@ -45,6 +47,8 @@ def _as_tensor(values: torch.Tensor | np.ndarray | Sequence[Any], what: str) -> 
         array = array.copy()
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("="))
+    if any(stride < 0 for stride in array.strides):  # torch cannot view reversed arrays
+        array = np.ascontiguousarray(array)
     return torch.from_numpy(array)
 
 
@@ -65,7 +69,7 @@ def _whole_memmap(array: np.ndarray) -> TypeGuard[np.memmap[Any, Any]]:
 
 def _check_targets(targets: torch.Tensor, task: Task, name: str) -> torch.Tensor:
     if task == "regression":
-        return targets if targets.dtype in (torch.float32, torch.float64) else targets.float()
+        return targets if targets.dtype == torch.float32 else targets.float()
     if targets.dim() != 1:
         raise LabelError(
             f"classification targets of {name!r} must be one label per sample (N,), got shape "
@@ -228,7 +232,16 @@ class Dataset:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Yield ``(features, targets)`` batches, indexed in bulk (no per-sample loop)."""
+        """Yield ``(features, targets)`` batches, indexed in bulk (no per-sample loop).
+
+        Args:
+            batch_size: Rows per batch.
+            shuffle: Visit rows in ``torch.randperm`` order (else plain, zero-copy slices).
+            generator: Seeded generator for a reproducible shuffle.
+            drop_last: Skip the final, smaller batch.
+        """
+        if batch_size < 1:
+            raise DataFormatError(f"batch_size must be a positive integer, got {batch_size}")
         n = len(self)
         stop = n - n % batch_size if drop_last else n
         order = torch.randperm(n, generator=generator) if shuffle else None
@@ -304,11 +317,15 @@ class Dataset:
                 computes them from this dataset.
             axis: ``"feature"``, ``"channel"`` (images) or ``"global"``.
         """
-        return self._normalised(stats or compute_stats(self.features, "standardize", axis))
+        if stats is None:
+            stats = compute_stats(self.features, "standardize", axis)
+        return self._normalised(stats)
 
     def normalize(self, stats: Stats | None = None, *, axis: Axis = "feature") -> Dataset:
         """Min-max scale the features to [0, 1] (with the training split's ``stats``)."""
-        return self._normalised(stats or compute_stats(self.features, "minmax", axis))
+        if stats is None:
+            stats = compute_stats(self.features, "minmax", axis)
+        return self._normalised(stats)
 
     # -- identity and inspection ---------------------------------------------------------
     def fingerprint(self) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lepton.data._dataset import Dataset, Task
-from lepton.errors import DataFormatError, DataSourceMissingError, LeptonError
+from lepton.errors import DataError, DataFormatError, DataSourceMissingError
 
 __all__ = [
     "from_arrays",
@@ -249,7 +249,7 @@ def from_parquet(
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise LeptonError("reading Parquet needs pyarrow: pip install 'lepton[parquet]'") from None
+        raise DataError("reading Parquet needs pyarrow: pip install 'lepton[parquet]'") from None
     try:
         table = pq.read_table(p)
     except Exception as exc:  # pyarrow raises its own hierarchy
@@ -296,7 +296,7 @@ def from_npz(
             y = archive[tkey] if tkey is not None else None
             meta = json.loads(str(archive["meta"])) if "meta" in keys else {}  # Dataset.save
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise DataFormatError(
                 f"{p} contains pickled Python objects, which Lepton never loads (they can run "
                 f"code); save plain numeric arrays instead"
