@@ -18,20 +18,27 @@ from lepton.train import Callback, EarlyStopping, FitResult, evaluate, fit
 __version__ = "0.1.0"
 __all__ = [
     "Callback",
+    "Client",
     "EarlyStopping",
     "FitResult",
+    "Image",
     "LeptonError",
     "LinearRegression",
     "LogisticRegression",
+    "Prediction",
+    "Service",
+    "Tensor",
     "__version__",
     "data",
     "errors",
     "evaluate",
     "fit",
+    "handler",
     "load_model",
     "models",
     "register",
     "registry",
+    "serve",
     "start_run",
     "storage",
     "tracking",
@@ -49,6 +56,10 @@ def __getattr__(name: str) -> Any:
         from lepton import registry
 
         return getattr(registry, name)
-    if name in ("registry", "storage", "tracking"):
+    if name in ("Service", "handler", "Client", "Image", "Prediction", "Tensor"):
+        from lepton import serve
+
+        return getattr(serve, name)
+    if name in ("registry", "serve", "storage", "tracking"):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

@@ -23,6 +23,12 @@ its message always says what to do next::
     ├── TrackingError               a run or metric cannot be logged or found
     ├── RegistryError               a model version cannot be registered or found
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
+    ├── ServingError                an HTTP service cannot answer (carries ``status``)
+    │   ├── RequestError            a request the handler cannot use (400/422)
+    │   ├── UnauthorizedError       no or a wrong bearer token (401)
+    │   ├── PayloadTooLargeError    a body over the service's limit (413)
+    │   ├── OverloadedError         the queue is full or the service drains (503)
+    │   └── DeadlineExceededError   not answered within the deadline (504)
     └── StorageError                anything about stored artifacts
         ├── InvalidKeyError         an artifact key that could leave the store
         ├── ArtifactNotFoundError   no artifact under that key
@@ -44,6 +50,7 @@ __all__ = [
     "DataSourceMissingError",
     "DatabaseError",
     "DatasetNotFoundError",
+    "DeadlineExceededError",
     "DivergedError",
     "EmptyDatasetError",
     "EncryptionError",
@@ -53,12 +60,17 @@ __all__ = [
     "LeptonError",
     "ModelError",
     "NotFittedError",
+    "OverloadedError",
+    "PayloadTooLargeError",
     "RegistryError",
+    "RequestError",
+    "ServingError",
     "ShapeError",
     "StaleSchemaError",
     "StorageError",
     "TrackingError",
     "TrainingError",
+    "UnauthorizedError",
     "UnknownModelError",
     "UnsafeFormatError",
 ]
@@ -167,6 +179,57 @@ class CheckpointError(TrainingError):
     """A checkpoint is missing, corrupt, or does not match the model."""
 
     code = "checkpoint_error"
+
+
+class ServingError(LeptonError):
+    """An HTTP service could not answer a request.
+
+    Attributes:
+        status: The HTTP status the service answers with.
+        retry_after: Seconds a client should wait before retrying, when retrying helps.
+    """
+
+    code = "serving_error"
+    status = 500
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestError(ServingError):
+    """A request's body or parameters cannot be used; raise it from a handler to reject one."""
+
+    code = "bad_request"
+    status = 400
+
+
+class UnauthorizedError(ServingError):
+    """The request has no bearer token, or a wrong one."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class PayloadTooLargeError(ServingError):
+    """The request body is larger than the service accepts."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class OverloadedError(ServingError):
+    """The service's queue is full, or it is draining; retry after ``retry_after``."""
+
+    code = "overloaded"
+    status = 503
+
+
+class DeadlineExceededError(ServingError):
+    """The request was not answered within its deadline."""
+
+    code = "deadline_exceeded"
+    status = 504
 
 
 class StorageError(LeptonError):

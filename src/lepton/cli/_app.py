@@ -13,6 +13,7 @@ from lepton.cli._db import db_app
 from lepton.cli._env import env
 from lepton.cli._models import models_app
 from lepton.cli._runs import runs_app
+from lepton.cli._serve import deploy, predict, serve
 from lepton.cli._train import demo, train
 from lepton.errors import LeptonError
 
@@ -37,6 +38,9 @@ app.add_typer(models_app, name="models")
 app.command()(train)
 app.command()(demo)
 app.command()(env)
+app.command()(serve)
+app.command()(deploy)
+app.command()(predict)
 
 
 def _version(value: bool) -> None:

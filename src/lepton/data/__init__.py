@@ -7,7 +7,7 @@ Example:
 """
 
 from lepton.data._catalog import DatasetInfo, info, list_datasets, load
-from lepton.data._clean import CleanReport, apply_preprocessing, clean
+from lepton.data._clean import CleanReport, apply_preprocessing, clean, replay_preprocessing
 from lepton.data._dataset import Dataset, Task
 from lepton.data._loaders import (
     from_arrays,
@@ -40,4 +40,5 @@ __all__ = [
     "load",
     "parse_idx",
     "read_idx",
+    "replay_preprocessing",
 ]

@@ -13,7 +13,7 @@ from lepton.data._dataset import Dataset
 from lepton.data._stats import Stats
 from lepton.errors import DataFormatError
 
-__all__ = ["CleanReport", "apply_preprocessing", "clean"]
+__all__ = ["CleanReport", "apply_preprocessing", "clean", "replay_preprocessing"]
 
 Impute = Literal["median", "mean", "most_frequent"]
 
@@ -193,8 +193,22 @@ def apply_preprocessing(ds: Dataset, steps: Sequence[Mapping[str, Any]]) -> Data
 
     This is how test data or serving inputs get exactly the training data's treatment.
     """
-    x = ds.features.float()
-    stats = ds.stats
+    x, stats = replay_preprocessing(ds.features, steps)
+    return ds._derive(
+        x, ds.targets, stats=stats or ds.stats, preprocessing=[*ds.preprocessing, *steps]
+    )
+
+
+def replay_preprocessing(
+    features: torch.Tensor, steps: Sequence[Mapping[str, Any]]
+) -> tuple[torch.Tensor, Stats | None]:
+    """Replay recorded steps on a features tensor (a batch: ``(N, ...)``).
+
+    Returns:
+        The float32 features after every step, and the last scaling step's statistics.
+    """
+    x = features.float()
+    stats: Stats | None = None
     for step in steps:
         op = step.get("op")
         if op == "impute":
@@ -211,4 +225,4 @@ def apply_preprocessing(ds: Dataset, steps: Sequence[Mapping[str, Any]]) -> Data
             raise DataFormatError(
                 f"unknown preprocessing step {op!r}; known: impute, clip, standardize, minmax"
             )
-    return ds._derive(x, ds.targets, stats=stats, preprocessing=[*ds.preprocessing, *steps])
+    return x, stats

@@ -1,0 +1,173 @@
+"""Dynamic batching: gather requests until the batch is full or the wait expires.
+
+The wait is adaptive. It is counted from the *oldest* request's arrival, so a request
+that already waited while the model was busy is not held again, and it ends early when
+the recent arrival rate says the batch cannot fill within what is left of it: under a
+light load a request goes straight to the model, under a heavy one batches fill up.
+Load shedding is a separate setting (``max_queue``), never mixed with the wait window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lepton.errors import DeadlineExceededError, OverloadedError, ServingError
+
+__all__ = ["Batcher"]
+
+
+@dataclass(slots=True)
+class _Item:
+    value: Any
+    future: asyncio.Future[Any]
+    deadline: float
+    arrived: float
+
+
+class Batcher:
+    """One queue and one consumer per batched route.
+
+    Args:
+        run: Called with a list of request values; returns a list of results of the same
+            length (awaited: the caller decides whether it runs in a thread). An exception
+            in place of a result fails only that request.
+        batch_size: The largest batch.
+        max_wait_s: The longest the oldest request waits for the batch to fill.
+        max_queue: Waiting requests beyond this are refused with :class:`OverloadedError`.
+        on_batch: Called with each executed batch's size (metrics).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[Any]], Awaitable[list[Any]]],
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._gap = max_wait_s  # EWMA of the time between arrivals
+        self._last_arrival = 0.0
+        self.busy_since: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet in a running batch)."""
+        return len(self._queue)
+
+    def submit(self, value: Any, deadline: float) -> asyncio.Future[Any]:
+        """Queue one request; its future resolves to its own result."""
+        if len(self._queue) >= self.max_queue:
+            raise OverloadedError(
+                f"the queue is full ({self.max_queue} waiting); retry shortly", retry_after=1.0
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._arrived = asyncio.Event()
+            self._task = loop.create_task(self._consume())
+        now = time.monotonic()
+        if self._last_arrival:
+            self._gap = 0.8 * self._gap + 0.2 * (now - self._last_arrival)
+        self._last_arrival = now
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Item(value, future, deadline, now))
+        assert self._arrived is not None
+        self._arrived.set()
+        return future
+
+    async def close(self) -> None:
+        """Stop the consumer; requests still queued get 503."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(OverloadedError("the service is stopping"))
+
+    async def _consume(self) -> None:
+        assert self._arrived is not None
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._fill()
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+
+    async def _fill(self) -> None:
+        assert self._arrived is not None
+        # Wait from the oldest request's arrival, not from now, and only while the
+        # arrival rate makes it likely the batch still grows.
+        oldest = self._queue[0].arrived
+        while len(self._queue) < self.batch_size:
+            remaining = oldest + self.max_wait_s - time.monotonic()
+            if remaining <= 0 or self._gap > remaining:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.batch_size:
+            item = self._queue.popleft()
+            if item.future.done():  # the client gave up, or its deadline fired
+                continue
+            if item.deadline <= now:
+                item.future.set_exception(
+                    DeadlineExceededError("the request's deadline passed while it was queued")
+                )
+                continue
+            batch.append(item)
+        return batch
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        self.busy_since = time.monotonic()
+        try:
+            results = await self._run([item.value for item in batch])
+            if not isinstance(results, (list, tuple)) or len(results) != len(batch):
+                got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+                raise ServingError(
+                    f"a batched handler must return a list with one result per input "
+                    f"(got {got} for {len(batch)})"
+                )
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else OverloadedError("stopping")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self.busy_since = None
+        for item, result in zip(batch, results, strict=False):
+            if item.future.done():
+                continue
+            if isinstance(result, Exception):  # the handler rejected just this request
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)

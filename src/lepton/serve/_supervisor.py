@@ -1,0 +1,264 @@
+"""Replicas: bind once, start N worker processes on the shared socket, keep them alive.
+
+The supervisor binds the listening socket itself and hands it to each replica, so the
+kernel queues connections for whichever replica accepts next and a replica that dies
+loses nothing still waiting in the queue. A replica that crashes is restarted (with a
+backoff); one that cannot start at all stops the service with its error. SIGTERM is
+passed on to every replica, which drains; after the grace period they are killed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lepton.errors import ConfigError
+
+__all__ = ["ServeOptions", "Supervisor", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServeOptions:
+    """How to serve: where, how many replicas, limits.
+
+    Attributes:
+        target: ``"app.py:Class"`` for a user's service; ``None`` with ``model``.
+        model: A registry reference (``"name@production"``) to deploy.
+        host: Bind address; anything but loopback needs ``token``.
+        port: TCP port (0 picks a free one).
+        replicas: Worker processes sharing the socket.
+        token: Bearer token every request must carry (except health probes).
+        max_body_bytes: Larger request bodies answer 413.
+        grace_s: How long a draining replica waits for requests in progress.
+        threads: Torch threads per replica (0: the cores divided among replicas).
+    """
+
+    target: str | None = None
+    model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8100
+    replicas: int = 1
+    token: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    grace_s: float = 30.0
+    threads: int = 0
+
+    def validate(self) -> None:
+        """Refuse unsafe or impossible settings before anything binds."""
+        if (self.target is None) == (self.model is None):
+            raise ConfigError("serve either a Service (app.py:Class) or a model, not both")
+        if self.replicas < 1:
+            raise ConfigError("--replicas must be >= 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("--port must be in 0..65535")
+        if self.max_body_bytes < 1:
+            raise ConfigError("the body limit must be >= 1 byte")
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without an API token: anyone who can "
+                f"reach it could use the model. Set LEPTON_SERVE_TOKEN (or --token-file), "
+                f"or bind 127.0.0.1"
+            )
+
+
+@dataclass
+class _Replica:
+    index: int
+    process: subprocess.Popen[bytes]
+    ready_fd: int
+    started: float
+    ready: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Runs and watches the replicas of one service."""
+
+    options: ServeOptions
+    log: Any = field(default=None)
+    restarts: int = 0
+    _replicas: dict[int, _Replica] = field(default_factory=dict)
+    _stopping: bool = False
+    _sock: socket.socket | None = None
+    _metrics_dir: str | None = None
+
+    def _say(self, text: str) -> None:
+        (self.log or (lambda t: print(t, file=sys.stderr, flush=True)))(text)
+
+    def bind(self) -> socket.socket:
+        """Bind and listen on the configured address."""
+        opts = self.options
+        family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((opts.host, opts.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot listen on {opts.host}:{opts.port} ({exc.strerror}); pick another --port"
+            ) from None
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        self._sock = sock
+        return sock
+
+    @property
+    def url(self) -> str:
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    def _spawn(self, index: int) -> _Replica:
+        assert self._sock is not None
+        assert self._metrics_dir is not None
+        opts = self.options
+        read_fd, write_fd = os.pipe()
+        threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.replicas)
+        spec = {
+            "target": opts.target, "model": opts.model, "fd": self._sock.fileno(),
+            "ready_fd": write_fd, "max_body_bytes": opts.max_body_bytes, "grace_s": opts.grace_s,
+            "threads": threads, "replica": index,
+        }  # fmt: skip
+        env = dict(os.environ, LEPTON_SERVE_SPEC=json.dumps(spec),
+                   PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)  # fmt: skip
+        env.pop("LEPTON_SERVE_TOKEN", None)
+        if opts.token:
+            env["LEPTON_SERVE_TOKEN"] = opts.token
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lepton.serve._worker"],
+            pass_fds=(self._sock.fileno(), write_fd),
+            env=env,
+        )
+        os.close(write_fd)
+        return _Replica(index, process, read_fd, time.monotonic())
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit status."""
+        from lepton.serve._worker import EXIT_CONFIG
+
+        self.options.validate()
+        self.bind()
+        self._metrics_dir = tempfile.mkdtemp(prefix="lepton-metrics-")
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        failures = 0
+        announced = False
+        backoff = 0.0
+        try:
+            for i in range(self.options.replicas):
+                self._replicas[i] = self._spawn(i)
+            while not self._stopping:
+                self._watch_ready()
+                if not announced and all(r.ready for r in self._replicas.values()):
+                    announced = True
+                    what = self.options.target or self.options.model
+                    n = self.options.replicas
+                    self._say(f"Serving {what} at {self.url} ({n} replica{'s' * (n > 1)} ready)")
+                for index, replica in list(self._replicas.items()):
+                    code = replica.process.poll()
+                    if code is None or self._stopping:
+                        continue
+                    _close(replica)
+                    self._mark_dead(replica.process.pid)
+                    if code == EXIT_CONFIG:
+                        self._say("a replica cannot start: see the error above")
+                        return 2
+                    failures = failures + 1 if not replica.ready else 0
+                    if failures >= 3:
+                        self._say(
+                            f"replica {index} failed to start 3 times (exit {code}); stopping"
+                        )
+                        return 1
+                    lived = time.monotonic() - replica.started
+                    backoff = 0.1 if lived > 30 else min(5.0, max(0.1, backoff * 2))
+                    self._say(
+                        f"replica {index} exited ({_describe(code)}); restarting in {backoff:.1f}s"
+                    )
+                    time.sleep(backoff)
+                    self.restarts += 1
+                    self._replicas[index] = self._spawn(index)
+            return 0
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stopping = True
+
+    def _watch_ready(self) -> None:
+        waiting = {
+            r.ready_fd: r for r in self._replicas.values() if not r.ready and r.ready_fd >= 0
+        }
+        if not waiting:
+            time.sleep(0.1)
+            return
+        try:
+            readable, _, _ = select.select(list(waiting), [], [], 0.1)
+        except InterruptedError:
+            return
+        for fd in readable:
+            data = os.read(fd, 64)
+            if data.startswith(b"ready"):
+                waiting[fd].ready = True
+
+    def _mark_dead(self, pid: int) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self._metrics_dir)  # type: ignore[no-untyped-call]
+
+    def _shutdown(self) -> None:
+        replicas = list(self._replicas.values())
+        for r in replicas:
+            if r.process.poll() is None:
+                r.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.options.grace_s + 5
+        for r in replicas:
+            try:
+                r.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                r.process.kill()
+                r.process.wait()
+            _close(r)
+        if self._sock is not None:
+            self._sock.close()
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+
+def _close(replica: _Replica) -> None:
+    if replica.ready_fd >= 0:
+        os.close(replica.ready_fd)
+        replica.ready_fd = -1
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"

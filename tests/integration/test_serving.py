@@ -1,0 +1,216 @@
+"""The real server in a subprocess on 127.0.0.1: batching, limits, drain, restarts, auth."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+import lepton as lp
+from lepton.errors import OverloadedError
+
+pytestmark = pytest.mark.integration
+
+from servers import APP, LEPTON, Server, running  # noqa: E402
+from serving_app import tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serve")
+    with running("serve", f"{APP}:Tiny", "--max-body-mb", "0.01", tmp=tmp) as s:
+        yield s
+
+
+def _post_many(
+    url: str, bodies: list[dict[str, object]], workers: int = 32
+) -> list[httpx.Response]:
+    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda b: client.post(url, json=b), bodies))
+
+
+def test_batched_and_unbatched_answers_equal_the_model(server: Server) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(64, 16)
+    bodies = [{"inputs": row.tolist()} for row in x]
+    batched = _post_many(f"{server.url}/predict", bodies)
+    unbatched = _post_many(f"{server.url}/single", bodies)
+    assert [r.status_code for r in batched + unbatched] == [200] * 128
+    with torch.inference_mode():
+        expected = tiny_model()(x)
+    assert torch.allclose(torch.tensor([r.json() for r in batched]), expected, atol=1e-5)
+    assert torch.allclose(torch.tensor([r.json() for r in unbatched]), expected, atol=1e-5)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    sizes = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+             if line.startswith('lepton_batch_size_') and '/predict' in line}  # fmt: skip
+    count, total = (
+        sizes['lepton_batch_size_count{route="/predict"}'],
+        sizes['lepton_batch_size_sum{route="/predict"}'],
+    )
+    assert total == 64
+    assert count < 64, "concurrent requests were never batched together"
+
+
+def test_body_over_the_limit_is_413_and_json(server: Server) -> None:
+    big = {"inputs": [0.5] * 4000}  # ~20 KB > 10 KB limit
+    r = httpx.post(f"{server.url}/single", json=big)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield b'{"inputs": ['
+        for _ in range(3000):
+            yield b"0.5,"
+        yield b"0.5]}"
+
+    r = httpx.post(
+        f"{server.url}/single", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_burst_over_the_queue_gets_503_with_retry_after_and_health_stays_up(server: Server) -> None:
+    # /slow: 8 workers + 2 queued per replica; 24 requests of 0.4 s at once (the queued
+    # two finish at 0.8 s, inside the 1 s deadline).
+    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(24) as pool:
+        futures = [
+            pool.submit(client.post, f"{server.url}/slow", json={"seconds": 0.4}) for _ in range(24)
+        ]
+        time.sleep(0.2)
+        started = time.perf_counter()
+        health = client.get(f"{server.url}/healthz")
+        health_s = time.perf_counter() - started
+        answers = [f.result() for f in futures]
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) == 10, codes
+    assert codes.count(503) == 14, codes
+    refused = [r for r in answers if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" for r in refused)
+    assert all(r.json()["error"]["code"] == "overloaded" for r in refused)
+    assert health.status_code == 200
+    assert health_s < 0.5
+
+
+def test_deadline_answers_504_in_time(server: Server) -> None:
+    started = time.perf_counter()
+    r = httpx.post(f"{server.url}/slow", json={"seconds": 3.0}, timeout=10)
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "deadline_exceeded"
+    assert 0.9 < elapsed < 2.0  # the route's timeout_s is 1.0
+    started = time.perf_counter()
+    r = httpx.post(
+        f"{server.url}/slow", json={"seconds": 3.0}, headers={"X-Request-Timeout": "0.3"}
+    )
+    assert r.status_code == 504
+    assert time.perf_counter() - started < 0.9
+
+
+def test_streaming_and_client_methods(server: Server) -> None:
+    with lp.Client(server.url) as client:
+        assert list(client.count(n=4)) == [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}]
+        out = client.single(inputs=[0.0] * 16)
+        with torch.inference_mode():
+            assert torch.allclose(torch.tensor(out), tiny_model()(torch.zeros(1, 16))[0], atol=1e-5)
+        assert "pid" in client.whoami()
+        with pytest.raises(AttributeError, match="has no route 'nope'"):
+            client.nope  # noqa: B018
+        with pytest.raises(lp.errors.RequestError, match="validation_error"):
+            client.single(inputs="not a list")
+
+
+def test_client_retries_503_until_capacity_frees(server: Server) -> None:
+    with (
+        httpx.Client(timeout=30) as raw,
+        ThreadPoolExecutor(12) as pool,
+        lp.Client(server.url, retries=4) as client,
+    ):
+        # 8 running + 2 queued fill the replica; the queued two finish at ~0.8 s.
+        hogs = [
+            pool.submit(raw.post, f"{server.url}/slow", json={"seconds": 0.4}) for _ in range(10)
+        ]
+        time.sleep(0.15)
+        with pytest.raises(OverloadedError):  # no retries: refused at once
+            lp.Client(server.url, retries=0).slow(seconds=0.0)
+        assert client.slow(seconds=0.0)["slept"] == 0.0  # retried after Retry-After
+        assert all(h.result().status_code == 200 for h in hogs)
+
+
+def test_sigterm_drains_without_losing_in_flight_requests(tmp_path: Path) -> None:
+    with running("serve", f"{APP}:Tiny", "--grace", "10", tmp=tmp_path) as s:
+        with httpx.Client(timeout=30) as client, ThreadPoolExecutor(6) as pool:
+            inflight = [
+                pool.submit(client.post, f"{s.url}/slow", json={"seconds": 0.8}) for _ in range(5)
+            ]
+            time.sleep(0.3)
+            s.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            late = client.post(f"{s.url}/single", json={"inputs": [0.0] * 16})
+            ready = client.get(f"{s.url}/readyz")
+            answers = [f.result() for f in inflight]
+        assert [r.status_code for r in answers] == [200] * 5
+        assert late.status_code == 503
+        assert ready.status_code == 503
+        assert s.process.wait(timeout=20) == 0
+
+
+def test_a_killed_replica_is_restarted(tmp_path: Path) -> None:
+    with running("serve", f"{APP}:Tiny", "--replicas", "2", tmp=tmp_path) as s:
+        deadline = time.monotonic() + 10
+        while len(s.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = s.worker_pids()
+        assert len(before) == 2
+        subprocess.run(["kill", "-9", str(before[0])], check=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = s.worker_pids()
+            if len(now) == 2 and before[0] not in now:
+                break
+            time.sleep(0.2)
+        assert len(now) == 2, s.log
+        assert before[0] not in now, s.log
+        assert before[1] in now, s.log
+        assert "restarting" in s.log
+        from servers import wait_ready
+
+        wait_ready(s.url, s.process, s.log_path)
+        seen = {lp.Client(s.url).whoami()["pid"] for _ in range(40)}
+        assert seen <= set(now)
+        bodies = [{"inputs": [0.1] * 16}] * 40
+        assert all(r.status_code == 200 for r in _post_many(f"{s.url}/predict", bodies))
+
+
+def test_off_loopback_needs_a_token_and_tokens_are_checked(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [LEPTON, "serve", f"{APP}:Tiny", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert refused.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without an API token" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    token = "s3cret-token-for-tests"
+    with running("serve", f"{APP}:Tiny", tmp=tmp_path, env={"LEPTON_SERVE_TOKEN": token}) as s:
+        body = {"inputs": [0.0] * 16}
+        assert httpx.post(f"{s.url}/single", json=body).status_code == 401
+        wrong = httpx.post(f"{s.url}/single", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "unauthorized"
+        right = httpx.post(
+            f"{s.url}/single", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert right.status_code == 200
+        assert httpx.get(f"{s.url}/metrics").status_code == 401
+        assert httpx.get(f"{s.url}/healthz").status_code == 200
+        assert lp.Client(s.url, token=token).single(inputs=[0.0] * 16) == right.json()
