@@ -111,7 +111,11 @@ def export(
 def import_onnx(
     path: Path = typer.Argument(..., help="An .onnx file from any framework."),
     name: str = typer.Argument(..., help="The model name to register it under."),
+    classes: str = typer.Option(
+        "", help="A classifier's class names in output order, comma-separated (e.g. 0,1,2)."
+    ),
 ) -> None:
     """Register an ONNX file as a new version (pickle files are refused)."""
-    version = registry.register_onnx(path, name)
+    names = [c.strip() for c in classes.split(",") if c.strip()] or None
+    version = registry.register_onnx(path, name, classes=names)
     Console().print(f"registered {version.ref} (input {version.manifest['input_schema']})")

@@ -127,9 +127,16 @@ def register_onnx(
     *,
     metrics: dict[str, float] | None = None,
     description: str = "",
+    classes: list[str] | None = None,
     database: Database | None = None,
 ) -> ModelVersion:
-    """Register an ONNX file (from PyTorch, scikit-learn, TensorFlow, ...) as a version."""
+    """Register an ONNX file (from PyTorch, scikit-learn, TensorFlow, ...) as a version.
+
+    Args:
+        classes: For a classifier whose first output is logits: the class names, in
+            output order. A deployment then answers labels and probabilities; without
+            them it answers the raw output values.
+    """
     onnx, _ = _need_onnx()
     validate_name(name)
     source = check_not_pickle(path)
@@ -149,7 +156,19 @@ def register_onnx(
         "description": description,
         "architecture": None,
         "input_schema": {"name": graph.input[0].name, "shape": _shape(graph.input[0])},
-        "output_schema": {"name": graph.output[0].name, "shape": _shape(graph.output[0])},
+        "output_schema": {
+            "name": graph.output[0].name,
+            "shape": _shape(graph.output[0]),
+            **(
+                {
+                    "kind": "logits",
+                    "classes": [str(c) for c in classes],
+                    "num_classes": len(classes),
+                }
+                if classes
+                else {}
+            ),
+        },  # fmt: skip
         "preprocessing": [],
         "metrics": {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)},
         "dataset": None,
