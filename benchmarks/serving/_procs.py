@@ -101,3 +101,12 @@ def stop_server(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+
+
+def pause(leader: int) -> None:
+    """SIGSTOP every process of the server, so that its idle work takes no CPU from others."""
+    _signal_all(server_pids(leader), signal.SIGSTOP)
+
+
+def resume(leader: int) -> None:
+    _signal_all(server_pids(leader), signal.SIGCONT)

@@ -132,7 +132,7 @@ def test_deploy_an_onnx_version(
     registry.export_onnx("mnist-small:1", tmp_path / "m.onnx")
     digits = [str(d) for d in range(10)]
     version = registry.register_onnx(tmp_path / "m.onnx", "mnist-small-onnx", classes=digits)
-    x, pngs = test_images
+    x, _pngs = test_images
     with running("deploy", version.ref, tmp=tmp_path) as server:
         info = httpx.get(f"{server.url}/info").json()
         assert info["kind"] == "onnx"

@@ -227,10 +227,11 @@ def test_method_named_like_a_builtin_is_refused():
     assert "/healthz is taken" in _routes_error(S)
 
 
-def test_route_reads_signature_defaults_and_stream_kinds():
-    class Point(BaseModel):
-        x: float
+class Point(BaseModel):
+    x: float
 
+
+def test_route_reads_signature_defaults_and_stream_kinds():
     class S(Service):
         @lp.handler
         def add(self, a: int, b: int = 2) -> int:

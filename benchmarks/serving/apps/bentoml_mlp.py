@@ -16,7 +16,7 @@ import bentoml
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlp import build_mlp, predict_rows  # noqa: E402
+from mlp import build_mlp, predict_rows
 
 MAX_LATENCY_MS = 1000  # a deadline for load shedding, not a batching window
 # One worker, and no access log (no server in the benchmark writes one per request).
@@ -40,8 +40,6 @@ class MLPBatched:
         torch.set_num_threads(1)
         self.model = build_mlp()
 
-    @bentoml.api(
-        route="/predict", batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS
-    )
+    @bentoml.api(route="/predict", batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, inputs: list[list[float]]) -> list[list[float]]:
         return predict_rows(self.model, inputs)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlp import build_mlp, predict_rows  # noqa: E402
+from mlp import build_mlp, predict_rows
 
 
 class Request(BaseModel):

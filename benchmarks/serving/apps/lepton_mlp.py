@@ -16,7 +16,7 @@ import torch
 import lepton as lp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlp import build_mlp, predict_rows  # noqa: E402
+from mlp import build_mlp, predict_rows
 
 
 class MLP(lp.Service):

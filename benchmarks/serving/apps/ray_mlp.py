@@ -23,7 +23,7 @@ from ray import serve
 from starlette.requests import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlp import build_mlp, predict_rows  # noqa: E402
+from mlp import build_mlp, predict_rows
 
 
 @serve.deployment(num_replicas=1)

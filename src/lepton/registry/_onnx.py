@@ -168,7 +168,7 @@ def register_onnx(
                 if classes
                 else {}
             ),
-        },  # fmt: skip
+        },
         "preprocessing": [],
         "metrics": {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)},
         "dataset": None,
