@@ -89,6 +89,7 @@ def _wait_gone(leader: int, timeout_s: float) -> list[int]:
 def stop_server(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     """SIGTERM to the leader (a clean shutdown), then to all its processes, then SIGKILL."""
     leader = proc.pid
+    resume(leader)  # a stopped process would not act on SIGTERM
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):

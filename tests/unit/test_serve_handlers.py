@@ -33,7 +33,9 @@ from lepton.serve._client import _error, _jsonable
 from lepton.serve._openapi import openapi
 
 
-def png_bytes(width: int = 6, height: int = 4, mode: str = "RGB", color: Any = (255, 0, 0)) -> bytes:
+def png_bytes(
+    width: int = 6, height: int = 4, mode: str = "RGB", color: Any = (255, 0, 0)
+) -> bytes:
     from PIL import Image as PILImage
 
     buffer = io.BytesIO()
@@ -59,7 +61,7 @@ def png_bytes(width: int = 6, height: int = 4, mode: str = "RGB", color: Any = (
     ],
 )
 def test_bad_handler_options_are_config_errors_naming_the_fix(options, hint):
-    with pytest.raises(ConfigError, match="@lp.handler") as info:
+    with pytest.raises(ConfigError, match=r"@lp\.handler") as info:
         lp.handler(**options)
     assert hint in str(info.value)
 
@@ -309,9 +311,9 @@ def test_load_service_class_from_a_file(tmp_path: Path):
     cls = load_service_class(f"{app}:Echo")
     assert issubclass(cls, Service)
     assert [r.path for r in cls.routes()] == ["/echo"]
-    with pytest.raises(ConfigError, match="not an lp.Service subclass"):
+    with pytest.raises(ConfigError, match=r"not an lp\.Service subclass"):
         load_service_class(f"{app}:NotAService")
-    with pytest.raises(ConfigError, match="not an lp.Service subclass"):
+    with pytest.raises(ConfigError, match=r"not an lp\.Service subclass"):
         load_service_class(f"{app}:Missing")
 
 
@@ -319,8 +321,8 @@ def test_load_service_class_from_a_file(tmp_path: Path):
 @pytest.mark.parametrize(
     ("target", "match"),
     [
-        ("no_colon.py", "FILE.py:Class"),
-        ("app.py:", "FILE.py:Class"),
+        ("no_colon.py", r"FILE\.py:Class"),
+        ("app.py:", r"FILE\.py:Class"),
         ("/does/not/exist.py:Svc", "no such file"),
         ("lepton_no_such_module_xyz:Svc", "cannot import"),
     ],
@@ -570,7 +572,11 @@ def test_client_routes_come_from_openapi_and_post_json():
 def test_client_retries_503_then_raises_mapped_errors():
     answers = iter(
         [
-            httpx.Response(503, headers={"retry-after": "0"}, json={"error": {"code": "overloaded", "message": "m"}}),
+            httpx.Response(
+                503,
+                headers={"retry-after": "0"},
+                json={"error": {"code": "overloaded", "message": "m"}},
+            ),
             httpx.Response(200, json=7),
         ]
     )
@@ -581,7 +587,11 @@ def test_client_retries_503_then_raises_mapped_errors():
 
     def always_busy(request: httpx.Request) -> httpx.Response:
         calls.append(1)
-        return httpx.Response(503, headers={"retry-after": "0"}, json={"error": {"code": "overloaded", "message": "busy"}})
+        return httpx.Response(
+            503,
+            headers={"retry-after": "0"},
+            json={"error": {"code": "overloaded", "message": "busy"}},
+        )
 
     with _mock_client(always_busy) as client, pytest.raises(OverloadedError, match="busy"):
         client.request("GET", "/x")

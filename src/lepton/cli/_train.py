@@ -238,3 +238,7 @@ def demo(
         f"{run.id}`); registered as {version.ref} (lp.load_model({version.ref!r}))"
     )
     console.print(f"final test: {format_metrics(metrics)}")
+    console.print(
+        f"serve it: `lepton deploy {version.ref} --port 8100`, then "
+        f"`lepton predict http://127.0.0.1:8100 --input digit.png`"
+    )
