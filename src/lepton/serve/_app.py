@@ -212,13 +212,9 @@ class ServiceApp:
         except ServingError as exc:
             status = exc.status
             self.metrics.error(label, exc.code)
+            details = exc.details if isinstance(exc, _InvalidBodyError) else None
             await _error(send, exc.status, exc.code, exc.message, retry_after=exc.retry_after,
-                         close=self.draining)  # fmt: skip
-        except ValidationError as exc:
-            status = 422
-            message, details = validation_message(exc)
-            self.metrics.error(label, "validation_error")
-            await _error(send, 422, "validation_error", message, details=details)
+                         details=details, close=self.draining)  # fmt: skip
         except LeptonError as exc:
             status = 422 if exc.code in ("invalid_shape", "invalid_labels") else 500
             self.metrics.error(label, exc.code)
@@ -249,11 +245,10 @@ class ServiceApp:
         self.working += 1
         try:
             body = await self._read_body(headers, receive)
-            args = route.arguments(decode_body(route, headers.get(b"content-type", b""), body)) \
-                if route.request is not None else {}  # fmt: skip
+            args = _arguments(route, headers, body)
             timeout = _timeout(headers, route.options.timeout_s)
             if route.stream:
-                return await self._stream(route, args, send)
+                return await self._stream(route, args, send, timeout)
             result = await self.runners[route.path].call(args, timeout)
             payload = route.response.dump_json(result)
             await _respond(send, 200, payload, _JSON)
@@ -344,7 +339,8 @@ class ServiceApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _stream(self, route: Route, args: dict[str, Any], send: Send) -> int:
+    async def _stream(self, route: Route, args: dict[str, Any], send: Send, timeout: float) -> int:
+        """Send a generator's items as they come; ``timeout`` bounds the wait for each."""
         runner = self.runners[route.path]
         loop = asyncio.get_running_loop()
         items = route.fn(**args)
@@ -355,9 +351,10 @@ class ServiceApp:
         try:
             while True:
                 if route.is_async:
-                    item = await anext(items, done)
+                    item = await asyncio.wait_for(anext(items, done), timeout)
                 else:
-                    item = await loop.run_in_executor(runner.executor, next, items, done)
+                    fetch = loop.run_in_executor(runner.executor, next, items, done)
+                    item = await asyncio.wait_for(fetch, timeout)
                 if item is done:
                     break
                 chunk = (
@@ -365,13 +362,36 @@ class ServiceApp:
                 )
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except Exception as exc:  # the status is sent: report in-band, then end the stream
-            log.error("stream %s failed:\n%s", route.path, traceback.format_exc())
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = DeadlineExceededError(f"no item within {timeout:g}s; the stream ends")
+            else:
+                log.error("stream %s failed:\n%s", route.path, traceback.format_exc())
             code = exc.code if isinstance(exc, LeptonError) else "internal_error"
             if not route.text_stream:
                 line = json.dumps({"error": {"code": code, "message": str(exc)}}) + "\n"
                 await send({"type": "http.response.body", "body": line.encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
+
+
+class _InvalidBodyError(RequestError):
+    code = "validation_error"
+    status = 422
+
+    def __init__(self, exc: ValidationError) -> None:
+        message, self.details = validation_message(exc)
+        super().__init__(message)
+
+
+def _arguments(route: Route, headers: dict[bytes, bytes], body: bytes) -> dict[str, Any]:
+    # Only the request body's validation is a 422: a ValidationError raised later, inside
+    # the handler, is the handler's bug (500).
+    if route.request is None:
+        return {}
+    try:
+        return route.arguments(decode_body(route, headers.get(b"content-type", b""), body))
+    except ValidationError as exc:
+        raise _InvalidBodyError(exc) from None
 
 
 class _NotFoundError(ServingError):

@@ -61,6 +61,7 @@ class Batcher:
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._gap = max_wait_s  # EWMA of the time between arrivals
+        self._last_gap = max_wait_s  # the latest time between two arrivals
         self._last_arrival = 0.0
         self.busy_since: float | None = None
 
@@ -81,7 +82,8 @@ class Batcher:
             self._task = loop.create_task(self._consume())
         now = time.monotonic()
         if self._last_arrival:
-            self._gap = 0.8 * self._gap + 0.2 * (now - self._last_arrival)
+            self._last_gap = now - self._last_arrival
+            self._gap = 0.8 * self._gap + 0.2 * self._last_gap
         self._last_arrival = now
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Item(value, future, deadline, now))
@@ -115,11 +117,15 @@ class Batcher:
     async def _fill(self) -> None:
         assert self._arrived is not None
         # Wait from the oldest request's arrival, not from now, and only while the
-        # arrival rate makes it likely the batch still grows.
+        # arrival rate makes it likely the batch still grows: the expected next gap is the
+        # slowest of the average, the latest gap and the silence since the last arrival,
+        # so a lull (or a lone request after a burst) is not held for the whole window.
         oldest = self._queue[0].arrived
         while len(self._queue) < self.batch_size:
-            remaining = oldest + self.max_wait_s - time.monotonic()
-            if remaining <= 0 or self._gap > remaining:
+            now = time.monotonic()
+            remaining = oldest + self.max_wait_s - now
+            expected = max(self._gap, self._last_gap, now - self._last_arrival)
+            if remaining <= 0 or expected > remaining:
                 return
             self._arrived.clear()
             try:

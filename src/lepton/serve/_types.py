@@ -59,6 +59,10 @@ class Image:
                     f"{MAX_IMAGE_PIXELS:,}; send a smaller image"
                 )
             pil.load()
+        except PILImage.DecompressionBombError:
+            raise ValueError(
+                f"the image is over the limit of {MAX_IMAGE_PIXELS:,} pixels; send a smaller one"
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise ValueError(f"the image could not be decoded ({exc}); send a valid file") from None
         return cls(pil)
