@@ -51,8 +51,9 @@ class InstalledEnv:
     python: Path
     version: str  # of the anchor's main package
     torch: str
-    size_mb: float
-    install_s: float  # 0.0 when the venv was already there
+    size_mb: float  # the whole venv
+    torch_mb: float  # of which the torch package
+    install_s: float  # as recorded when the venv was built
 
 
 def venv_dir(anchor: str) -> Path:
@@ -80,8 +81,8 @@ def _size_mb(path: Path) -> float:
     return total / 1e6
 
 
-def _create(anchor: Anchor) -> float:
-    """Builds the venv from scratch; returns the seconds it took."""
+def _create(anchor: Anchor) -> None:
+    """Builds the venv from scratch and stamps it with its packages and install time."""
     root = venv_dir(anchor.name)
     if root.exists():
         shutil.rmtree(root)
@@ -90,12 +91,12 @@ def _create(anchor: Anchor) -> float:
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
     python = root / "bin" / "python"
     _pip(python, TORCH)
-    # Re-stating torch's pin keeps the anchor's resolver from replacing it.
-    _pip(python, TORCH, "numpy", "safetensors", *anchor.requirements)
+    # Re-stating torch's pin keeps the anchor's resolver from replacing it; numpy spares
+    # torch's "Failed to initialize NumPy" warning. (The weights come from a seed, not a file.)
+    _pip(python, TORCH, "numpy", *anchor.requirements)
     elapsed = time.perf_counter() - start
     stamp = {"install_s": round(elapsed, 1), "packages": _freeze(python)}
     (root / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True))
-    return elapsed
 
 
 def ensure(name: str, reinstall: bool = False) -> InstalledEnv:
@@ -103,8 +104,8 @@ def ensure(name: str, reinstall: bool = False) -> InstalledEnv:
     anchor = ANCHORS[name]
     root = venv_dir(name)
     stamp_path = root / STAMP
-    fresh = reinstall or not stamp_path.exists()
-    elapsed = _create(anchor) if fresh else 0.0
+    if reinstall or not stamp_path.exists():
+        _create(anchor)
     stamp = json.loads(stamp_path.read_text())
     packages: dict[str, str] = stamp["packages"]
     return InstalledEnv(
@@ -113,5 +114,6 @@ def ensure(name: str, reinstall: bool = False) -> InstalledEnv:
         version=packages.get(anchor.main_package, "?"),
         torch=packages.get("torch", "?"),
         size_mb=round(_size_mb(root), 1),
-        install_s=round(elapsed, 1) if fresh else stamp["install_s"],
+        torch_mb=round(sum(_size_mb(p) for p in root.glob("lib/python*/site-packages/torch")), 1),
+        install_s=stamp["install_s"],
     )

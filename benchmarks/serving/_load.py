@@ -60,10 +60,12 @@ def ensure_wrk() -> str:
 def write_lua(path: Path, body: Any) -> Path:
     """A wrk script that POSTs ``body`` as JSON on every request."""
     text = json.dumps(body, separators=(",", ":"))
+    if "]==]" in text:  # cannot happen with JSON numbers; guards the long-bracket quoting
+        raise ValueError("body cannot be quoted as a Lua long string")
     lua = (
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{text}]]\n"
+        f"wrk.body = [==[{text}]==]\n"  # level-2 brackets: the JSON itself may hold "]]"
     )
     path.write_text(lua)
     return path

@@ -9,6 +9,7 @@ import pytest
 
 import lepton as lp
 import lepton.registry
+import lepton.serve
 import lepton.storage
 import lepton.tracking
 from lepton import errors
@@ -19,20 +20,27 @@ def test_top_level_all_is_exact():
     assert sorted(lp.__all__) == sorted(
         [
             "Callback",
+            "Client",
             "EarlyStopping",
             "FitResult",
             "LeptonError",
             "LinearRegression",
             "LogisticRegression",
+            "Prediction",
+            "Service",
+            "Tensor",
             "__version__",
             "data",
             "errors",
             "evaluate",
             "fit",
+            "handler",
+            "Image",
             "load_model",
             "models",
             "register",
             "registry",
+            "serve",
             "start_run",
             "storage",
             "tracking",
@@ -44,7 +52,16 @@ def test_top_level_all_is_exact():
 
 @pytest.mark.parametrize(
     "module",
-    [lp.data, lp.models, lp.errors, lp.train, lepton.storage, lepton.tracking, lepton.registry],
+    [
+        lp.data,
+        lp.models,
+        lp.errors,
+        lp.train,
+        lepton.storage,
+        lepton.tracking,
+        lepton.registry,
+        lepton.serve,
+    ],
 )
 def test_subpackage_all_names_exist_and_are_public(module):
     for name in module.__all__:

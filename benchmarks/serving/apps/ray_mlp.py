@@ -25,8 +25,13 @@ from starlette.requests import Request
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mlp import build_mlp, predict_rows
 
+# Ray Serve's default (5) makes the proxy retry against a busy replica and keeps batches
+# below 32; Ray's batching guide says to raise it above max_batch_size. Other servers
+# here put no cap on requests in flight.
+MAX_ONGOING = 256
 
-@serve.deployment(num_replicas=1)
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=MAX_ONGOING)
 class MLP:
     def __init__(self) -> None:
         torch.set_num_threads(1)
@@ -37,7 +42,7 @@ class MLP:
         return {"outputs": predict_rows(self.model, [body["inputs"]])[0]}
 
 
-@serve.deployment(num_replicas=1)
+@serve.deployment(num_replicas=1, max_ongoing_requests=MAX_ONGOING)
 class MLPBatched:
     def __init__(self) -> None:
         torch.set_num_threads(1)
