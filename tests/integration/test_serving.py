@@ -214,3 +214,27 @@ def test_off_loopback_needs_a_token_and_tokens_are_checked(tmp_path: Path) -> No
         assert httpx.get(f"{s.url}/metrics").status_code == 401
         assert httpx.get(f"{s.url}/healthz").status_code == 200
         assert lp.Client(s.url, token=token).single(inputs=[0.0] * 16) == right.json()
+
+
+def test_replicas_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    with running("serve", f"{APP}:Tiny", "--replicas", "2", "--grace", "2", tmp=tmp_path) as s:
+        deadline = time.monotonic() + 10
+        while len(s.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = s.worker_pids()
+        assert len(workers) == 2
+        s.process.kill()
+        s.process.wait()
+        deadline = time.monotonic() + 15
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+            time.sleep(0.1)
+        assert alive == [], "replicas kept serving after their supervisor died"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"

@@ -101,9 +101,26 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _die_with_parent() -> None:
+    # If the supervisor is killed outright (kill -9), its replicas must not keep serving
+    # on the inherited socket: ask Linux for SIGTERM (a drain) when the parent dies.
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> None:
     """Entry point of a replica process."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _die_with_parent()
     spec = json.loads(os.environ["LEPTON_SERVE_SPEC"])
     try:
         import torch
