@@ -122,9 +122,17 @@ def start_all(
     outputs: dict[str, list[float]] = {}
     for spec in specs:
         start = time.monotonic()
-        server = _servers.start(spec)
-        running.append(server)
-        outputs[spec.name] = _servers.wait_ready(server, ROW, timeout_s)
+        for attempt in (1, 2):  # the free port can be taken before the server binds it
+            server = _servers.start(spec)
+            running.append(server)
+            try:
+                outputs[spec.name] = _servers.wait_ready(server, ROW, timeout_s)
+                break
+            except RuntimeError as e:
+                if attempt == 2 or server.proc.poll() is None:
+                    raise
+                print(f"  {spec.name:<20} exited while starting ({e}); retrying", flush=True)
+                running.remove(server)
         n = len(_procs.server_pids(server.proc.pid))
         print(
             f"  {spec.name:<20} up on :{server.port} in {time.monotonic() - start:4.1f} s "

@@ -45,23 +45,29 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "ConfigError",
+    "ConflictError",
     "DataError",
     "DataFormatError",
     "DataSourceMissingError",
     "DatabaseError",
     "DatasetNotFoundError",
     "DeadlineExceededError",
+    "DeploymentError",
     "DivergedError",
     "EmptyDatasetError",
     "EncryptionError",
+    "ForbiddenError",
     "IntegrityError",
     "InvalidKeyError",
+    "JobError",
     "LabelError",
     "LeptonError",
     "ModelError",
     "NotFittedError",
+    "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PlatformError",
     "RegistryError",
     "RequestError",
     "ServingError",
@@ -230,6 +236,52 @@ class DeadlineExceededError(ServingError):
 
     code = "deadline_exceeded"
     status = 504
+
+
+class PlatformError(LeptonError):
+    """The platform server (``lepton server``) refused or could not do a request.
+
+    Attributes:
+        status: The HTTP status the server answers with.
+    """
+
+    code = "platform_error"
+    status = 400
+
+
+class NotFoundError(PlatformError):
+    """The job, deployment, user, token or other record does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class ForbiddenError(PlatformError):
+    """The caller's role does not allow this action."""
+
+    code = "forbidden"
+    status = 403
+
+
+class ConflictError(PlatformError):
+    """The action conflicts with the record's state (a name taken, a job already ended)."""
+
+    code = "conflict"
+    status = 409
+
+
+class JobError(PlatformError):
+    """A job spec is invalid, or a job could not be run."""
+
+    code = "job_error"
+    status = 400
+
+
+class DeploymentError(PlatformError):
+    """A deployment could not be created, scaled, reached or stopped."""
+
+    code = "deployment_error"
+    status = 400
 
 
 class StorageError(LeptonError):

@@ -18,7 +18,15 @@ from lepton.registry._load import (
     model_card_text,
 )
 from lepton.registry._onnx import OnnxModule, export_onnx, register_onnx
-from lepton.registry._registry import STAGES, ModelVersion, register, resolve, set_alias, set_stage
+from lepton.registry._registry import (
+    STAGES,
+    ModelVersion,
+    reconcile_versions,
+    register,
+    resolve,
+    set_alias,
+    set_stage,
+)
 
 __all__ = [
     "STAGES",
@@ -32,6 +40,7 @@ __all__ = [
     "load_model",
     "manifest_of",
     "model_card_text",
+    "reconcile_versions",
     "register",
     "register_onnx",
     "resolve",

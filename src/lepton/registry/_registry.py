@@ -9,7 +9,9 @@ the manifest and flips it to ``ready``. Only ``ready`` versions are visible to l
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,15 @@ from lepton.storage._schema import ModelAlias, RegisteredModel
 from lepton.storage._schema import ModelVersion as VersionRow
 from lepton.tracking._run import artifact_store
 
-__all__ = ["STAGES", "ModelVersion", "register", "resolve", "set_alias", "set_stage"]
+__all__ = [
+    "STAGES",
+    "ModelVersion",
+    "reconcile_versions",
+    "register",
+    "resolve",
+    "set_alias",
+    "set_stage",
+]
 
 STAGES = ("staging", "production", "archived")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -100,6 +110,28 @@ def _freeze(
         run_id=row.run_id,
         created_at=row.created_at,
     )
+
+
+def reconcile_versions(db: Database) -> int:
+    """Mark ``pending`` versions of this host whose writing process is gone as ``failed``.
+
+    A process killed while it registers (``kill -9``, a power cut) leaves its version
+    pending; this is how such a version stops blocking its number and never looks
+    usable. Its files, if any were written, stay unreferenced. Returns how many were marked.
+    """
+    from lepton.tracking._query import _alive
+
+    host, marked = socket.gethostname(), 0
+    with db.session() as s:
+        rows = s.scalars(
+            select(VersionRow).where(VersionRow.state == "pending", VersionRow.owner_host == host)
+        )
+        for row in rows:
+            pid = row.owner_pid
+            if pid is not None and pid != os.getpid() and not _alive(pid):
+                row.state = "failed"
+                marked += 1
+    return marked
 
 
 def aliases_of(db: Database, name: str) -> dict[int, list[str]]:
@@ -185,6 +217,8 @@ def register(
             manifest={},
             run_id=run.id if run is not None else None,
             created_at=time.time(),
+            owner_host=socket.gethostname(),
+            owner_pid=os.getpid(),
         )
         s.add(row)
         s.flush()

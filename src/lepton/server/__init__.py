@@ -1,0 +1,1 @@
+"""The platform server (``lepton server``): REST API, jobs, deployments, users, dashboard."""
