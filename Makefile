@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .PHONY: setup run test check format lint types bench clean
 
@@ -9,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(VENV)/bin/lepton demo
+	$(VENV)/bin/lepton server --demo $(RUN_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -57,4 +57,13 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     echo "note: the PostgreSQL storage tests need a server: sudo apt-get install postgresql"
   fi
 fi
+# Chromium for the dashboard tests (Playwright drives Debian's build; it downloads none).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Chromium (Debian chromium, for the dashboard tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: the dashboard tests need a browser: sudo apt-get install chromium"
+  fi
+fi
 echo "==> ready: $("$VENV/bin/lepton" --version)"

@@ -21,7 +21,9 @@ its message always says what to do next::
     │   ├── DivergedError           the loss became NaN or infinite
     │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
     ├── TrackingError               a run or metric cannot be logged or found
+    │   └── RunNotFoundError        no run with that id
     ├── RegistryError               a model version cannot be registered or found
+    │   ├── ModelNotFoundError      no model or ready version matches the reference
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
     ├── ServingError                an HTTP service cannot answer (carries ``status``)
     │   ├── RequestError            a request the handler cannot use (400/422)
@@ -29,6 +31,12 @@ its message always says what to do next::
     │   ├── PayloadTooLargeError    a body over the service's limit (413)
     │   ├── OverloadedError         the queue is full or the service drains (503)
     │   └── DeadlineExceededError   not answered within the deadline (504)
+    ├── PlatformError               the platform server refused a request (carries ``status``)
+    │   ├── NotFoundError           no such job, deployment, user or token (404)
+    │   ├── ForbiddenError          the caller's role does not allow it (403)
+    │   ├── ConflictError           the record's state forbids it (409)
+    │   ├── JobError                an invalid job spec, or a job that cannot run (400)
+    │   └── DeploymentError         a deployment cannot be created, reached or changed
     └── StorageError                anything about stored artifacts
         ├── InvalidKeyError         an artifact key that could leave the store
         ├── ArtifactNotFoundError   no artifact under that key
@@ -63,6 +71,7 @@ __all__ = [
     "LabelError",
     "LeptonError",
     "ModelError",
+    "ModelNotFoundError",
     "NotFittedError",
     "NotFoundError",
     "OverloadedError",
@@ -70,6 +79,7 @@ __all__ = [
     "PlatformError",
     "RegistryError",
     "RequestError",
+    "RunNotFoundError",
     "ServingError",
     "ShapeError",
     "StaleSchemaError",
@@ -332,10 +342,22 @@ class TrackingError(LeptonError):
     code = "tracking_error"
 
 
+class RunNotFoundError(TrackingError):
+    """No tracked run has this id."""
+
+    code = "run_not_found"
+
+
 class RegistryError(LeptonError):
     """A model version cannot be registered, found or changed."""
 
     code = "registry_error"
+
+
+class ModelNotFoundError(RegistryError):
+    """No registered model or ready version matches the name or reference."""
+
+    code = "model_not_found"
 
 
 class UnsafeFormatError(RegistryError):

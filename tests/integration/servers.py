@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +79,86 @@ def running(*args: str, tmp: Path, env: dict[str, str] | None = None) -> Iterato
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@dataclass
+class Platform:
+    """A running ``lepton server`` and the admin token it wrote."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    admin_token: str
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.admin_token}"},
+            timeout=60,
+        )
+
+
+def start_platform(home: Path, tmp: Path, port: int | None = None) -> Platform:
+    """Start ``lepton server`` on ``home``; returns once /api/v1/health answers."""
+    port = port or free_port()
+    log = tmp / f"platform-{port}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [LEPTON, "server", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LEPTON_HOME": str(home)},
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server not up after 90 s:\n{log.read_text()}")
+        time.sleep(0.1)
+    token = (home / "admin-token").read_text().strip()
+    return Platform(process, url, log, token)
+
+
+def stop_platform(platform: Platform, home: Path) -> None:
+    """Stop the server, then every job and deployment process it left running (they
+    outlive a server on purpose, to be adopted by the next one)."""
+    if platform.process.poll() is None:
+        platform.process.send_signal(signal.SIGTERM)
+        try:
+            platform.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(platform.process.pid, signal.SIGKILL)
+            platform.process.wait()
+    kill_leftovers(home)
+
+
+def kill_leftovers(home: Path) -> None:
+    """SIGKILL the process groups of the jobs and deployments recorded in ``home``."""
+    import sqlite3
+
+    db = home / "lepton.db"
+    if not db.exists():
+        return
+    import json
+
+    with sqlite3.connect(db) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM deployments WHERE pid IS NOT NULL")]
+        for (handle,) in conn.execute("SELECT handle FROM jobs"):
+            pid = (json.loads(handle) if isinstance(handle, str) else handle or {}).get("pid")
+            if pid:
+                pids.append(pid)
+    for pid in pids:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)

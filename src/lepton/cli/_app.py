@@ -11,9 +11,11 @@ import lepton
 from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
+from lepton.cli._jobs import jobs_app
 from lepton.cli._models import models_app
 from lepton.cli._runs import runs_app
 from lepton.cli._serve import deploy, predict, serve
+from lepton.cli._server import server, users_app
 from lepton.cli._train import demo, train
 from lepton.errors import LeptonError
 
@@ -35,6 +37,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
+app.add_typer(users_app, name="users")
+app.add_typer(jobs_app, name="jobs")
+app.command()(server)
 app.command()(train)
 app.command()(demo)
 app.command()(env)

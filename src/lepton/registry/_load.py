@@ -10,7 +10,7 @@ from safetensors.torch import load as load_safetensors
 from sqlalchemy import select
 from torch import nn
 
-from lepton.errors import IntegrityError, RegistryError, UnsafeFormatError
+from lepton.errors import IntegrityError, ModelNotFoundError, UnsafeFormatError
 from lepton.models import build
 from lepton.registry._registry import ModelVersion, _freeze, aliases_of, resolve
 from lepton.storage import Database, open_database
@@ -117,7 +117,7 @@ def list_versions(
         query = query.where(VersionRow.state == "ready")
     with db.session() as s:
         if s.get(RegisteredModel, name) is None:
-            raise RegistryError(f"no model named {name!r}; see `lepton models list`")
+            raise ModelNotFoundError(f"no model named {name!r}; see `lepton models list`")
         rows = list(s.scalars(query))
         s.expunge_all()
     aliases = aliases_of(db, name)

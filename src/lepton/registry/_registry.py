@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from torch import nn
 
 import lepton
-from lepton.errors import RegistryError, UnknownModelError
+from lepton.errors import ModelNotFoundError, RegistryError, UnknownModelError
 from lepton.models import model_spec
 from lepton.registry._card import model_card
 from lepton.storage import Database, open_database
@@ -299,7 +299,7 @@ def resolve(ref: str, *, database: Database | None = None, ready_only: bool = Tr
         if row is None:
             known = s.get(RegisteredModel, name) is not None
             hint = "see `lepton models show " + name + "`" if known else "see `lepton models list`"
-            raise RegistryError(f"no ready model version matches {ref!r}; {hint}")
+            raise ModelNotFoundError(f"no ready model version matches {ref!r}; {hint}")
         s.expunge(row)
     return _freeze(db, row)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from lepton.errors import TrackingError
+from lepton.errors import RunNotFoundError, TrackingError
 from lepton.storage import Database, open_database
 from lepton.storage._schema import Metric
 from lepton.storage._schema import Run as RunRow
@@ -56,7 +56,7 @@ def get_run(run_id: int, *, database: Database | None = None) -> RunRecord:
     with db.session() as s:
         row = s.get(RunRow, run_id)
         if row is None:
-            raise TrackingError(f"no run with id {run_id}; see `lepton runs list`")
+            raise RunNotFoundError(f"no run with id {run_id}; see `lepton runs list`")
         s.expunge(row)
     return rows_to_record(row, last_metrics(db, run_id))
 

@@ -1,0 +1,5 @@
+"""``python -m lepton.cli``: the same as the ``lepton`` command."""
+
+from lepton.cli._app import main
+
+main()

@@ -1,0 +1,125 @@
+"""``lepton jobs``: submit and follow jobs on a running ``lepton server``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["jobs_app"]
+
+console = Console(highlight=False, soft_wrap=True)
+jobs_app = typer.Typer(
+    help="Jobs on the platform server (LEPTON_SERVER_URL, default http://127.0.0.1:8000; "
+    "token from LEPTON_TOKEN or LEPTON_HOME/admin-token).",
+    no_args_is_help=True,
+)
+
+
+def _client() -> Any:
+    from lepton.server import PlatformClient
+
+    return PlatformClient()
+
+
+@jobs_app.command("train")
+def submit_train(
+    model: str = typer.Option("convnet", "--model", "-m", help="Zoo model (mlp, convnet, ...)."),
+    data: str = typer.Option("mnist", "--data", "-d", help="Catalog dataset."),
+    epochs: int = typer.Option(3, help="Passes over the training data."),
+    batch_size: int = typer.Option(64, help="Samples per optimizer step."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    limit: int | None = typer.Option(None, help="Train on the first N samples only."),
+    register: str | None = typer.Option(None, help="Register the result under this name."),
+    priority: int = typer.Option(0, help="Higher runs first (-100..100)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until it ends."),
+) -> None:
+    """Submit a training job (a typed spec: the server never runs a command string)."""
+    spec: dict[str, Any] = {
+        "kind": "train",
+        "model": model,
+        "data": data,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "limit": limit,
+        "register": register,
+    }
+    with _client() as client:
+        job = client.submit_job(spec, priority=priority)
+        console.print(f"job {job['id']} {job['state']}")
+        if follow:
+            _follow(client, job["id"])
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: str | None = typer.Option(None, help="Only jobs in this state."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List jobs, newest first."""
+    params = {"limit": 100, **({"state": state} if state else {})}
+    with _client() as client:
+        page = client.request("GET", "jobs", params=params)
+    if as_json:
+        print(json.dumps(page["items"], indent=2))
+        return
+    table = Table("id", "kind", "state", "attempts", "by", "error")
+    for job in page["items"]:
+        table.add_row(
+            str(job["id"]),
+            job["kind"],
+            job["state"],
+            str(job["attempts"]),
+            job["created_by"],
+            (job.get("error") or "")[:60],
+        )
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int = typer.Argument(..., help="Job id.")) -> None:
+    """Print one job as JSON."""
+    with _client() as client:
+        print(json.dumps(client.request("GET", f"jobs/{job_id}"), indent=2))
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: int = typer.Argument(..., help="Job id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until it ends."),
+) -> None:
+    """Print a job's log."""
+    with _client() as client:
+        _follow(client, job_id, once=not follow)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int = typer.Argument(..., help="Job id.")) -> None:
+    """Cancel a job (graceful first, then forced)."""
+    with _client() as client:
+        job = client.request("POST", f"jobs/{job_id}/cancel")
+    console.print(f"job {job['id']} {job['state']}")
+
+
+def _follow(client: Any, job_id: int, *, once: bool = False) -> None:
+    offset = 0
+    while True:
+        chunk = client.request("GET", f"jobs/{job_id}/logs", params={"offset": offset})
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
+        offset = chunk["next_offset"]
+        if once or (chunk["finished"] and not chunk["text"]):
+            break
+        if not chunk["text"]:
+            time.sleep(0.5)
+    if not once:
+        job = client.request("GET", f"jobs/{job_id}")
+        console.print(
+            f"job {job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
+        )

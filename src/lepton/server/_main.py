@@ -1,0 +1,157 @@
+"""Running the platform server: first-start set-up, the login link, uvicorn, the demo."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+
+from lepton.config import get_settings
+from lepton.server._app import Platform, ServerConfig, create_app
+from lepton.server._auth import admin_token_path
+from lepton.storage import open_database
+
+__all__ = ["login_link", "run_server"]
+
+log = logging.getLogger("lepton.server")
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _base_url(config: ServerConfig) -> str:
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    return f"http://{host}:{config.port}"
+
+
+def login_link(platform: Platform) -> str:
+    """A fresh one-time dashboard link for the first admin (valid 15 minutes)."""
+    secret = platform.auth.login_link_secret(platform.auth.admin_id())
+    return f"{_base_url(platform.config)}/login?token={secret}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling us when it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets)  # type: ignore[arg-type]
+        if self.started:
+            self._on_ready()
+
+
+def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 1) -> None:
+    """Serve the platform until interrupted (Ctrl-C or SIGTERM).
+
+    Args:
+        config: Where and how to serve.
+        demo: On an empty home, train the seed ConvNet on MNIST as a job, register it,
+            deploy it, and print how to get a prediction.
+        demo_epochs: Epochs of the demo's training job.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    home = get_settings().home
+    platform = Platform(open_database(), home, config)
+    new_secret = platform.auth.bootstrap(home)
+    app = create_app(platform)
+
+    def ready() -> None:
+        url = _base_url(config)
+        console.print(f"[bold]Lepton platform[/] at {url}  (API: {url}/api/v1, docs: {url}/docs)")
+        if new_secret:
+            console.print(f"created the admin user; its API token is in {admin_token_path(home)}")
+        console.print(f"open the dashboard (one-time link, 15 min):\n  {login_link(platform)}")
+        if demo:
+            threading.Thread(
+                target=_demo, args=(platform, demo_epochs), name="lepton-demo", daemon=True
+            ).start()
+
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        ),
+        ready,
+    )
+    server.run()
+
+
+def _demo(platform: Platform, epochs: int) -> None:
+    """Train, register and deploy the seed ConvNet on an empty home; print how to use it."""
+    from lepton.server._deployments import DeploymentRequest
+    from lepton.server._jobs import JobRequest, TrainJob
+
+    try:
+        if platform.jobs.list(offset=0, limit=1)[1] or platform.deployments.list(0, 1)[1]:
+            console.print("demo: this home has jobs or deployments already; nothing submitted")
+            return
+        spec = TrainJob(
+            kind="train",
+            model="convnet",
+            data="mnist",
+            epochs=epochs,
+            batch_size=64,
+            lr=2e-3,
+            schedule="onecycle",
+            config={"num_filters": [32, 64, 128], "kernel_size": 3, "dropout": 0.5},
+            register="mnist-convnet",
+        )
+        job = platform.jobs.submit(JobRequest(spec=spec, cpus=1), "demo")
+        platform.audit("demo", "POST /jobs", f"/api/v1/jobs/{job.id}", 201, {})
+        console.print(
+            f"demo: training job {job.id} queued (ConvNet on MNIST, {epochs} epoch(s)); "
+            f"follow it on the dashboard's Jobs page"
+        )
+        while (job := platform.jobs.get(job.id)).state not in (
+            "succeeded",
+            "failed",
+            "cancelled",
+            "lost",
+        ):
+            time.sleep(1.0)
+        if job.state != "succeeded":
+            console.print(f"[red]demo: job {job.id} ended {job.state}: {job.error}[/]")
+            return
+        ref = (job.result or {}).get("registered")
+        deployment = platform.deployments.create(
+            DeploymentRequest(name="mnist", model=str(ref), replicas=1), "demo"
+        )
+        platform.audit("demo", "POST /deployments", "/api/v1/deployments/mnist", 201, {})
+        digit = _digit_png(platform.home)
+        url = _base_url(platform.config)
+        console.print(
+            f"demo: registered {ref} (test accuracy "
+            f"{100 * float((job.result or {}).get('test', {}).get('accuracy', 0)):.2f}%) and "
+            f"deployed it as {deployment.name!r}. Get a prediction:\n"
+            f'  curl -H "Authorization: Bearer $(cat {admin_token_path(platform.home)})" '
+            f"-H 'Content-Type: image/png' --data-binary @{digit} "
+            f"{url}/api/v1/deployments/mnist/predict"
+        )
+    except Exception as exc:  # the server keeps running; say what failed
+        log.exception("demo failed")
+        console.print(f"[red]demo failed: {exc}[/]")
+
+
+def _digit_png(home: Path) -> Path:
+    """A real MNIST test digit as a PNG, for the demo's curl line."""
+    from PIL import Image
+
+    from lepton import data as lp_data
+
+    test = lp_data.load("mnist", split="test")
+    x, y = test[0]
+    path = home / "demo" / f"mnist-test-0-label-{int(y)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (x.squeeze(0).clamp(0, 1) * 255).round().byte().numpy()
+    Image.fromarray(pixels, mode="L").save(path)
+    return path
