@@ -26,7 +26,7 @@ def server(
     demo: bool = typer.Option(
         False, help="On an empty home: train the ConvNet on MNIST as a job, register, deploy it."
     ),
-    demo_epochs: int = typer.Option(1, help="Epochs of the demo's training job."),
+    demo_epochs: int = typer.Option(2, help="Epochs of the demo's training job."),
     login_link: bool = typer.Option(
         False, "--login-link", help="Print a fresh one-time dashboard link and exit."
     ),

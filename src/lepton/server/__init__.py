@@ -7,6 +7,20 @@ Example:
     'admin'
 """
 
-from lepton.server._client import PlatformClient
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lepton.server._client import PlatformClient
 
 __all__ = ["PlatformClient"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that a job's worker (lepton.server._runner) does not pay for httpx at start.
+    if name == "PlatformClient":
+        from lepton.server._client import PlatformClient
+
+        return PlatformClient
+    raise AttributeError(f"module 'lepton.server' has no attribute {name!r}")

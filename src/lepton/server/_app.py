@@ -134,7 +134,7 @@ class Platform:
         adopted by the next server."""
         if self.config.manage:
             self.jobs.stop()
-            self.deployments.stop_monitor()
+            self.deployments.shutdown(stop_deployments=False)
 
     def audit(self, actor: str, action: str, target: str, status: int, detail: Any) -> None:
         """Append one entry to the audit log."""
@@ -261,7 +261,7 @@ def create_app(platform: Platform) -> FastAPI:
     Args:
         platform: The shared state; :meth:`Platform.start` runs when the app starts.
     """
-    from lepton.server import _api_jobs, _api_models, _api_users
+    from lepton.server import _api_jobs, _api_models, _api_users, _dashboard
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -270,6 +270,7 @@ def create_app(platform: Platform) -> FastAPI:
             yield
         finally:
             platform.stop()
+            await platform.deployments.aclose()
 
     app = FastAPI(
         title="Lepton platform",
@@ -287,6 +288,7 @@ def create_app(platform: Platform) -> FastAPI:
     for module in (_api_models, _api_jobs, _api_users):
         app.include_router(module.router)
     app.include_router(_api_users.login_router)
+    _dashboard.install(app)
     _mark_docs_public(app)
     check_rules(app.routes)
     app.add_middleware(_Guard)

@@ -51,17 +51,30 @@ class PlatformClient:
         self.url = (url or os.environ.get("LEPTON_SERVER_URL") or "http://127.0.0.1:8000").rstrip(
             "/"
         )
-        token = token or os.environ.get("LEPTON_TOKEN") or _local_token()
+        self._token = token or os.environ.get("LEPTON_TOKEN")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+
+    def _auth(self) -> dict[str, str]:
+        token = self._token or _local_token()  # read late: a new server writes it at start
         if not token:
             raise UnauthorizedError(
                 "no API token: pass token=, set LEPTON_TOKEN, or start `lepton server` once on "
                 "this machine so that it writes LEPTON_HOME/admin-token"
             )
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout_s,
-        )
+        return {"Authorization": f"Bearer {token}"}
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until the server answers (e.g. right after starting it)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._http.get("/api/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise PlatformError(f"no Lepton server answered at {self.url} in {timeout_s:.0f} s")
+            time.sleep(0.2)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -81,7 +94,10 @@ class PlatformClient:
                 The server's error, with its message.
         """
         try:
-            response = self._http.request(method, f"/api/v1/{path.lstrip('/')}", **kwargs)
+            headers = {**kwargs.pop("headers", {}), **self._auth()}
+            response = self._http.request(
+                method, f"/api/v1/{path.lstrip('/')}", headers=headers, **kwargs
+            )
         except httpx.TransportError as exc:
             raise PlatformError(
                 f"cannot reach the Lepton server at {self.url} ({exc}); start it with "
@@ -117,6 +133,19 @@ class PlatformClient:
             if time.monotonic() > deadline:
                 raise PlatformError(f"job {job_id} still {job['state']} after {timeout_s:.0f} s")
             time.sleep(0.5)
+
+    def wait_deployment(self, name: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Poll a deployment until it is ready to serve; returns its record."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found: dict[str, Any] = self.request("GET", f"deployments/{name}")
+            if found["state"] == "ready":
+                return found
+            if found["state"] == "failed" or time.monotonic() > deadline:
+                raise PlatformError(
+                    f"deployment {name!r} is {found['state']}: {found.get('error') or 'not ready'}"
+                )
+            time.sleep(0.3)
 
     def predict(self, deployment: str, inputs: Any) -> dict[str, Any]:
         """A prediction from a deployment, through the server."""

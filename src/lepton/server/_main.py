@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class _Server(uvicorn.Server):
             self._on_ready()
 
 
-def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 1) -> None:
+def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2) -> None:
     """Serve the platform until interrupted (Ctrl-C or SIGTERM).
 
     Args:
@@ -89,24 +90,25 @@ def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 1
 def _demo(platform: Platform, epochs: int) -> None:
     """Train, register and deploy the seed ConvNet on an empty home; print how to use it."""
     from lepton.server._deployments import DeploymentRequest
-    from lepton.server._jobs import JobRequest, TrainJob
+    from lepton.server._jobs import JobRequest
 
     try:
         if platform.jobs.list(offset=0, limit=1)[1] or platform.deployments.list(0, 1)[1]:
             console.print("demo: this home has jobs or deployments already; nothing submitted")
             return
-        spec = TrainJob(
-            kind="train",
-            model="convnet",
-            data="mnist",
-            epochs=epochs,
-            batch_size=64,
-            lr=2e-3,
-            schedule="onecycle",
-            config={"num_filters": [32, 64, 128], "kernel_size": 3, "dropout": 0.5},
-            register="mnist-convnet",
-        )
-        job = platform.jobs.submit(JobRequest(spec=spec, cpus=1), "demo")
+        spec = {
+            "kind": "train",
+            "model": "convnet",
+            "data": "mnist",
+            "epochs": epochs,
+            "batch_size": 64,
+            "lr": 2e-3,
+            "schedule": "onecycle",
+            "config": {"num_filters": [32, 64, 128], "kernel_size": 3, "dropout": 0.5},
+            "register": "mnist-convnet",
+        }
+        cpus = float(os.cpu_count() or 1)  # the demo may use the whole machine
+        job = platform.jobs.submit(JobRequest.model_validate({"spec": spec, "cpus": cpus}), "demo")
         platform.audit("demo", "POST /jobs", f"/api/v1/jobs/{job.id}", 201, {})
         console.print(
             f"demo: training job {job.id} queued (ConvNet on MNIST, {epochs} epoch(s)); "
@@ -131,7 +133,7 @@ def _demo(platform: Platform, epochs: int) -> None:
         url = _base_url(platform.config)
         console.print(
             f"demo: registered {ref} (test accuracy "
-            f"{100 * float((job.result or {}).get('test', {}).get('accuracy', 0)):.2f}%) and "
+            f"{100 * float((job.result or {}).get('metrics', {}).get('accuracy', 0)):.2f}%) and "
             f"deployed it as {deployment.name!r}. Get a prediction:\n"
             f'  curl -H "Authorization: Bearer $(cat {admin_token_path(platform.home)})" '
             f"-H 'Content-Type: image/png' --data-binary @{digit} "
