@@ -93,7 +93,8 @@ def _flow(server: Platform) -> None:
         assert tail["text"] == ""
         assert job["run_id"] is not None
         curves = _ok(client.get(f"/api/v1/runs/{job['run_id']}/metrics"))
-        assert len(curves["loss"]) == 2  # one point per epoch
+        assert len(curves["train_loss"]) == 2  # one point per epoch
+        assert len(curves["val_loss"]) == 2
 
         version = _ok(
             client.post("/api/v1/models/digits/versions", json={"job_id": job["id"]}), 201
@@ -123,10 +124,11 @@ def _flow(server: Platform) -> None:
         metrics = _wait(
             client,
             "/api/v1/deployments/digits/metrics",
-            lambda m: m["requests"] >= 8,
+            lambda m: m["requests_total"] >= 8,
             30,
         )
-        assert metrics["requests"] >= 8
+        assert metrics["errors_total"] == 0
+        assert metrics["latency_ms_p50"] > 0
         _ok(client.delete("/api/v1/deployments/digits"))
 
     with server.client() as admin:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -10,6 +11,9 @@ from rich.table import Table
 
 from lepton.config import get_settings
 from lepton.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lepton.server._auth import Auth
 
 __all__ = ["server", "users_app"]
 
@@ -71,7 +75,7 @@ users_app = typer.Typer(
 )
 
 
-def _auth():  # type: ignore[no-untyped-def]
+def _auth() -> Auth:
     from lepton.server._auth import Auth
     from lepton.storage import open_database
 

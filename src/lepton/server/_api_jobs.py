@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton.server._api_models import Caller, P
 from lepton.server._deployments import DeploymentRequest, DeploymentView
-from lepton.server._http import Page, PageQuery, allow
+from lepton.server._http import Page, PageQuery, RecordId, allow
 from lepton.server._jobs import JobRequest, JobView
 
 __all__ = ["router"]
@@ -43,14 +43,14 @@ def jobs(
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
 @allow("viewer")
-def job(p: P, job_id: int) -> JobView:
+def job(p: P, job_id: RecordId) -> JobView:
     """One job: its state, attempts, result or error."""
     return p.jobs.get(job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
 @allow("editor")
-def cancel_job(p: P, who: Caller, job_id: int) -> JobView:
+def cancel_job(p: P, who: Caller, job_id: RecordId) -> JobView:
     """Cancel: a queued job at once; a running one is asked to stop, then killed."""
     return p.jobs.cancel(job_id, who.name)
 
@@ -65,7 +65,7 @@ class LogChunk(BaseModel):
 @allow("viewer")
 def job_logs(
     p: P,
-    job_id: int,
+    job_id: RecordId,
     offset: Annotated[int, Query(ge=0, le=2**40)] = 0,
     limit: Annotated[int, Query(ge=1, le=1 << 20)] = 65536,
 ) -> LogChunk:

@@ -15,7 +15,7 @@ from lepton import registry
 from lepton.errors import ConflictError
 from lepton.server._app import Platform
 from lepton.server._auth import Principal
-from lepton.server._http import Page, PageQuery, allow, caller, public
+from lepton.server._http import Page, PageQuery, RecordId, allow, caller, public
 from lepton.storage._schema import ModelVersion as VersionRow
 from lepton.tracking import get_run, list_runs, metric_history
 from lepton.tracking._run import last_metrics
@@ -153,14 +153,14 @@ def runs(
 
 @router.get("/runs/{run_id}", tags=["runs"])
 @allow("viewer")
-def run(p: P, run_id: int) -> RunView:
+def run(p: P, run_id: RecordId) -> RunView:
     """One run with the last value of each metric."""
     return RunView(**get_run(run_id, database=p.db).to_dict())
 
 
 @router.get("/runs/{run_id}/metrics", tags=["runs"])
 @allow("viewer")
-def run_metrics(p: P, run_id: int) -> dict[str, list[tuple[int, float]]]:
+def run_metrics(p: P, run_id: RecordId) -> dict[str, list[tuple[int, float]]]:
     """Every metric's history: ``{key: [[step, value], ...]}``."""
     get_run(run_id, database=p.db)  # 404 for an unknown run
     keys = sorted(last_metrics(p.db, run_id))
@@ -221,14 +221,14 @@ def versions(p: P, name: str, paging: PageQuery) -> Page[VersionView]:
 
 @router.get("/models/{name}/versions/{version}", tags=["models"])
 @allow("viewer")
-def version(p: P, name: str, version: int) -> VersionView:
+def version(p: P, name: str, version: RecordId) -> VersionView:
     """One version: metrics, manifest (architecture, schema, preprocessing, lineage)."""
     return _version_view(registry.resolve(f"{name}:{version}", database=p.db))
 
 
 @router.get("/models/{name}/versions/{version}/card", tags=["models"])
 @allow("viewer")
-def card(p: P, name: str, version: int) -> dict[str, str]:
+def card(p: P, name: str, version: RecordId) -> dict[str, str]:
     """The version's model card (Markdown)."""
     return {"markdown": registry.model_card_text(f"{name}:{version}", database=p.db)}
 
@@ -237,7 +237,9 @@ class FromJob(BaseModel):
     """The body of ``POST /api/v1/models/{name}/versions``."""
 
     model_config = ConfigDict(extra="forbid")
-    job_id: int = Field(ge=1, description="A succeeded train job whose model to register.")
+    job_id: int = Field(
+        ge=1, le=2**31 - 1, description="A succeeded train job whose model to register."
+    )
 
 
 @router.post("/models/{name}/versions", tags=["models"], status_code=201)
@@ -275,7 +277,7 @@ class StageChange(BaseModel):
 
 @router.put("/models/{name}/versions/{version}/stage", tags=["models"])
 @allow("editor")
-def set_stage(p: P, name: str, version: int, body: StageChange) -> VersionView:
+def set_stage(p: P, name: str, version: RecordId, body: StageChange) -> VersionView:
     """Move a version to a stage (``production`` moves off any other holder)."""
     return _version_view(registry.set_stage(f"{name}:{version}", body.stage, database=p.db))
 
@@ -283,7 +285,10 @@ def set_stage(p: P, name: str, version: int, body: StageChange) -> VersionView:
 @router.put("/models/{name}/aliases/{alias}", tags=["models"])
 @allow("editor")
 def set_alias(
-    p: P, name: str, alias: Annotated[str, Field(max_length=64)], version: Annotated[int, Query()]
+    p: P,
+    name: str,
+    alias: Annotated[str, Field(max_length=64)],
+    version: Annotated[int, Query(ge=0, le=2**31 - 1)],
 ) -> VersionView:
     """Point ``name@alias`` at a version (``?version=N``)."""
     return _version_view(registry.set_alias(f"{name}:{version}", alias, database=p.db))
@@ -291,7 +296,7 @@ def set_alias(
 
 @router.delete("/models/{name}/versions/{version}", tags=["models"])
 @allow("admin")
-def delete_version(p: P, name: str, version: int) -> VersionView:
+def delete_version(p: P, name: str, version: RecordId) -> VersionView:
     """Delete a version and its files (admins only; not while a deployment uses it)."""
     for d in p.deployments.list(0, 10_000)[0]:
         if d.model_name == name and d.version == version:

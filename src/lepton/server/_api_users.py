@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from lepton.errors import ForbiddenError, UnauthorizedError
 from lepton.server._api_models import Caller, P
 from lepton.server._auth import SESSION_TTL_S, NewToken, NewUser, TokenView, UserChange, UserView
-from lepton.server._http import SESSION_COOKIE, Page, PageQuery, allow, public
+from lepton.server._http import SESSION_COOKIE, Page, PageQuery, RecordId, allow, public
 from lepton.storage._schema import AuditEntry
 
 __all__ = ["router"]
@@ -50,14 +50,14 @@ def create_user(p: P, body: NewUser) -> UserView:
 
 @router.get("/users/{user_id}", tags=["users"])
 @allow("admin")
-def user(p: P, user_id: int) -> UserView:
+def user(p: P, user_id: RecordId) -> UserView:
     """One user."""
     return p.auth.get_user(user_id)
 
 
 @router.patch("/users/{user_id}", tags=["users"])
 @allow("admin")
-def change_user(p: P, who: Caller, user_id: int, body: UserChange) -> UserView:
+def change_user(p: P, who: Caller, user_id: RecordId, body: UserChange) -> UserView:
     """Change a user's role, or (de)activate it; a deactivated user's tokens stop working."""
     return p.auth.change_user(user_id, body, who)
 
@@ -69,7 +69,7 @@ def _own_or_admin(who: Any, user_id: int) -> None:
 
 @router.get("/users/{user_id}/tokens", tags=["tokens"])
 @allow("viewer")
-def tokens(p: P, who: Caller, user_id: int, paging: PageQuery) -> Page[TokenView]:
+def tokens(p: P, who: Caller, user_id: RecordId, paging: PageQuery) -> Page[TokenView]:
     """A user's API tokens (never their secrets). Yours, or anyone's for an admin."""
     _own_or_admin(who, user_id)
     p.auth.get_user(user_id)
@@ -83,7 +83,7 @@ class CreatedToken(BaseModel):
 
 @router.post("/users/{user_id}/tokens", tags=["tokens"], status_code=201)
 @allow("viewer")
-def create_token(p: P, who: Caller, user_id: int, body: NewToken) -> CreatedToken:
+def create_token(p: P, who: Caller, user_id: RecordId, body: NewToken) -> CreatedToken:
     """Create an API token. Its secret is in this answer only."""
     _own_or_admin(who, user_id)
     ttl = body.expires_in_days * 86400.0 if body.expires_in_days else None
@@ -93,7 +93,7 @@ def create_token(p: P, who: Caller, user_id: int, body: NewToken) -> CreatedToke
 
 @router.delete("/tokens/{token_id}", tags=["tokens"])
 @allow("viewer")
-def revoke_token(p: P, who: Caller, token_id: int) -> TokenView:
+def revoke_token(p: P, who: Caller, token_id: RecordId) -> TokenView:
     """Revoke a token at once. Yours, or anyone's for an admin."""
     _own_or_admin(who, p.auth.get_token(token_id).user_id)
     return p.auth.revoke(token_id)
@@ -154,7 +154,7 @@ def login(p: P, request: Request, token: Annotated[str, Query(max_length=200)]) 
     if principal is None:
         raise UnauthorizedError(
             "this login link is used, expired or wrong; get a new one with "
-            "`lepton server login-link`"
+            "`lepton server --login-link`"
         )
     _, session = p.auth.create_token(
         principal.user_id, "dashboard session", kind="session", ttl_s=SESSION_TTL_S

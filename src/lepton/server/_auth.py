@@ -131,9 +131,15 @@ class NewToken(BaseModel):
 
 
 def _user_view(row: User) -> UserView:
-    return UserView(
-        id=row.id, name=row.name, role=row.role, active=row.active, created_at=row.created_at
-    )  # type: ignore[arg-type]
+    return UserView.model_validate(
+        {
+            "id": row.id,
+            "name": row.name,
+            "role": row.role,
+            "active": row.active,
+            "created_at": row.created_at,
+        }
+    )
 
 
 def _token_view(row: ApiToken) -> TokenView:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -36,6 +36,7 @@ from lepton.server._auth import ROLES, Principal, Role
 __all__ = [
     "Page",
     "Paging",
+    "RecordId",
     "allow",
     "authorize",
     "caller",
@@ -151,6 +152,10 @@ def _paging(
 
 
 PageQuery = Annotated[Paging, Depends(_paging)]
+
+# A record id or version number in a path: bounded, so a huge number is a 422, not an
+# integer overflow in the database driver.
+RecordId = Annotated[int, Path(ge=0, le=2**31 - 1)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -126,7 +126,7 @@ def _demo(platform: Platform, epochs: int) -> None:
             return
         ref = (job.result or {}).get("registered")
         deployment = platform.deployments.create(
-            DeploymentRequest(name="mnist", model=str(ref), replicas=1), "demo"
+            DeploymentRequest(name="mnist", model=str(ref), replicas=1, port=None), "demo"
         )
         platform.audit("demo", "POST /deployments", "/api/v1/deployments/mnist", 201, {})
         digit = _digit_png(platform.home)

@@ -16,7 +16,7 @@ from pathlib import Path
 from lepton._fs import atomic_write_bytes
 from lepton.errors import TrackingError
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "svg_string"]
 
 _COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 360, 64, 150, 28, 44
@@ -86,7 +86,9 @@ def _layout(
     return shapes
 
 
-def _svg(shapes: list[_Shape]) -> bytes:
+def _svg(shapes: list[_Shape], *, markers: int = 0) -> bytes:
+    """SVG of ``shapes``; lines of at most ``markers`` points also get a dot per point
+    (a one-epoch run's single point is otherwise invisible)."""
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
         f'font-family="sans-serif">',
@@ -119,6 +121,11 @@ def _svg(shapes: list[_Shape]) -> bytes:
                 f'<polyline points="{coords}" fill="none" stroke="{s.color}" '
                 f'stroke-width="{s.width}"/>'
             )
+            if len(s.points) <= markers:
+                out += [
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{s.color}"/>'
+                    for x, y in s.points
+                ]
     out.append("</svg>")
     return "\n".join(out).encode()
 
@@ -143,6 +150,22 @@ def _png(shapes: list[_Shape]) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def svg_string(
+    series: Sequence[tuple[str, Sequence[tuple[int, float]]]],
+    *,
+    title: str = "",
+    y_label: str = "",
+) -> str:
+    """The chart :func:`plot_curves` draws, as SVG markup (for a web page).
+
+    Lines of a few points get a dot at each point, so a short run still shows.
+
+    Raises:
+        TrackingError: No series has a finite value.
+    """
+    return _svg(_layout(series, title, y_label), markers=30).decode()
 
 
 def plot_curves(

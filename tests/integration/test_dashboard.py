@@ -1,0 +1,380 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a real
+``lepton server``: sign in, add a user and a token, train, register, deploy, predict, and
+read the metrics, all by clicking; plus the refusals (no cookie, another origin).
+
+Screenshots of every page visited are kept in ``test-artifacts/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import LEPTON, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+TERMINAL = ("succeeded", "failed", "cancelled", "lost")
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        "Debian's chromium is not installed at /usr/bin/chromium (sudo apt-get install chromium)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+
+@dataclass
+class Platform:
+    url: str
+    port: int
+    home: Path
+    env: dict[str, str]
+    log_path: Path
+
+    def login_link(self) -> str:
+        out = subprocess.run(
+            [LEPTON, "server", "--login-link", "--port", str(self.port)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    @property
+    def admin_token(self) -> str:
+        return (self.home / "admin-token").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A real ``lepton server`` on 127.0.0.1 with its own home."""
+    home = tmp_path_factory.mktemp("dashboard-home")
+    port = free_port()
+    env = {**os.environ, "LEPTON_HOME": str(home)}
+    env.pop("LEPTON_DATA_DIR", None)
+    log_path = home / "server.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            [LEPTON, "server", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield Platform(url, port, home, env, log_path)
+    finally:
+        _stop_deployments(url, home)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _stop_deployments(url: str, home: Path) -> None:
+    """Deployments outlive their server by design; a test must not leave one behind."""
+    try:
+        token = (home / "admin-token").read_text().strip()
+        headers = {"authorization": f"Bearer {token}"}
+        found = httpx.get(f"{url}/api/v1/deployments", headers=headers, timeout=10).json()
+        for d in found.get("items", []):
+            httpx.delete(f"{url}/api/v1/deployments/{d['name']}", headers=headers, timeout=60)
+    except (OSError, httpx.HTTPError, ValueError):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+class Pages:
+    """A signed-in browser tab that screenshots every page and collects script errors."""
+
+    def __init__(self, page: Any, prefix: str) -> None:
+        self.page, self.prefix = page, prefix
+        self.errors: list[str] = []
+        self.shots = 0
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+        )
+        page.on(
+            "response",
+            lambda r: self.errors.append(f"{r.status} {r.url}") if r.status == 404 else None,
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def shot(self, name: str) -> None:
+        self.shots += 1
+        self.page.screenshot(
+            path=str(ARTIFACTS / f"{self.prefix}-{self.shots:02d}-{name}.png"), full_page=True
+        )
+
+
+def _until(check: Any, timeout_s: float, message: str) -> None:
+    """Poll ``check()`` (our pages' CSP forbids Playwright's string-evaluating waits)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.25)
+
+
+def _digit_png(path: Path) -> int:
+    """A real MNIST test digit as a PNG; returns its label."""
+    from PIL import Image
+
+    import lepton as lp
+
+    x, y = lp.data.load("mnist", split="test")[0]
+    pixels = (x.squeeze(0).clamp(0, 1) * 255).round().byte().numpy()
+    Image.fromarray(pixels, mode="L").save(path)
+    return int(y)
+
+
+def test_the_whole_flow_clicked_through_the_dashboard(
+    platform: Platform, browser: Any, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = Pages(context.new_page(), "flow")
+    page = tab.page
+    url = platform.url
+
+    # Sign in with the one-time link: it lands on the overview with an HttpOnly cookie.
+    page.goto(platform.login_link())
+    assert page.url == f"{url}/"
+    assert page.locator("h1").inner_text() == "Overview"
+    cookie = next(c for c in context.cookies() if c["name"] == "lepton_session")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+    tab.shot("overview")
+
+    # A user and a token, made on /users; the secret shows once and works.
+    page.click("nav >> text=Users")
+    page.fill("#create-user input[name=name]", "alice")
+    page.select_option("#create-user select[name=role]", "editor")
+    page.click("#create-user button")
+    assert re.search(r"/users/\d+$", page.url)
+    user_page = page.url
+    page.fill("#create-token input[name=name]", "laptop")
+    page.click("#create-token button")
+    secret = page.locator("#token-secret").inner_text().strip()
+    assert secret.startswith("lp_")
+    me = httpx.get(f"{url}/api/v1/me", headers={"authorization": f"Bearer {secret}"})
+    assert me.json()["name"] == "alice"
+    assert me.json()["role"] == "editor"
+    tab.shot("user-token")
+    page.goto(user_page)  # visited again, the page shows no secret
+    assert secret not in page.content()
+    assert "laptop" in page.locator("#tokens").inner_text()
+
+    # A tiny training job, submitted on /jobs, watched live until it succeeds.
+    page.click("nav >> text=Jobs")
+    assert "No jobs yet" in page.content()
+    tab.shot("jobs-empty")
+    page.select_option("#submit-job select[name=model]", "mlp")
+    page.select_option("#submit-job select[name=data]", "mnist")
+    page.fill("#submit-job input[name=epochs]", "2")
+    page.fill("#submit-job input[name=limit]", "512")
+    page.click("#submit-job button")
+    assert re.search(r"/jobs/\d+$", page.url)
+    job_id = int(page.url.rsplit("/", 1)[1])
+    ended = ", ".join(f'[data-job-state="{s}"]' for s in TERMINAL)
+    page.locator(ended).wait_for(timeout=180_000)  # the page reloads itself at the end
+    log = page.locator("#job-log")
+    _until(lambda: log.inner_text() != "loading…", 30, "the log never loaded")
+    state = page.get_attribute("[data-job-state]", "data-job-state")
+    assert state == "succeeded", log.inner_text()
+    assert "epoch" in log.inner_text()
+    tab.shot("job-succeeded")
+
+    # Register it from the job page: the version page shows metrics, lineage and its card.
+    page.fill("#register-job input[name=name]", "mnist-mlp")
+    page.click("#register-job button")
+    assert page.url.endswith("/models/mnist-mlp/1")
+    body = page.locator("main").inner_text()
+    assert "Lineage" in body
+    assert "mnist" in body
+    assert "fingerprint" in body
+    assert f"job #{job_id}" in body
+    assert "Model card" in body
+    tab.shot("model-version")
+    page.click("nav >> text=Models")
+    tab.shot("models")
+    page.click("text=mnist-mlp")
+    tab.shot("model")
+
+    # The run it came from draws its curves as inline SVG.
+    page.goto(f"{url}/models/mnist-mlp/1")
+    page.click("a:has-text('run #')")
+    assert re.search(r"/runs/\d+$", page.url)
+    assert page.locator(".charts svg polyline").count() >= 1
+    tab.shot("run")
+    page.click("nav >> text=Runs")
+    tab.shot("runs")
+    page.click("nav >> text=Datasets")
+    assert "mnist-mlp:1" in page.locator("main").inner_text()
+    tab.shot("datasets")
+
+    # Deploy it from /deployments (the form blocks until the deployment has started).
+    page.click("nav >> text=Deployments")
+    page.fill("#create-deployment input[name=name]", "digits")
+    page.fill("#create-deployment input[name=model]", "mnist-mlp:1")
+    page.click("#create-deployment button", timeout=150_000)
+    page.wait_for_url(f"{url}/deployments/digits", timeout=150_000)
+    tab.shot("deployment-new")
+
+    # Try it: upload a real MNIST digit; the answer is a digit.
+    png = tmp_path / "digit.png"
+    _digit_png(png)
+    page.set_input_files("#try-it input[name=image]", str(png))
+    page.click("#try-it button")
+    label = page.locator("#predicted-label").inner_text(timeout=60_000)
+    assert label in {str(d) for d in range(10)}, page.locator("main").inner_text()
+
+    for _ in range(2):  # a little more traffic, for the chart
+        time.sleep(1)
+        page.set_input_files("#try-it input[name=image]", str(png))
+        page.click("#try-it button")
+        page.locator("#predicted-label").wait_for()
+
+    # The live figures count the requests, and the chart is redrawn from the metrics API.
+    requests = page.locator("[data-metric=requests_total]")
+    _until(lambda: requests.inner_text().isdigit() and int(requests.inner_text()) >= 3, 30,
+           "the metrics never counted the predictions")  # fmt: skip
+    time.sleep(2)  # one more poll of the page's script
+    assert page.locator("#chart-rps svg polyline").count() == 1
+    tab.shot("deployment-predicted")
+    page.click("nav >> text=Deployments")
+    tab.shot("deployments")
+    page.click("nav >> text=Overview")
+    assert "POST /jobs" in page.locator("main").inner_text()  # the audit log, for admins
+    tab.shot("overview-after")
+
+    # No secret ever reached a page: neither the session nor the admin token.
+    for path in ("/", "/users", "/users/1", f"/jobs/{job_id}", "/deployments/digits"):
+        page.goto(f"{url}{path}")
+        html = page.content()
+        assert cookie["value"] not in html
+        assert platform.admin_token not in html
+    assert not tab.errors, tab.errors
+
+    # Signing out ends the session: the next page asks to sign in again.
+    page.click("text=Sign out")
+    assert page.url == f"{url}/login-help"
+    page.goto(f"{url}/jobs")
+    assert page.url == f"{url}/login-help"
+    context.close()
+
+
+def test_without_a_session_pages_ask_to_sign_in_and_the_api_says_401(
+    platform: Platform, browser: Any
+) -> None:
+    context = browser.new_context()
+    tab = Pages(context.new_page(), "signed-out")
+    for path in ("/", "/jobs", "/users"):
+        tab.page.goto(f"{platform.url}{path}")
+        assert tab.page.url == f"{platform.url}/login-help"
+        assert "lepton server --login-link" in tab.page.content()
+    tab.shot("sign-in")
+    assert not tab.errors, tab.errors
+    used = tab.page.goto(f"{platform.url}/login?token=lp_not-a-real-token")
+    assert used.status == 401
+    assert "used, expired or wrong" in tab.page.content()
+    tab.shot("sign-in-expired")
+    assert httpx.get(f"{platform.url}/api/v1/jobs").status_code == 401
+    context.close()
+
+
+class _AttackerPage(http.server.BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            f'<!doctype html><form method="post" action="{self.target}/jobs">'
+            '<input name="model" value="mlp"><input name="data" value="mnist">'
+            '<button id="go">win a prize</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_cross_origin_form_post_with_a_valid_cookie_is_refused(
+    platform: Platform, browser: Any
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(platform.login_link())
+    cookie = next(c for c in context.cookies() if c["name"] == "lepton_session")
+    headers = {"authorization": f"Bearer {platform.admin_token}"}
+    before = httpx.get(f"{platform.url}/api/v1/jobs", headers=headers).json()["total"]
+
+    # Another port of 127.0.0.1 is the same *site* (the Strict cookie goes along) but
+    # another *origin*: only the Origin check stands between it and the dashboard.
+    _AttackerPage.target = platform.url
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.click("#go")
+        assert answer.value.status == 403
+        assert "cross-site request refused" in page.content()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "cross-site-refused.png"))
+    finally:
+        attacker.shutdown()
+
+    # The same with a script: a foreign Origin (or none) with the valid cookie is 403.
+    jar = {"lepton_session": cookie["value"]}
+    for origin in ({"origin": "http://evil.example"}, {}):
+        refused = httpx.post(
+            f"{platform.url}/jobs", data={"model": "mlp", "data": "mnist"}, cookies=jar,
+            headers=origin,
+        )  # fmt: skip
+        assert refused.status_code == 403
+    after = httpx.get(f"{platform.url}/api/v1/jobs", headers=headers).json()["total"]
+    assert after == before
+    context.close()

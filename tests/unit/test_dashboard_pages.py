@@ -1,0 +1,163 @@
+"""The dashboard in-process: pages render, errors are pages, forms validate, nothing
+unescaped reaches the HTML (the browser tests are in tests/integration/test_dashboard.py)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lepton.config import get_settings
+from lepton.server._app import Platform, ServerConfig, create_app
+from lepton.server._charts import time_chart
+from lepton.server._markdown import render_markdown
+from lepton.server._web import ago, num
+from lepton.storage import open_database
+from lepton.tracking._plot import svg_string
+
+BASE = "http://127.0.0.1:8000"
+OURS = {"origin": BASE, "accept": "text/html"}
+
+
+@pytest.fixture
+def platform() -> Platform:
+    return Platform(open_database(), get_settings().home, ServerConfig(manage=False))
+
+
+@pytest.fixture
+def browser(platform: Platform) -> Any:
+    """A client signed in as the admin with the dashboard cookie, like a browser."""
+    platform.auth.bootstrap(get_settings().home)
+    client = TestClient(create_app(platform), base_url=BASE)
+    link = platform.auth.login_link_secret(platform.auth.admin_id())
+    assert client.get(f"/login?token={link}", follow_redirects=False).status_code == 303
+    return client
+
+
+def _alert(html: str) -> str:
+    found = re.search(r'class="notice error"[^>]*>(.*?)</p>', html, re.S)
+    return found.group(1) if found else ""
+
+
+def test_pages_render_for_a_signed_in_admin(browser: Any) -> None:
+    for path in ("/", "/datasets", "/runs", "/models", "/jobs", "/deployments", "/users"):
+        page = browser.get(path)
+        assert page.status_code == 200, (path, page.text)
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+    assert "No jobs yet: submit one above." in browser.get("/jobs").text
+    assert browser.get("/static/lepton.css").headers["content-type"].startswith("text/css")
+    assert browser.get("/static/..%2f_app.py").status_code == 404
+
+
+def test_without_a_session_pages_redirect_and_the_api_says_401(platform: Platform) -> None:
+    client = TestClient(create_app(platform), base_url=BASE)
+    page = client.get("/jobs", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login-help"
+    assert "lepton server --login-link" in client.get("/login-help").text
+    assert client.get("/api/v1/jobs").status_code == 401
+    used = client.get("/login?token=lp_wrong")
+    assert used.status_code == 401
+    assert "used, expired or wrong" in used.text
+
+
+def test_errors_on_pages_are_pages_with_the_message(browser: Any) -> None:
+    for path, status in (("/runs/999", 404), ("/models/ghost", 404), ("/jobs/7", 404)):
+        page = browser.get(path, headers={"accept": "text/html"})
+        assert page.status_code == status
+        assert page.headers["content-type"].startswith("text/html")
+        assert "Traceback" not in page.text
+        assert _alert(page.text)
+    assert browser.get("/runs/x").status_code == 422  # a bad path value, as a page too
+    assert browser.get("/api/v1/runs/999").json()["error"]["code"] == "run_not_found"
+
+
+def test_forms_show_validation_errors_and_keep_what_was_typed(browser: Any) -> None:
+    bad = browser.post(
+        "/jobs", data={"model": "nope", "data": "mnist", "epochs": "2"}, headers=OURS
+    )
+    assert bad.status_code == 422
+    assert "unknown model" in _alert(bad.text)
+    assert 'name="epochs" type="number" min="1" max="1000" value="2"' in bad.text
+    worse = browser.post(
+        "/jobs", data={"model": "mlp", "data": "mnist", "epochs": "x"}, headers=OURS
+    )
+    assert "epochs must be a whole number" in _alert(worse.text)
+    made = browser.post(
+        "/jobs",
+        data={"model": "mlp", "data": "mnist", "epochs": "1", "limit": "64"},
+        headers=OURS,
+        follow_redirects=False,
+    )
+    assert made.status_code == 303
+    assert made.headers["location"] == "/jobs/1"
+    job = browser.get("/jobs/1").text
+    assert 'data-job-state="queued"' in job
+    assert 'data-log-url="/api/v1/jobs/1/logs"' in job
+    deploy = browser.post("/deployments", data={"name": "Bad Name", "model": "x"}, headers=OURS)
+    assert deploy.status_code == 422
+    assert "must be 1-63 characters" in _alert(deploy.text)
+
+
+def test_a_cookie_post_from_another_origin_is_refused(browser: Any) -> None:
+    form = {"name": "mallory", "role": "admin"}
+    for headers in ({"origin": "http://evil.example"}, {}):
+        refused = browser.post("/users", data=form, headers=headers)
+        assert refused.status_code == 403
+        assert "cross-site request refused" in refused.text
+    assert "mallory" not in browser.get("/users").text
+
+
+def test_a_new_token_is_shown_once(browser: Any, platform: Platform) -> None:
+    made = browser.post("/users", data={"name": "alice"}, headers=OURS, follow_redirects=False)
+    user_page = made.headers["location"]
+    shown = browser.post(f"{user_page}/tokens", data={"name": "ci"}, headers=OURS)
+    secret = re.search(r'id="token-secret">(lp_[^<]+)<', shown.text)
+    assert secret is not None
+    assert platform.auth.authenticate(secret.group(1)) is not None
+    assert secret.group(1) not in browser.get(user_page).text
+    assert (get_settings().home / "admin-token").read_text().strip() not in shown.text
+
+
+def test_model_cards_render_a_safe_markdown_subset() -> None:
+    html = render_markdown(
+        "# m <b>\n\n_No description._ <script>alert(1)</script>\n\n## Model\n"
+        "- `x<y>` and **bold**\n\n| metric | value |\n|---|---|\n| acc | 0.9 |\n"
+        "\n```python\nimport <os>\n```\n| lone pipe"
+    )
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "<h2>m &lt;b&gt;</h2>" in html
+    assert "<code>x&lt;y&gt;</code>" in html
+    assert "<strong>bold</strong>" in html
+    assert "<td>acc</td><td>0.9</td>" in html
+    assert "<pre><code>import &lt;os&gt;</code></pre>" in html
+    assert "<p>| lone pipe</p>" in html
+
+
+def test_charts_are_svg_with_escaped_labels() -> None:
+    now = time.time()
+    chart = time_chart([(now - 5, 1.0), (now, 3.0)], title="<b>rps</b>", unit="req/s", now=now)
+    assert chart.startswith("<svg")
+    assert "<polyline" in chart
+    assert "&lt;b&gt;rps&lt;/b&gt;" in chart
+    assert chart.count("<circle") == 2
+    empty = time_chart([], title="latency", unit="ms", now=now)
+    assert "no requests yet" in empty
+    curve = svg_string([("val_loss", [(1, 0.5), (2, 0.25)])], title="loss", y_label="loss")
+    assert "<polyline" in curve
+    assert curve.count("<circle") == 2
+
+
+def test_numbers_and_times_are_human() -> None:
+    assert num(1234567) == "1,234,567"
+    assert num(0.123456) == "0.1235"
+    assert num(None) == "—"
+    assert num(2.0) == "2"
+    assert ago(time.time() - 125) == "2 min ago"
+    assert ago(None) == "—"
