@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import LEPTON, free_port
+from servers import LEPTON, start_platform, stop_platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,53 +64,14 @@ class Platform:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A real ``lepton server`` on 127.0.0.1 with its own home."""
     home = tmp_path_factory.mktemp("dashboard-home")
-    port = free_port()
     env = {**os.environ, "LEPTON_HOME": str(home)}
     env.pop("LEPTON_DATA_DIR", None)
-    log_path = home / "server.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [LEPTON, "server", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = start_platform(home, home)
+    port = int(server.url.rsplit(":", 1)[1])
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield Platform(url, port, home, env, log_path)
+        yield Platform(server.url, port, home, env, server.log_path)
     finally:
-        _stop_deployments(url, home)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _stop_deployments(url: str, home: Path) -> None:
-    """Deployments outlive their server by design; a test must not leave one behind."""
-    try:
-        token = (home / "admin-token").read_text().strip()
-        headers = {"authorization": f"Bearer {token}"}
-        found = httpx.get(f"{url}/api/v1/deployments", headers=headers, timeout=10).json()
-        for d in found.get("items", []):
-            httpx.delete(f"{url}/api/v1/deployments/{d['name']}", headers=headers, timeout=60)
-    except (OSError, httpx.HTTPError, ValueError):
-        pass
+        stop_platform(server, home)  # deployments outlive their server: stopped here too
 
 
 @pytest.fixture(scope="module")
