@@ -25,8 +25,9 @@ app = typer.Typer(
     name="lepton",
     help=(
         "Lepton: train, track, register and serve models from one tool.\n\n"
-        "Start with `lepton demo` (trains a ConvNet on real MNIST), `lepton data list` "
-        "(built-in datasets) or `lepton train --help`."
+        "Start with `lepton server --demo` (the platform: trains, registers and deploys a "
+        "ConvNet on real MNIST, with a dashboard), `lepton demo` (the same training, in this "
+        "terminal), `lepton data list` (built-in datasets) or `lepton train --help`."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
