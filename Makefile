@@ -13,7 +13,7 @@ run: setup
 	$(VENV)/bin/lepton server --demo $(RUN_ARGS)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 format: setup
 	$(VENV)/bin/ruff format src tests benchmarks

