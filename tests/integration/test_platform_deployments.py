@@ -29,6 +29,7 @@ import lepton as lp
 from lepton import registry
 from lepton.errors import ConflictError, DeploymentError, NotFoundError
 from lepton.server._deployments import DeploymentManager, DeploymentRequest
+from lepton.server._procs import proc_stat
 from lepton.storage import Database
 
 pytestmark = pytest.mark.integration
@@ -151,6 +152,18 @@ def _replicas(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def _until_exited(pid: int, timeout: float = 10) -> None:
+    """Wait until ``pid`` has ended (a zombie, or gone): a SIGKILL lands asynchronously,
+    and a process tearing down a large address space takes a while to die."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stat = proc_stat(pid)
+        if stat is None or stat.state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still runs {timeout} s after SIGKILL")
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -248,6 +261,7 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
     adopter.shutdown()
     assert adopted.pid is not None
     os.kill(adopted.pid, signal.SIGKILL)
+    _until_exited(adopted.pid)  # dead before the next server starts, as the scenario says
     restarter = managers()
     restarter.recover()
     view = _until(restarter, "iris", lambda v: v.state == "ready")
