@@ -29,6 +29,7 @@ import lepton as lp
 from lepton import registry
 from lepton.errors import ConflictError, DeploymentError, NotFoundError
 from lepton.server._deployments import DeploymentManager, DeploymentRequest
+from lepton.server._procs import proc_stat
 from lepton.storage import Database
 
 pytestmark = pytest.mark.integration
@@ -151,6 +152,18 @@ def _replicas(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def _until_exited(pid: int, timeout: float = 10) -> None:
+    """Wait until ``pid`` has ended (a zombie, or gone): a SIGKILL lands asynchronously,
+    and a process tearing down a large address space takes a while to die."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stat = proc_stat(pid)
+        if stat is None or stat.state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still runs {timeout} s after SIGKILL")
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -248,6 +261,7 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
     adopter.shutdown()
     assert adopted.pid is not None
     os.kill(adopted.pid, signal.SIGKILL)
+    _until_exited(adopted.pid)  # dead before the next server starts, as the scenario says
     restarter = managers()
     restarter.recover()
     view = _until(restarter, "iris", lambda v: v.state == "ready")
@@ -306,31 +320,29 @@ def test_requests_are_validated_with_messages_that_say_how() -> None:
 
 
 def test_latency_quantiles_come_from_the_histogram_buckets() -> None:
-    from lepton.server._deployments import _quantile
+    from lepton.server._deploy_metrics import quantile
 
     # 50 requests under 10 ms, 49 more under 100 ms, 1 under 1 s.
     buckets = {0.01: 50.0, 0.1: 99.0, 1.0: 100.0, float("inf"): 100.0}
-    assert _quantile(0.5, buckets) == pytest.approx(0.01)
-    assert _quantile(0.99, buckets) == pytest.approx(0.1)
-    assert _quantile(0.25, buckets) == pytest.approx(0.005)  # linear inside a bucket
-    assert _quantile(0.999, {0.5: 1.0, float("inf"): 2.0}) == 0.5  # past the last bound
-    assert _quantile(0.5, {0.01: 0.0, float("inf"): 0.0}) is None  # no requests yet
+    assert quantile(0.5, buckets) == pytest.approx(0.01)
+    assert quantile(0.99, buckets) == pytest.approx(0.1)
+    assert quantile(0.25, buckets) == pytest.approx(0.005)  # linear inside a bucket
+    assert quantile(0.999, {0.5: 1.0, float("inf"): 2.0}) == 0.5  # past the last bound
+    assert quantile(0.5, {0.01: 0.0, float("inf"): 0.0}) is None  # no requests yet
 
 
 def test_an_adopted_process_history_is_counted_once_and_not_as_a_burst() -> None:
-    from lepton.server._deployments import _Counters, _Series
+    from lepton.server._deploy_metrics import Counters, Series
 
-    series = _Series(size=3)
+    series = Series(size=3)
     t = time.time()
-    series.add(41, _Counters(requests=1000, latency_sum=5.0, latency_count=1000), t, fresh=False)
-    series.add(
-        41, _Counters(requests=1010, latency_sum=5.2, latency_count=1010), t + 1, fresh=False
-    )
+    series.add(41, Counters(requests=1000, latency_sum=5.0, latency_count=1000), t, fresh=False)
+    series.add(41, Counters(requests=1010, latency_sum=5.2, latency_count=1010), t + 1, fresh=False)
     figures = series.summary(window_s=60)
     assert figures["requests_total"] == 1010
     assert [point["rps"] for point in figures["series"]] == [0.0, pytest.approx(10.0)]
     assert figures["latency_ms_mean"] == pytest.approx(20.0)  # 0.2 s over 10 requests
     # A restarted process starts from zero: its counts add up, nothing goes negative.
-    series.add(42, _Counters(requests=4, latency_sum=0.04, latency_count=4), t + 2, fresh=True)
+    series.add(42, Counters(requests=4, latency_sum=0.04, latency_count=4), t + 2, fresh=True)
     assert series.summary(window_s=60)["requests_total"] == 1014
     assert len(series.summary(window_s=60)["series"]) == 3

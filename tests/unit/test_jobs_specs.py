@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from lepton import data as lp_data
 from lepton import models as lp_models
+from lepton.server._job_files import _utf8_complete
 from lepton.server._jobs import (
     STATES,
     Capacity,
@@ -21,7 +22,6 @@ from lepton.server._jobs import (
     JobSpec,
     JobView,
     TrainJob,
-    _utf8_complete,
 )
 from lepton.storage._schema import Job
 from lepton.train import OPTIMIZERS, SCHEDULES

@@ -9,9 +9,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from lepton.server._api_models import Caller, P
-from lepton.server._deployments import DeploymentRequest, DeploymentView
+from lepton.server._deploy_models import DeploymentRequest, DeploymentView
 from lepton.server._http import Page, PageQuery, RecordId, allow
-from lepton.server._jobs import JobRequest, JobView
+from lepton.server._job_specs import JobRequest, JobView
 
 __all__ = ["router"]
 

@@ -89,8 +89,8 @@ def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2
 
 def _demo(platform: Platform, epochs: int) -> None:
     """Train, register and deploy the seed ConvNet on an empty home; print how to use it."""
-    from lepton.server._deployments import DeploymentRequest
-    from lepton.server._jobs import JobRequest
+    from lepton.server._deploy_models import DeploymentRequest
+    from lepton.server._job_specs import JobRequest
 
     try:
         if platform.jobs.list(offset=0, limit=1)[1] or platform.deployments.list(0, 1)[1]:

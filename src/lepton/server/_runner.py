@@ -37,7 +37,7 @@ from lepton.config import get_settings
 from lepton.data import Dataset, apply_preprocessing
 from lepton.errors import JobError, LeptonError
 from lepton.registry import load_model, register, resolve
-from lepton.server._jobs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob
+from lepton.server._job_specs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob
 from lepton.storage import Database, open_database
 from lepton.storage._schema import Job
 from lepton.tracking import start_run

@@ -1,0 +1,109 @@
+"""The process helpers that jobs and deployments share: telling a process apart from a
+later one with the same pid, and stopping one with a grace. Real (short) processes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lepton.server import _procs
+
+pytestmark = pytest.mark.skipif(not _procs.HAVE_PROC, reason="needs /proc (Linux)")
+
+SLEEP = "import time; time.sleep(60)"
+IGNORE_TERM = """\
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _start(code: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE
+    )
+
+
+def _until_exited(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = _procs.proc_stat(pid)
+        if stat is None or stat.state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    process = _start(SLEEP)
+    yield process
+    process.kill()
+    process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+def test_a_running_process_is_alive_only_with_what_was_recorded(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    pid, started = sleeper.pid, _procs.start_time(sleeper.pid)
+    assert started is not None
+    assert _procs.is_alive(pid, started, boot=_procs.BOOT_ID, host=socket.gethostname())
+    assert _procs.is_alive(pid)  # nothing recorded: nothing checked
+    assert not _procs.is_alive(pid, started + 1), "another process that reuses the pid"
+    assert not _procs.is_alive(pid, started, boot="another-boot")
+    assert not _procs.is_alive(pid, started, host="another-host")
+    assert not _procs.is_alive(0)
+    assert not _procs.is_alive(-1)
+    ident = _procs.fingerprint(pid)
+    assert _procs.matches_fingerprint(pid, ident)
+    assert not _procs.matches_fingerprint(pid, f"{_procs.BOOT_ID}:{started + 1}")
+    assert not _procs.matches_fingerprint(pid, "unknown")
+    stat = _procs.proc_stat(pid)
+    assert stat is not None
+    assert stat.group == pid  # a new session: its own process group
+    age = _procs.age(pid)
+    assert age is not None
+    assert 0 <= age < 60
+
+
+def test_a_zombie_is_not_alive_and_its_exit_status_stays_with_its_popen(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    started = _procs.start_time(sleeper.pid)
+    ident = _procs.fingerprint(sleeper.pid)
+    assert _procs.send_signal(sleeper.pid, signal.SIGKILL)
+    _until_exited(sleeper.pid)  # a SIGKILL takes effect asynchronously
+    assert not _procs.is_alive(sleeper.pid, started)
+    assert not _procs.matches_fingerprint(sleeper.pid, ident)
+    assert _procs.fingerprint(sleeper.pid) == "unknown"
+    assert sleeper.wait() == -signal.SIGKILL  # not reaped behind the Popen's back
+    assert not _procs.send_signal(sleeper.pid, signal.SIGTERM)  # gone: nothing sent
+
+
+def test_terminate_gives_a_grace_then_kills_the_group() -> None:
+    polite = _start(SLEEP)
+    assert _procs.terminate(polite.pid, lambda: polite.poll() is None, grace_s=10)
+    assert polite.returncode == -signal.SIGTERM
+
+    stubborn = _start(IGNORE_TERM)
+    assert stubborn.stdout is not None
+    assert stubborn.stdout.readline() == b"ready\n"  # SIGTERM is ignored from now on
+    assert not _procs.terminate(stubborn.pid, lambda: stubborn.poll() is None, grace_s=0.5)
+    assert stubborn.returncode == -signal.SIGKILL
+    assert _procs.terminate(stubborn.pid, lambda: stubborn.poll() is None, grace_s=1)
+    for process in (polite, stubborn):
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_signal_names() -> None:
+    assert _procs.signal_name(signal.SIGKILL) == "SIGKILL"
+    assert _procs.signal_name(99) == "signal 99"
