@@ -233,6 +233,32 @@ def test_replicas_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         assert alive == [], "replicas kept serving after their supervisor died"
 
 
+def test_a_replica_whose_supervisor_died_while_it_started_does_not_serve(tmp_path: Path) -> None:
+    # The supervisor can be killed between spawning a replica and the replica's prctl:
+    # the replica then has a new parent and must stop instead of serving forever.
+    import json
+    import os
+    import socket
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    spec = {
+        "target": f"{APP}:Tiny", "model": None, "fd": sock.fileno(), "ready_fd": None,
+        "max_body_bytes": 1024, "grace_s": 1, "threads": 1, "replica": 0,
+        "supervisor": os.getpid() + 999_999,  # not this test: "the supervisor is gone"
+    }  # fmt: skip
+    env = dict(os.environ, LEPTON_SERVE_SPEC=json.dumps(spec))
+    done = subprocess.run(
+        [sys.executable, "-m", "lepton.serve._worker"],
+        pass_fds=(sock.fileno(),), env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    sock.close()
+    assert done.returncode == 0
+    assert "is gone; this replica stops" in done.stderr
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -139,7 +139,7 @@ class Supervisor:
         spec = {
             "target": opts.target, "model": opts.model, "fd": self._sock.fileno(),
             "ready_fd": write_fd, "max_body_bytes": opts.max_body_bytes, "grace_s": opts.grace_s,
-            "threads": threads, "replica": index,
+            "threads": threads, "replica": index, "supervisor": os.getpid(),
         }  # fmt: skip
         env = dict(os.environ, LEPTON_SERVE_SPEC=json.dumps(spec),
                    PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)  # fmt: skip

@@ -101,27 +101,29 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor: int | None) -> None:
     # If the supervisor is killed outright (kill -9), its replicas must not keep serving
     # on the inherited socket: ask Linux for SIGTERM (a drain) when the parent dies.
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
-    parent = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    # The supervisor may have died while this interpreter was still starting, before
+    # prctl took effect: then this process was already handed to another parent.
+    if supervisor is not None and os.getppid() != supervisor:
+        log.warning("the supervisor (pid %d) is gone; this replica stops", supervisor)
+        sys.exit(0)
 
 
 def main() -> None:
     """Entry point of a replica process."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _die_with_parent()
     spec = json.loads(os.environ["LEPTON_SERVE_SPEC"])
+    _die_with_parent(spec.get("supervisor"))
     try:
         import torch
 

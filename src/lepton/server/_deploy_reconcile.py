@@ -53,8 +53,6 @@ __all__: list[str] = []  # the private base of DeploymentManager: nothing public
 
 log = logging.getLogger("lepton.server.deployments")
 
-# No ``lepton/cli/__main__.py``: run the CLI's entry point, never a shell string.
-_CLI = "from lepton.cli import main; main()"
 _LOG_ROTATE_BYTES = 10 * 2**20
 _REPLICA = b"lepton.serve._worker"  # in the command line of a deployment's replicas
 
@@ -288,7 +286,7 @@ class _Reconciler:
             )
             out.flush()
             process = subprocess.Popen(
-                [sys.executable, "-c", _CLI, *args],
+                [sys.executable, "-m", "lepton.cli", *args],  # an argument list, no shell
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
