@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from servers import Platform, kill_leftovers, start_platform, stop_platform
+from servers import LEPTON, Platform, kill_leftovers, start_platform, stop_platform
 
 import lepton as lp
 
@@ -65,8 +66,29 @@ def test_the_whole_flow_through_the_public_api(home: Path, tmp_path: Path) -> No
     server = start_platform(home, tmp_path)
     try:
         _flow(server)
+        _second_server_refused(server, home)
     finally:
         stop_platform(server, home)
+    # Stopped cleanly, it gave the lease back: the next server starts without a check.
+    stop_platform(start_platform(home, tmp_path), home)
+
+
+def _second_server_refused(server: Platform, home: Path) -> None:
+    # A second server on the same home would adopt, restart and requeue what the first
+    # one runs: it is refused, with who holds the database, and changes nothing.
+    with server.client() as admin:
+        before = _ok(admin.get("/api/v1/deployments"))["total"], admin.get("/api/v1/jobs").json()
+    second = subprocess.run(
+        [LEPTON, "server", "--port", "1"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "LEPTON_HOME": str(home)},
+    )  # fmt: skip
+    assert second.returncode == 2, second.stderr
+    assert "already manages the jobs and deployments" in second.stderr
+    assert server.url in second.stderr
+    assert "Traceback" not in second.stderr
+    with server.client() as admin:
+        after = _ok(admin.get("/api/v1/deployments"))["total"], admin.get("/api/v1/jobs").json()
+    assert after == before
 
 
 def _flow(server: Platform) -> None:

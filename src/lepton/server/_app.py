@@ -37,6 +37,7 @@ from lepton.server._http import (
     error_body,
     install_error_handlers,
 )
+from lepton.server._lease import ManagerLease
 from lepton.storage import Database
 from lepton.storage._schema import AuditEntry
 
@@ -72,6 +73,12 @@ class ServerConfig:
     max_body_bytes: int = 256 * 1024 * 1024
     manage: bool = True
 
+    @property
+    def url(self) -> str:
+        """Where this server is reached from this machine."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
     def host_ok(self, header: str) -> bool:
         """Whether a request's ``Host`` header names this server."""
         name, _, port = header.rpartition(":") if not header.endswith("]") else (header, "", "")
@@ -100,6 +107,7 @@ class Platform:
         self.auth = Auth(db)
         self.jobs = JobManager(db, home)
         self.deployments = DeploymentManager(db, home)
+        self.lease = ManagerLease(db, config.url, on_lost=self._stop_managing)
         self.started_at = time.time()
 
     def authenticate(self, request: Request) -> Principal | None:
@@ -121,6 +129,8 @@ class Platform:
         from lepton.registry import reconcile_versions
         from lepton.tracking import reconcile
 
+        if self.config.manage:  # before any recovery: another server may be managing
+            self.lease.acquire()
         reconcile(self.db)
         reconcile_versions(self.db)
         if self.config.manage:
@@ -135,6 +145,11 @@ class Platform:
         if self.config.manage:
             self.jobs.stop()
             self.deployments.shutdown(stop_deployments=False)
+            self.lease.release()
+
+    def _stop_managing(self) -> None:  # the lease was taken over: the API keeps serving
+        self.jobs.stop()
+        self.deployments.stop_monitor()
 
     def audit(self, actor: str, action: str, target: str, status: int, detail: Any) -> None:
         """Append one entry to the audit log."""

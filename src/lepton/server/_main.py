@@ -23,15 +23,10 @@ log = logging.getLogger("lepton.server")
 console = Console(highlight=False, soft_wrap=True)
 
 
-def _base_url(config: ServerConfig) -> str:
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    return f"http://{host}:{config.port}"
-
-
 def login_link(platform: Platform) -> str:
     """A fresh one-time dashboard link for the first admin (valid 15 minutes)."""
     secret = platform.auth.login_link_secret(platform.auth.admin_id())
-    return f"{_base_url(platform.config)}/login?token={secret}"
+    return f"{platform.config.url}/login?token={secret}"
 
 
 class _Server(uvicorn.Server):
@@ -59,11 +54,13 @@ def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     home = get_settings().home
     platform = Platform(open_database(), home, config)
+    if config.manage:  # a second server on this database stops here, with who holds it
+        platform.lease.acquire()
     new_secret = platform.auth.bootstrap(home)
     app = create_app(platform)
 
     def ready() -> None:
-        url = _base_url(config)
+        url = config.url
         console.print(f"[bold]Lepton platform[/] at {url}  (API: {url}/api/v1, docs: {url}/docs)")
         if new_secret:
             console.print(f"created the admin user; its API token is in {admin_token_path(home)}")
@@ -84,7 +81,10 @@ def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2
         ),
         ready,
     )
-    server.run()
+    try:
+        server.run()
+    finally:
+        platform.lease.release()  # also when uvicorn could not start
 
 
 def _demo(platform: Platform, epochs: int) -> None:
@@ -130,7 +130,7 @@ def _demo(platform: Platform, epochs: int) -> None:
         )
         platform.audit("demo", "POST /deployments", "/api/v1/deployments/mnist", 201, {})
         digit = _digit_png(platform.home)
-        url = _base_url(platform.config)
+        url = platform.config.url
         console.print(
             f"demo: registered {ref} (test accuracy "
             f"{100 * float((job.result or {}).get('metrics', {}).get('accuracy', 0)):.2f}%) and "

@@ -33,6 +33,7 @@ __all__ = [
     "RegisteredModel",
     "Run",
     "RunArtifact",
+    "ServerLease",
     "User",
 ]
 
@@ -214,3 +215,21 @@ class Deployment(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ServerLease(Base):
+    """Which server manages this database's jobs and deployments (one row, ``id`` 1).
+
+    ``instance`` is random per server start; ``process`` is the holder's
+    ``lepton.server._procs.fingerprint``; ``heartbeat`` is renewed while it runs.
+    """
+
+    __tablename__ = "server_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    process: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(300))
+    acquired_at: Mapped[float] = mapped_column(Float)
+    heartbeat: Mapped[float] = mapped_column(Float)
