@@ -62,11 +62,20 @@ def _train(epochs: int = 2, limit: int = 2048, **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_the_whole_flow_through_the_public_api(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_whole_flow_through_the_public_api(
+    backend: str, home: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":  # the server, its jobs and its deployments all on it
+        from postgres import create_database
+
+        url = create_database(request.getfixturevalue("postgres_server_url"), "platform_flow")
+        request.getfixturevalue("monkeypatch").setenv("LEPTON_DATABASE_URL", url)
     server = start_platform(home, tmp_path)
     try:
         _flow(server)
         _second_server_refused(server, home)
+        assert (home / "lepton.db").exists() == (backend == "sqlite")
     finally:
         stop_platform(server, home)
     # Stopped cleanly, it gave the lease back: the next server starts without a check.
