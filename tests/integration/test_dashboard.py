@@ -99,6 +99,8 @@ class Pages:
             lambda r: self.errors.append(f"{r.status} {r.url}") if r.status == 404 else None,
         )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for old in ARTIFACTS.glob(f"{prefix}-*.png"):  # a previous run's, numbered otherwise
+            old.unlink()
 
     def shot(self, name: str) -> None:
         self.shots += 1
@@ -135,6 +137,7 @@ def test_the_whole_flow_clicked_through_the_dashboard(
     tab = Pages(context.new_page(), "flow")
     page = tab.page
     url = platform.url
+    admin = {"authorization": f"Bearer {platform.admin_token}"}
 
     # Sign in with the one-time link: it lands on the overview with an HttpOnly cookie.
     page.goto(platform.login_link())
@@ -160,6 +163,16 @@ def test_the_whole_flow_clicked_through_the_dashboard(
     assert me.json()["name"] == "alice"
     assert me.json()["role"] == "editor"
     tab.shot("user-token")
+    page.reload()  # the form answered with a redirect: a reload shows it no more
+    assert secret not in page.content()
+    assert (
+        len(
+            httpx.get(
+                f"{url}/api/v1/users/{user_page.rsplit('/', 1)[1]}/tokens", headers=admin
+            ).json()["items"]
+        )
+        == 1
+    )  # and made no second token
     page.goto(user_page)  # visited again, the page shows no secret
     assert secret not in page.content()
     assert "laptop" in page.locator("#tokens").inner_text()
@@ -195,6 +208,29 @@ def test_the_whole_flow_clicked_through_the_dashboard(
     assert f"job #{job_id}" in body
     assert "Model card" in body
     tab.shot("model-version")
+    page.select_option("select[name=stage]", "production")
+    page.click("text=Set stage")
+    assert "production" in page.locator("table.kv").first.inner_text() + page.content()
+    stage = httpx.get(f"{url}/api/v1/models/mnist-mlp/versions/1", headers=admin).json()
+    assert stage["stage"] == "production"
+
+    # A second, long job, cancelled from its page: its process stops, its state says so.
+    page.click("nav >> text=Jobs")
+    page.select_option("#submit-job select[name=model]", "mlp")
+    page.select_option("#submit-job select[name=data]", "mnist")
+    page.fill("#submit-job input[name=epochs]", "200")
+    page.click("#submit-job button")
+    long_job = int(page.url.rsplit("/", 1)[1])
+    job_api = f"{url}/api/v1/jobs/{long_job}"
+    _until(lambda: httpx.get(job_api, headers=admin).json()["state"] == "running", 60,
+           "the long job never started")  # fmt: skip
+    page.reload()
+    page.click("text=Cancel job")
+    page.locator('[data-job-state="cancelled"]').wait_for(timeout=60_000)
+    tab.shot("job-cancelled")
+    cancelled = httpx.get(job_api, headers=admin).json()
+    assert cancelled["state"] == "cancelled"
+    page.goto(f"{url}/models/mnist-mlp/1")
     page.click("nav >> text=Models")
     tab.shot("models")
     page.click("text=mnist-mlp")
@@ -255,12 +291,36 @@ def test_the_whole_flow_clicked_through_the_dashboard(
         assert platform.admin_token not in html
     assert not tab.errors, tab.errors
 
+    # Scale to 2 replicas, stop, start, delete: each by its button, each seen in the API.
+    page.goto(f"{url}/deployments/digits")
+    page.fill("#scale input[name=replicas]", "2")
+    page.click("#scale button", timeout=150_000)
+    _until(lambda: _deployment(url, admin)["state"] == "ready", 120, "never scaled")
+    assert _deployment(url, admin)["replicas"] == 2
+    page.set_input_files("#try-it input[name=image]", str(png))
+    page.click("#try-it button")
+    assert page.locator("#predicted-label").inner_text(timeout=60_000) == label
+    page.click("#lifecycle >> text=Stop", timeout=60_000)
+    assert _deployment(url, admin)["desired"] == "stopped"
+    assert "Start" in page.locator("#lifecycle").inner_text()
+    page.click("#lifecycle >> text=Start", timeout=150_000)
+    _until(lambda: _deployment(url, admin)["state"] == "ready", 120, "never restarted")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete deployment digits?"
+    page.click("#lifecycle >> text=Delete", timeout=60_000)
+    assert page.url == f"{url}/deployments"
+    assert httpx.get(f"{url}/api/v1/deployments/digits", headers=admin).status_code == 404
+    assert not tab.errors, tab.errors
+
     # Signing out ends the session: the next page asks to sign in again.
     page.click("text=Sign out")
     assert page.url == f"{url}/login-help"
     page.goto(f"{url}/jobs")
     assert page.url == f"{url}/login-help"
     context.close()
+
+
+def _deployment(url: str, headers: dict[str, str]) -> Any:
+    return httpx.get(f"{url}/api/v1/deployments/digits", headers=headers).json()
 
 
 def test_without_a_session_pages_ask_to_sign_in_and_the_api_says_401(

@@ -113,15 +113,61 @@ def test_a_cookie_post_from_another_origin_is_refused(browser: Any) -> None:
     assert "mallory" not in browser.get("/users").text
 
 
+def _signed_in(platform: Platform, user_id: int) -> Any:
+    client = TestClient(create_app(platform), base_url=BASE)
+    link = platform.auth.login_link_secret(user_id)
+    assert client.get(f"/login?token={link}", follow_redirects=False).status_code == 303
+    return client
+
+
+def _secret(html: str) -> str | None:
+    found = re.search(r'id="token-secret">(lp_[^<]+)<', html)
+    return found.group(1) if found else None
+
+
 def test_a_new_token_is_shown_once(browser: Any, platform: Platform) -> None:
     made = browser.post("/users", data={"name": "alice"}, headers=OURS, follow_redirects=False)
     user_page = made.headers["location"]
-    shown = browser.post(f"{user_page}/tokens", data={"name": "ci"}, headers=OURS)
-    secret = re.search(r'id="token-secret">(lp_[^<]+)<', shown.text)
+    posted = browser.post(f"{user_page}/tokens", data={"name": "ci"}, headers=OURS,
+                          follow_redirects=False)  # fmt: skip
+    assert posted.status_code == 303  # so that a reload does not make a second token
+    assert posted.headers["location"].startswith(f"{user_page}?new=")
+    shown = browser.get(posted.headers["location"])
+    secret = _secret(shown.text)
     assert secret is not None
-    assert platform.auth.authenticate(secret.group(1)) is not None
-    assert secret.group(1) not in browser.get(user_page).text
+    assert platform.auth.authenticate(secret) is not None
+    assert _secret(browser.get(posted.headers["location"]).text) is None  # a reload: gone
+    assert secret not in browser.get(user_page).text
     assert (get_settings().home / "admin-token").read_text().strip() not in shown.text
+    assert len(platform.auth.list_tokens(int(user_page.rsplit("/", 1)[1]), 0, 10)[0]) == 1
+
+
+def test_a_viewer_manages_its_own_tokens_and_no_one_else_s(
+    browser: Any, platform: Platform
+) -> None:
+    vic = platform.auth.create_user("vic", "viewer")
+    admin = platform.auth.admin_id()
+    admin_tokens = platform.auth.list_tokens(admin, 0, 10)[1]
+    viewer = _signed_in(platform, vic.id)
+    assert f'href="/users/{vic.id}"' in viewer.get("/").text  # its name links to its tokens
+    assert 'href="/users"' not in viewer.get("/").text
+    posted = viewer.post(f"/users/{vic.id}/tokens", data={"name": "laptop"}, headers=OURS,
+                         follow_redirects=False)  # fmt: skip
+    own = viewer.get(posted.headers["location"])
+    secret = _secret(own.text)
+    assert secret is not None
+    assert "Change role" not in own.text
+    # An admin cannot reuse the viewer's one-time key to see the secret.
+    assert _secret(browser.get(posted.headers["location"]).text) is None
+    [token] = platform.auth.list_tokens(vic.id, 0, 10)[0]
+    assert viewer.get(f"/users/{admin}").status_code == 403
+    assert (
+        viewer.post(f"/users/{admin}/tokens", data={"name": "x"}, headers=OURS).status_code == 403
+    )
+    assert viewer.post(f"/users/{admin}", data={"role": "viewer"}, headers=OURS).status_code == 403
+    assert viewer.post(f"/tokens/{token.id}/revoke", headers=OURS).status_code == 200
+    assert platform.auth.authenticate(secret) is None  # revoked
+    assert platform.auth.list_tokens(admin, 0, 10)[1] == admin_tokens
 
 
 def test_model_cards_render_a_safe_markdown_subset() -> None:

@@ -15,7 +15,7 @@ from lepton.server._auth import SESSION_TTL_S, NewToken, NewUser, TokenView, Use
 from lepton.server._http import SESSION_COOKIE, Page, PageQuery, RecordId, allow, public
 from lepton.storage._schema import AuditEntry
 
-__all__ = ["router"]
+__all__ = ["login_router", "own_or_admin", "router"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -62,7 +62,8 @@ def change_user(p: P, who: Caller, user_id: RecordId, body: UserChange) -> UserV
     return p.auth.change_user(user_id, body, who)
 
 
-def _own_or_admin(who: Any, user_id: int) -> None:
+def own_or_admin(who: Any, user_id: int) -> None:
+    """Refuse (403) unless ``who`` is user ``user_id`` or an admin."""
     if who.user_id != user_id and not who.may("admin"):
         raise ForbiddenError("you may manage only your own tokens; an admin may manage any")
 
@@ -71,7 +72,7 @@ def _own_or_admin(who: Any, user_id: int) -> None:
 @allow("viewer")
 def tokens(p: P, who: Caller, user_id: RecordId, paging: PageQuery) -> Page[TokenView]:
     """A user's API tokens (never their secrets). Yours, or anyone's for an admin."""
-    _own_or_admin(who, user_id)
+    own_or_admin(who, user_id)
     p.auth.get_user(user_id)
     return Page.of(p.auth.list_tokens(user_id, paging.offset, paging.limit), paging)
 
@@ -85,7 +86,7 @@ class CreatedToken(BaseModel):
 @allow("viewer")
 def create_token(p: P, who: Caller, user_id: RecordId, body: NewToken) -> CreatedToken:
     """Create an API token. Its secret is in this answer only."""
-    _own_or_admin(who, user_id)
+    own_or_admin(who, user_id)
     ttl = body.expires_in_days * 86400.0 if body.expires_in_days else None
     view, secret = p.auth.create_token(user_id, body.name, ttl_s=ttl)
     return CreatedToken(token=view, secret=secret)
@@ -95,7 +96,7 @@ def create_token(p: P, who: Caller, user_id: RecordId, body: NewToken) -> Create
 @allow("viewer")
 def revoke_token(p: P, who: Caller, token_id: RecordId) -> TokenView:
     """Revoke a token at once. Yours, or anyone's for an admin."""
-    _own_or_admin(who, p.auth.get_token(token_id).user_id)
+    own_or_admin(who, p.auth.get_token(token_id).user_id)
     return p.auth.revoke(token_id)
 
 

@@ -1,24 +1,60 @@
-"""Dashboard pages for admins: users, their roles and their API tokens.
+"""Dashboard pages: users and their roles (admins), API tokens (everyone their own).
 
-A new token's secret is rendered once, on the page that answers the form that made it
-(pages are ``Cache-Control: no-store``); the server keeps only its hash.
+A new token's secret is shown once: the form's answer redirects (303, so a reload does
+not post again) to the user's page with a one-time key, which shows the secret to the
+one who made it, within a minute, once; the server keeps only the token's hash after.
+Pages are ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
 
+import secrets
+import threading
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from lepton.errors import PlatformError
 from lepton.server._api_models import Caller, P
+from lepton.server._api_users import own_or_admin
 from lepton.server._http import RecordId, allow
 from lepton.server._web import FormText, optional_int, redirect, render
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
+
+_SHOW_S = 60.0  # how long a new token's secret waits to be shown
+
+
+class _Shown:
+    """New tokens' secrets on their way to the page that shows them, once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[float, int, str, str]] = {}
+
+    def put(self, viewer: int, name: str, secret: str) -> str:
+        key = secrets.token_urlsafe(16)
+        with self._lock:
+            now = time.monotonic()
+            self._waiting = {k: v for k, v in self._waiting.items() if v[0] > now}
+            self._waiting[key] = (now + _SHOW_S, viewer, name, secret)
+        return key
+
+    def take(self, key: str, viewer: int) -> tuple[str, str]:
+        """``(name, secret)``, or empty strings: shown already, too late, or not yours."""
+        with self._lock:
+            found = self._waiting.get(key)
+            if found is None or found[1] != viewer:
+                return "", ""
+            del self._waiting[key]
+        return ("", "") if found[0] < time.monotonic() else (found[2], found[3])
+
+
+_SHOWN = _Shown()
 
 
 # -- users and tokens ---------------------------------------------------------------------
@@ -59,10 +95,18 @@ def _user_page(
 
 
 @router.get("/users/{user_id}")
-@allow("admin")
-def user(p: P, request: Request, user_id: RecordId) -> Response:
-    """A user: role, state, API tokens (never their secrets)."""
-    return _user_page(p, request, user_id)
+@allow("viewer")
+def user(
+    p: P,
+    who: Caller,
+    request: Request,
+    user_id: RecordId,
+    new: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    """A user: role, state, API tokens (never their secrets). Yours, or any for an admin."""
+    own_or_admin(who, user_id)
+    token_name, secret = _SHOWN.take(new, who.user_id) if new else ("", "")
+    return _user_page(p, request, user_id, secret=secret, token_name=token_name)
 
 
 @router.post("/users/{user_id}")
@@ -83,25 +127,27 @@ def change_user(
 
 
 @router.post("/users/{user_id}/tokens")
-@allow("admin")
+@allow("viewer")
 def create_token(
     p: P,
-    request: Request,
+    who: Caller,
     user_id: RecordId,
     name: Annotated[str, Form(min_length=1, max_length=100)],
     expires_in_days: FormText = "",
 ) -> Response:
-    """Create an API token; its secret is on this answer's page only (never stored)."""
+    """Create an API token (yours, or anyone's for an admin); show its secret once."""
+    own_or_admin(who, user_id)
     days = optional_int(expires_in_days, "expires in days")
     if days is not None and not 1 <= days <= 3650:
         raise PlatformError(f"expires in days must be 1 to 3650, got {days}")
     _, secret = p.auth.create_token(user_id, name.strip(), ttl_s=days * 86400.0 if days else None)
-    return _user_page(p, request, user_id, secret=secret, token_name=name.strip())
+    return redirect(f"/users/{user_id}?new={_SHOWN.put(who.user_id, name.strip(), secret)}")
 
 
 @router.post("/tokens/{token_id}/revoke")
-@allow("admin")
-def revoke_token(p: P, token_id: RecordId) -> Response:
-    """Revoke a token at once."""
+@allow("viewer")
+def revoke_token(p: P, who: Caller, token_id: RecordId) -> Response:
+    """Revoke a token at once (yours, or anyone's for an admin)."""
+    own_or_admin(who, p.auth.get_token(token_id).user_id)
     token = p.auth.revoke(token_id)
     return redirect(f"/users/{token.user_id}")
