@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -174,6 +175,58 @@ def test_executor_contract_adopt_after_restart(executor: Executor, tmp_path: Pat
     assert status == ExitStatus(), "a worker that is not our child ends with an unknown status"
     assert not fresh.adopt(handle)
     assert executor.poll(handle) == ExitStatus(signal=signal.SIGKILL)
+
+
+GROWER = """
+child = os.fork()  # a child that touches memory of its own: the whole group is counted
+block = bytearray(int(sys.argv[2] if len(sys.argv) > 2 else 150) * 2**20)
+for i in range(0, len(block), 4096):
+    block[i] = 1
+open("grown.txt" if child else "child-grown.txt", "w").close()
+time.sleep(60)
+"""
+
+
+def test_executor_contract_memory_of_the_worker_and_its_children(tmp_path: Path):
+    executor = script_executor(tmp_path, GROWER)
+    handle = executor.start(3, {}, tmp_path / "job", {})
+    deadline = time.monotonic() + 20
+    while not all((tmp_path / "job" / f).exists() for f in ("grown.txt", "child-grown.txt")):
+        assert time.monotonic() < deadline, "the worker never grew"
+        time.sleep(0.02)
+    used = executor.memory_mb(handle)
+    assert used is not None
+    assert 300 <= used < 600, used  # 2 x 150 MiB touched, plus two small interpreters
+    executor.cancel(handle, force=True)
+    while executor.poll(handle) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert executor.memory_mb(handle) is None
+
+
+def test_a_job_over_its_memory_is_stopped_and_not_retried(sqlite_db: Database, tmp_path: Path):
+    manager = manager_for(sqlite_db, script_executor(tmp_path, GROWER), memory_check_s=0.1)
+    job = submit(manager, TrainJob(model="mlp"), memory_mb=200, max_retries=2)
+    view = wait_for(manager, job.id, ended, timeout=30)
+    log = log_of(manager, job.id)
+    assert view.state == "failed", log
+    assert view.attempts == 1, "a retry would use as much memory again"
+    assert view.error is not None
+    assert "more than the 200 MiB the job reserved (memory_mb)" in view.error
+    assert "submit it again with a larger memory_mb" in view.error
+    peak = re.search(r"peak memory ([\d,]+) MiB", log)
+    assert peak is not None, log
+    assert int(peak.group(1).replace(",", "")) > 200
+    small = submit(manager, TrainJob(model="mlp"), memory_mb=2048)  # the same, within its slot
+    view = wait_for(manager, small.id, lambda v: v.state == "running", timeout=30)
+    while not (manager.jobs_dir / str(small.id) / "grown.txt").exists():
+        manager.tick()
+        time.sleep(0.05)
+    for _ in range(10):
+        manager.tick()
+        time.sleep(0.1)
+    assert manager.get(small.id).state == "running"
+    manager.cancel(small.id, "alice")
+    assert wait_for(manager, small.id, ended).state == "cancelled"
 
 
 # -- scheduling -------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class Executor(Protocol):
     ``num_cpus``/``num_gpus`` and ``env`` as its runtime environment, return
     ``{"task": <ObjectRef hex>, "address": <cluster>}`` as the handle, poll with
     ``ray.wait(timeout=0)``, cancel with ``ray.cancel(ref, force=force)`` and adopt by
-    looking the task up in the cluster's state API.
+    looking the task up in the cluster's state API; its memory from the same API.
 
     Attributes:
         name: Stored with each job (``Job.executor``); a handle is only given back to an
@@ -101,6 +101,13 @@ class Executor(Protocol):
     def adopt(self, handle: dict[str, Any]) -> bool:
         """After a server restart: whether the handle's worker still runs and is really
         the one that was started (not another process that reuses its id)."""
+        ...
+
+    def memory_mb(self, handle: dict[str, Any]) -> float | None:
+        """The memory the worker and its children use now (MiB), ``None`` if unknown.
+
+        The scheduler stops a worker that uses more than its job reserved.
+        """
         ...
 
 
@@ -188,6 +195,12 @@ class LocalExecutor:
     def adopt(self, handle: dict[str, Any]) -> bool:
         """See :meth:`Executor.adopt`: same host, boot, pid and start time, not a zombie."""
         return self._alive(handle)
+
+    def memory_mb(self, handle: dict[str, Any]) -> float | None:
+        """See :meth:`Executor.memory_mb`: the PSS of the worker's process group."""
+        if not self._alive(handle):
+            return None
+        return _procs.group_memory_mb(int(handle["pid"]))
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,9 @@ JobSpec = Annotated[TrainJob | EvaluateJob, Field(discriminator="kind")]
 class JobRequest(BaseModel):
     """A spec plus what the job needs from the scheduler.
 
-    ``cpus`` also sets the worker's torch threads; ``memory_mb`` is a reservation the
-    scheduler counts, not a limit the kernel enforces.
+    ``cpus`` also sets the worker's torch threads; ``memory_mb`` is reserved when the job
+    starts and enforced while it runs: a worker that uses more is stopped (the job fails,
+    with its peak in the log).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -172,7 +173,9 @@ class JobRequest(BaseModel):
     priority: int = Field(0, ge=-100, le=100, description="Higher starts first.")
     cpus: float = Field(1.0, gt=0, le=1024)
     gpus: int = Field(0, ge=0, le=64)
-    memory_mb: int = Field(2048, ge=16, le=16 * 1024 * 1024)
+    memory_mb: int = Field(
+        2048, ge=16, le=16 * 1024 * 1024, description="MiB reserved, and the most it may use."
+    )
     max_retries: int = Field(2, ge=0, le=10, description="Retries after a crash.")
 
 

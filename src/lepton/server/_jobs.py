@@ -91,6 +91,9 @@ class JobManager:
         backoff_s: Wait before the first retry; doubled for each further one.
         max_backoff_s: Longest wait before a retry.
         tick_s: Period of the background thread (:meth:`start`).
+        memory_check_s: How often a running worker's memory is measured; one that uses
+            more than its job's ``memory_mb`` is killed and the job fails (no retry:
+            it would use as much again). Its peak is written to the job's log.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class JobManager:
         backoff_s: float = 2.0,
         max_backoff_s: float = 300.0,
         tick_s: float = 0.5,
+        memory_check_s: float = 1.0,
     ) -> None:
         self.db = db
         self.home = Path(home)
@@ -111,9 +115,12 @@ class JobManager:
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.capacity = capacity if capacity is not None else Capacity.detect()
         self.grace_s, self.backoff_s, self.max_backoff_s = grace_s, backoff_s, max_backoff_s
-        self.tick_s = tick_s
+        self.tick_s, self.memory_check_s = tick_s, memory_check_s
         self._lock = threading.RLock()
         self._deadlines: dict[int, float] = {}  # cancelling job -> when SIGKILL is due
+        self._peak_mb: dict[int, float] = {}  # running job -> the most memory it used
+        self._over_memory: dict[int, str] = {}  # job killed for its memory -> why
+        self._memory_checked = 0.0
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -285,12 +292,19 @@ class JobManager:
         priority (then age) while they fit in the free slots."""
         with self._lock:
             with self.db.session() as s:
-                active = [(r.id, r.state, dict(r.handle or {})) for r in self._active(s)]
+                active = [
+                    (r.id, r.state, dict(r.handle or {}), r.memory_mb) for r in self._active(s)
+                ]
             now = time.time()
-            for job_id, state, handle in active:
+            measure = now - self._memory_checked >= self.memory_check_s
+            if measure:
+                self._memory_checked = now
+            for job_id, state, handle, reserved in active:
                 status = self.executor.poll(handle)
                 if status is not None:
                     self._finish(job_id, status)
+                elif measure and state == "running":
+                    self._check_memory(job_id, handle, reserved)
                 elif state == "cancelling":
                     due = self._deadlines.setdefault(job_id, now + self.grace_s)
                     if now >= due:
@@ -300,6 +314,21 @@ class JobManager:
                         self.executor.cancel(handle, force=True)
                         self._deadlines[job_id] = math.inf
             self._start_queued()
+
+    def _check_memory(self, job_id: int, handle: dict[str, Any], reserved: int) -> None:
+        used = self.executor.memory_mb(handle)
+        if used is None:
+            return
+        self._peak_mb[job_id] = max(used, self._peak_mb.get(job_id, 0.0))
+        if used <= reserved or job_id in self._over_memory:
+            return
+        why = (
+            f"the worker used {used:,.0f} MiB, more than the {reserved:,} MiB the job "
+            f"reserved (memory_mb): stopped; submit it again with a larger memory_mb"
+        )
+        self._over_memory[job_id] = why
+        self._folder(job_id).note(why)
+        self.executor.cancel(handle, force=True)
 
     def recover(self) -> dict[str, int]:
         """Once at server start: adopt workers that outlived the previous server; a job
@@ -334,6 +363,10 @@ class JobManager:
         ``finished`` (an end state), ``requeued`` or ``lost``."""
         result = self._folder(job_id).result()
         self._deadlines.pop(job_id, None)
+        over_memory = self._over_memory.pop(job_id, None)
+        peak = self._peak_mb.pop(job_id, None)
+        if peak is not None:
+            self._folder(job_id).note(f"peak memory {peak:,.0f} MiB")
         now, note, outcome = time.time(), "", "finished"
         with self.db.session() as s:
             row = s.get(Job, job_id, with_for_update=True)
@@ -350,6 +383,8 @@ class JobManager:
                 row.run_id = result.get("run_id") if isinstance(result.get("run_id"), int) else None
             elif row.state == "cancelling":
                 row.state = "cancelled"
+            elif over_memory is not None:
+                row.state, row.error = "failed", over_memory
             elif deterministic:
                 row.state = "failed"
                 row.error = str((result or {}).get("error") or f"failed ({status.describe()})")

@@ -38,6 +38,7 @@ __all__ = [
     "ProcStat",
     "age",
     "fingerprint",
+    "group_memory_mb",
     "is_alive",
     "kill_group_members",
     "matches_fingerprint",
@@ -169,6 +170,39 @@ def age(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None if stat is None else uptime - stat.start_time / os.sysconf("SC_CLK_TCK")
+
+
+def _memory_kb(pid: int) -> int:
+    # PSS counts a page shared by n processes as 1/n in each: forked children that share
+    # their parent's pages are not counted twice. RSS where smaps_rollup is missing.
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def group_memory_mb(group: int) -> float | None:
+    """The memory (MiB, proportional set size) that process group ``group`` uses now,
+    its processes summed; ``None`` without ``/proc`` or when the group has none left."""
+    if not HAVE_PROC or group <= 0:
+        return None
+    total, found = 0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = proc_stat(int(entry.name))
+        if stat is None or stat.group != group or stat.state in _EXITED:
+            continue
+        found = True
+        total += _memory_kb(int(entry.name))
+    return total / 1024 if found else None
 
 
 def signal_name(signum: int) -> str:
