@@ -205,6 +205,21 @@ def test_jobs_cannot_run_commands_and_hostile_input_is_refused(home: Path, tmp_p
             )
             assert big.status_code == 413
             assert _ok(client.get("/api/v1/models"))["total"] == 0
+        # A job that outgrows the memory it reserved is stopped, fails, is not retried,
+        # and `lepton jobs train -f` says why and exits 1.
+        greedy = subprocess.run(
+            [LEPTON, "jobs", "train", "--model", "mlp", "--data", "digits", "--epochs", "500",
+             "--memory-mb", "64", "--follow"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "LEPTON_HOME": str(home), "LEPTON_SERVER_URL": server.url},
+        )  # fmt: skip
+        assert greedy.returncode == 1, greedy.stdout + greedy.stderr
+        out = " ".join(greedy.stdout.split())  # rich wraps long lines
+        assert "more than the 64 MiB the job reserved" in out
+        assert "peak memory" in out
+        with server.client() as client:
+            [job] = _ok(client.get("/api/v1/jobs"))["items"]
+            assert (job["state"], job["attempts"]) == ("failed", 1)
     finally:
         stop_platform(server, home)
 

@@ -37,7 +37,14 @@ def submit_train(
     limit: int | None = typer.Option(None, help="Train on the first N samples only."),
     register: str | None = typer.Option(None, help="Register the result under this name."),
     priority: int = typer.Option(0, help="Higher runs first (-100..100)."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until it ends."),
+    cpus: float = typer.Option(1.0, help="CPU slots (also the worker's torch threads)."),
+    memory_mb: int = typer.Option(
+        2048, help="MiB reserved; a worker that uses more is stopped and the job fails."
+    ),
+    max_retries: int = typer.Option(2, help="Retries after a crash (0..10)."),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Stream the log until it ends; exit 1 unless it succeeded."
+    ),
 ) -> None:
     """Submit a training job (a typed spec: the server never runs a command string)."""
     spec: dict[str, Any] = {
@@ -51,7 +58,9 @@ def submit_train(
         "register": register,
     }
     with _client() as client:
-        job = client.submit_job(spec, priority=priority)
+        job = client.submit_job(
+            spec, priority=priority, cpus=cpus, memory_mb=memory_mb, max_retries=max_retries
+        )
         console.print(f"job {job['id']} {job['state']}")
         if follow:
             _follow(client, job["id"])
@@ -123,3 +132,5 @@ def _follow(client: Any, job_id: int, *, once: bool = False) -> None:
         console.print(
             f"job {job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
         )
+        if job["state"] != "succeeded":  # so that a script that follows a job sees it fail
+            raise typer.Exit(1)
