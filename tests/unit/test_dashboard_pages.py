@@ -77,7 +77,9 @@ def test_errors_on_pages_are_pages_with_the_message(browser: Any) -> None:
     assert browser.get("/api/v1/runs/999").json()["error"]["code"] == "run_not_found"
 
 
-def test_forms_show_validation_errors_and_keep_what_was_typed(browser: Any) -> None:
+def test_forms_show_validation_errors_and_keep_what_was_typed(
+    browser: Any, platform: Platform
+) -> None:
     bad = browser.post(
         "/jobs", data={"model": "nope", "data": "mnist", "epochs": "2"}, headers=OURS
     )
@@ -88,14 +90,22 @@ def test_forms_show_validation_errors_and_keep_what_was_typed(browser: Any) -> N
         "/jobs", data={"model": "mlp", "data": "mnist", "epochs": "x"}, headers=OURS
     )
     assert "epochs must be a whole number" in _alert(worse.text)
+    tiny = {"model": "mlp", "data": "mnist", "memory_mb": "8", "cpus": "1"}
+    refused = browser.post("/jobs", data=tiny, headers=OURS)
+    assert refused.status_code == 422
+    assert "memory_mb: Input should be greater than or equal to 16" in _alert(refused.text)
+    assert 'name="memory_mb" type="number" min="16" value="8"' in refused.text
     made = browser.post(
         "/jobs",
-        data={"model": "mlp", "data": "mnist", "epochs": "1", "limit": "64"},
+        data={"model": "mlp", "data": "mnist", "epochs": "1", "limit": "64",
+              "cpus": "0.5", "memory_mb": "512", "priority": "7"},
         headers=OURS,
         follow_redirects=False,
-    )
+    )  # fmt: skip
     assert made.status_code == 303
     assert made.headers["location"] == "/jobs/1"
+    slots = platform.jobs.get(1)
+    assert (slots.cpus, slots.memory_mb, slots.priority) == (0.5, 512, 7)
     job = browser.get("/jobs/1").text
     assert 'data-job-state="queued"' in job
     assert 'data-log-url="/api/v1/jobs/1/logs"' in job

@@ -87,6 +87,9 @@ def _jobs_page(
             "lr": "0.001",
             "limit": "",
             "register": "",
+            "cpus": "1",
+            "memory_mb": "2048",
+            "priority": "0",
         },
         error=error,
     )
@@ -117,10 +120,14 @@ def submit_job(
     lr: FormText = "0.001",
     limit: FormText = "",
     register_as: FormText = "",
+    cpus: FormText = "1",
+    memory_mb: FormText = "2048",
+    priority: FormText = "0",
 ) -> Response:
     """Submit a training job from the form's fields (the same typed spec as the API)."""
     form = {"model": model, "data": data, "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "limit": limit, "register": register_as}  # fmt: skip
+            "lr": lr, "limit": limit, "register": register_as, "cpus": cpus,
+            "memory_mb": memory_mb, "priority": priority}  # fmt: skip
     try:
         spec = TrainJob.model_validate(
             {
@@ -133,7 +140,12 @@ def submit_job(
                 "register": register_as.strip() or None,
             }
         )
-        job = p.jobs.submit(JobRequest.model_validate({"spec": spec}), who.name)
+        slots = {
+            "cpus": _number(cpus, "CPUs") if cpus.strip() else 1.0,
+            "memory_mb": optional_int(memory_mb, "memory (MiB)") or 2048,
+            "priority": optional_int(priority, "priority") or 0,
+        }
+        job = p.jobs.submit(JobRequest.model_validate({"spec": spec, **slots}), who.name)
     except ValidationError as exc:
         return _jobs_page(p, request, state=None, offset=0, form=form, error=_problems(exc))
     except LeptonError as exc:
