@@ -282,6 +282,14 @@ def test_the_whole_flow_clicked_through_the_dashboard(
     page.click("nav >> text=Overview")
     assert "POST /jobs" in page.locator("main").inner_text()  # the audit log, for admins
     tab.shot("overview-after")
+    page.click("nav >> text=Audit")
+    page.select_option("#audit-filter select[name=actor]", "admin")
+    page.click("#audit-filter button")
+    assert page.url.endswith("/audit?actor=admin")
+    audit = page.locator("#audit").inner_text()
+    assert "POST /jobs/{job_id}/register" in audit
+    assert "POST /users/{user_id}/tokens" in audit
+    tab.shot("audit")
 
     # No secret ever reached a page: neither the session nor the admin token.
     for path in ("/", "/users", "/users/1", f"/jobs/{job_id}", "/deployments/digits"):

@@ -217,3 +217,29 @@ def test_numbers_and_times_are_human() -> None:
     assert num(2.0) == "2"
     assert ago(time.time() - 125) == "2 min ago"
     assert ago(None) == "—"
+
+
+def test_the_audit_log_page_filters_and_pages(browser: Any, platform: Platform) -> None:
+    for i in range(51):
+        made = browser.post("/users", data={"name": f"user{i}"}, headers=OURS)
+        assert made.status_code == 200
+    refused = browser.post("/users", data={"name": "Bad Name!"}, headers=OURS)
+    assert refused.status_code == 400
+    page = browser.get("/audit")
+    assert page.status_code == 200
+    assert "52 entries" in page.text
+    assert page.text.count('<td class="mono">POST /users</td>') == 50  # one page
+    assert 'href="/audit?offset=50"' in page.text
+    older = browser.get("/audit?offset=50").text
+    assert older.count('<td class="mono">POST /users</td>') == 2
+    only_refused = browser.get("/audit?refused=true").text
+    assert "1 entry" in only_refused
+    assert '<span class="badge failed">400</span>' in only_refused
+    nobody = browser.get("/audit?actor=nobody").text
+    assert "No entries match" in nobody
+    assert "Audit" in browser.get("/").text  # in the admin's nav, and linked from the overview
+    assert 'href="/audit"' in browser.get("/").text
+    vic = platform.auth.create_user("vic", "viewer")
+    viewer = _signed_in(platform, vic.id)
+    assert viewer.get("/audit").status_code == 403
+    assert 'href="/audit"' not in viewer.get("/").text

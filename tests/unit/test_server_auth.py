@@ -295,11 +295,15 @@ def test_every_change_is_audited_with_who_and_what(app: Any, platform: Platform)
         client.post("/api/v1/users", json={"name": "eve"})  # 401, audited as anonymous
     with _client(app, admin) as client:
         entries = client.get("/api/v1/audit").json()["items"]
+        refused = client.get("/api/v1/audit?refused=true").json()
+        by_admin = client.get("/api/v1/audit?actor=admin").json()
     assert [(e["actor"], e["action"], e["status"]) for e in entries] == [
         ("anonymous", "POST /api/v1/users", 401),
         ("admin", "POST /api/v1/users", 409),
         ("admin", "POST /api/v1/users", 201),
     ]
+    assert [e["status"] for e in refused["items"]] == [401, 409]
+    assert [e["status"] for e in by_admin["items"]] == [409, 201]
     with platform.db.session() as s:
         assert s.query(AuditEntry).count() == 3
 

@@ -15,7 +15,7 @@ from lepton.server._auth import SESSION_TTL_S, NewToken, NewUser, TokenView, Use
 from lepton.server._http import SESSION_COOKIE, Page, PageQuery, RecordId, allow, public
 from lepton.storage._schema import AuditEntry
 
-__all__ = ["login_router", "own_or_admin", "router"]
+__all__ = ["AuditView", "audit_entries", "login_router", "own_or_admin", "router"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -110,23 +110,22 @@ class AuditView(BaseModel):
     detail: dict[str, Any]
 
 
-@router.get("/audit", tags=["audit"])
-@allow("admin")
-def audit(
-    p: P,
-    paging: PageQuery,
-    actor: Annotated[str | None, Query(max_length=64)] = None,
-) -> Page[AuditView]:
-    """Every change made through the server, newest first: who, what, when, and its status."""
-    where = [AuditEntry.actor == actor] if actor else []
-    with p.db.session() as s:
+def audit_entries(
+    db: Any, offset: int, limit: int, *, actor: str | None = None, refused: bool = False
+) -> tuple[list[AuditView], int]:
+    """Audit entries, newest first, and how many match: of ``actor`` only, or only the
+    ``refused`` ones (status 400 or more)."""
+    where: list[Any] = [AuditEntry.actor == actor] if actor else []
+    if refused:
+        where.append(AuditEntry.status >= 400)
+    with db.session() as s:
         total = s.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
         rows = s.scalars(
             select(AuditEntry)
             .where(*where)
             .order_by(AuditEntry.id.desc())
-            .offset(paging.offset)
-            .limit(paging.limit)
+            .offset(offset)
+            .limit(limit)
         )
         items = [
             AuditView(
@@ -140,7 +139,20 @@ def audit(
             )
             for r in rows
         ]
-    return Page.of((items, total), paging)
+    return items, total
+
+
+@router.get("/audit", tags=["audit"])
+@allow("admin")
+def audit(
+    p: P,
+    paging: PageQuery,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    refused: Annotated[bool, Query(description="Only refused requests (status >= 400).")] = False,
+) -> Page[AuditView]:
+    """Every change made through the server, newest first: who, what, when, and its status."""
+    found = audit_entries(p.db, paging.offset, paging.limit, actor=actor, refused=refused)
+    return Page.of(found, paging)
 
 
 # -- dashboard sign-in (outside /api/v1: mounted at the root by the app) ------------------

@@ -30,9 +30,10 @@ from lepton import data as lp_data
 from lepton import registry
 from lepton.errors import LeptonError, TrackingError, UnauthorizedError
 from lepton.server._api_models import P
+from lepton.server._api_users import audit_entries
 from lepton.server._http import RecordId, allow, public, status_of
 from lepton.server._web import STATIC, render
-from lepton.storage._schema import AuditEntry, Job
+from lepton.storage._schema import Job
 from lepton.storage._schema import ModelVersion as VersionRow
 from lepton.storage._schema import Run as RunRow
 from lepton.tracking import get_run, list_runs, metric_history
@@ -90,10 +91,7 @@ def overview(p: P, request: Request) -> Response:
             or 0
         )
         jobs_by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
-        audit = []
-        if request.state.principal.may("admin"):
-            audit = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(10)))
-            s.expunge_all()
+    audit = audit_entries(p.db, 0, 10)[0] if request.state.principal.may("admin") else []
     deployments, deployment_count = p.deployments.list(0, 500)
     recent_jobs, job_count = p.jobs.list(offset=0, limit=8)
     return render(

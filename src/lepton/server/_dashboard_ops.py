@@ -26,12 +26,11 @@ from lepton.server._charts import time_chart
 from lepton.server._deployments import MAX_REPLICAS, DeploymentRequest
 from lepton.server._http import RecordId, allow
 from lepton.server._jobs import JobRequest, TrainJob
-from lepton.server._web import FormText, optional_int, redirect, render
+from lepton.server._web import PER_PAGE, FormText, optional_int, redirect, render
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-PER_PAGE = 50
 MAX_UPLOAD = 8 * 1024 * 1024
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled", "lost")
 DeploymentName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]

@@ -12,15 +12,16 @@ import secrets
 import threading
 import time
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from lepton.errors import PlatformError
 from lepton.server._api_models import Caller, P
-from lepton.server._api_users import own_or_admin
+from lepton.server._api_users import audit_entries, own_or_admin
 from lepton.server._http import RecordId, allow
-from lepton.server._web import FormText, optional_int, redirect, render
+from lepton.server._web import PER_PAGE, FormText, optional_int, redirect, render
 
 __all__ = ["router"]
 
@@ -151,3 +152,24 @@ def revoke_token(p: P, who: Caller, token_id: RecordId) -> Response:
     own_or_admin(who, p.auth.get_token(token_id).user_id)
     token = p.auth.revoke(token_id)
     return redirect(f"/users/{token.user_id}")
+
+
+# -- the audit log ------------------------------------------------------------------------
+@router.get("/audit")
+@allow("admin")
+def audit(
+    p: P,
+    request: Request,
+    actor: Annotated[str, Query(max_length=64)] = "",
+    refused: Annotated[bool, Query()] = False,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Response:
+    """Every change made through the server, newest first; by user, or only the refused."""
+    entries, total = audit_entries(p.db, offset, PER_PAGE, actor=actor or None, refused=refused)
+    users, _ = p.auth.list_users(0, 500)
+    query = {**({"actor": actor} if actor else {}), **({"refused": "true"} if refused else {})}
+    extra = "&" + urlencode(query) if query else ""
+    return render(
+        request, "audit.html", section="/audit", entries=entries, total=total, offset=offset,
+        per_page=PER_PAGE, actor=actor, refused=refused, users=users, extra=extra,
+    )  # fmt: skip

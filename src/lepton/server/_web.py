@@ -24,6 +24,7 @@ from lepton.errors import PlatformError
 from lepton.server._markdown import render_markdown
 
 __all__ = [
+    "PER_PAGE",
     "STATIC",
     "FormText",
     "ago",
@@ -37,6 +38,7 @@ __all__ = [
 
 TEMPLATES = Path(__file__).parent / "templates"
 FormText = Annotated[str, Form(max_length=300)]  # a text field of a dashboard form
+PER_PAGE = 50  # rows of a paginated dashboard table
 STATIC = Path(__file__).parent / "static"
 
 NAV: tuple[tuple[str, str, str], ...] = (  # (path, label, least role)
@@ -47,6 +49,7 @@ NAV: tuple[tuple[str, str, str], ...] = (  # (path, label, least role)
     ("/jobs", "Jobs", "viewer"),
     ("/deployments", "Deployments", "viewer"),
     ("/users", "Users", "admin"),
+    ("/audit", "Audit", "admin"),
 )
 
 SECURITY_HEADERS = {
