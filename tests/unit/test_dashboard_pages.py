@@ -243,3 +243,36 @@ def test_the_audit_log_page_filters_and_pages(browser: Any, platform: Platform) 
     viewer = _signed_in(platform, vic.id)
     assert viewer.get("/audit").status_code == 403
     assert 'href="/audit"' not in viewer.get("/").text
+
+
+def test_runs_are_compared_side_by_side(browser: Any, platform: Platform) -> None:
+    import lepton as lp
+
+    ids = []
+    for lr, losses in ((0.1, [2.0, 1.0, 0.5]), (0.01, [2.0, 1.8, 1.6])):
+        with lp.start_run("fit", params={"lr": lr, "epochs": 3}, database=platform.db) as run:
+            for step, loss in enumerate(losses):
+                run.log_metric("val_loss", loss, step=step)
+            run.log_metric("accuracy", 1 - losses[-1] / 4)
+            ids.append(run.id)
+    runs = browser.get("/runs").text
+    assert f'name="id" value="{ids[0]}"' in runs  # a tick box per run, in a GET form
+    page = browser.get(f"/runs/compare?id={ids[0]}&id={ids[1]}")
+    assert page.status_code == 200, page.text
+    params = re.search(r'<table id="compare-params">(.*?)</table>', page.text, re.S)
+    assert params is not None
+    assert "lr" in params.group(1)
+    assert "epochs" not in params.group(1)  # the same in both: not a difference
+    metrics = re.search(r'<table id="compare-metrics">(.*?)</table>', page.text, re.S)
+    assert metrics is not None
+    assert "0.5" in metrics.group(1)
+    assert "1.6" in metrics.group(1)
+    charts = re.search(r'id="compare-charts">(.*?)</section>', page.text, re.S)
+    assert charts is not None
+    assert charts.group(1).count("<polyline") >= 2  # one line per run on val_loss
+    assert f"#{ids[0]}" in charts.group(1)
+    one = browser.get(f"/runs/compare?id={ids[0]}")
+    assert one.status_code == 400
+    assert "pick 2 to 8 runs to compare" in one.text
+    assert browser.get(f"/runs/compare?id={ids[0]}&id=999999").status_code == 404
+    assert browser.get("/runs/compare?id=x&id=1").status_code == 422

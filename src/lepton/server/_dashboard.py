@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import data as lp_data
 from lepton import registry
-from lepton.errors import LeptonError, TrackingError, UnauthorizedError
+from lepton.errors import LeptonError, PlatformError, TrackingError, UnauthorizedError
 from lepton.server._api_models import P
 from lepton.server._api_users import audit_entries
 from lepton.server._http import RecordId, allow, public, status_of
@@ -36,7 +36,7 @@ from lepton.server._web import STATIC, render
 from lepton.storage._schema import Job
 from lepton.storage._schema import ModelVersion as VersionRow
 from lepton.storage._schema import Run as RunRow
-from lepton.tracking import get_run, list_runs, metric_history
+from lepton.tracking import compare_runs, get_run, list_runs, metric_history
 from lepton.tracking._plot import svg_string
 from lepton.tracking._run import last_metrics
 
@@ -157,6 +157,35 @@ def _metric_groups(keys: list[str]) -> dict[str, list[str]]:
                 break
         groups.setdefault(base, []).append(key)
     return groups
+
+
+MAX_COMPARED = 8
+
+
+@router.get("/runs/compare")  # before /runs/{run_id}, which would take "compare" for an id
+@allow("viewer")
+def compare(
+    p: P,
+    request: Request,
+    run_ids: Annotated[list[int], Query(alias="id", max_length=MAX_COMPARED)] = [],  # noqa: B006
+) -> Response:
+    """Runs side by side: one chart per metric with a line per run, the parameters that
+    differ, and the final metrics."""
+    ids = list(dict.fromkeys(run_ids))
+    if not 2 <= len(ids) <= MAX_COMPARED:
+        raise PlatformError(
+            f"pick 2 to {MAX_COMPARED} runs to compare (tick them on the Runs page), got {len(ids)}"
+        )
+    table = compare_runs(ids, database=p.db)
+    charts = []
+    for key in sorted({k for i in ids for k in last_metrics(p.db, i)}):
+        series = [(f"#{i}", metric_history(i, key, database=p.db)) for i in ids]
+        series = [(label, points) for label, points in series if points]
+        try:
+            charts.append(svg_string(series, title=key, y_label=key))
+        except TrackingError:  # no run has a finite value of it
+            continue
+    return render(request, "compare.html", section="/runs", table=table, charts=charts)
 
 
 @router.get("/runs/{run_id}")
