@@ -40,13 +40,20 @@ class Server:
         return sorted(int(p) for p in out.stdout.split())
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 90,
+    path: str = "/readyz",
+) -> None:
+    """Wait until ``url + path`` answers 200; fail with the log if the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -115,18 +122,7 @@ def start_platform(home: Path, tmp: Path, port: int | None = None) -> Platform:
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server not up after 90 s:\n{log.read_text()}")
-        time.sleep(0.1)
+    wait_ready(url, process, log, path="/api/v1/health")
     token = (home / "admin-token").read_text().strip()
     return Platform(process, url, log, token)
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lepton.server._api_models import Caller, P
 from lepton.server._deploy_models import DeploymentRequest, DeploymentView
 from lepton.server._http import Page, PageQuery, RecordId, allow
-from lepton.server._job_specs import JobRequest, JobView
+from lepton.server._job_specs import JobRequest, JobState, JobView
 
 __all__ = ["router"]
 
@@ -32,10 +32,7 @@ def submit_job(p: P, who: Caller, body: JobRequest) -> JobView:
 def jobs(
     p: P,
     paging: PageQuery,
-    state: Annotated[
-        str | None,
-        Query(pattern="^(queued|running|cancelling|succeeded|failed|cancelled|lost)$"),
-    ] = None,
+    state: JobState | None = None,
 ) -> Page[JobView]:
     """Jobs, newest first."""
     return Page.of(p.jobs.list(state=state, offset=paging.offset, limit=paging.limit), paging)

@@ -17,7 +17,7 @@ from lepton.server._app import Platform
 from lepton.server._auth import Principal
 from lepton.server._http import Page, PageQuery, RecordId, allow, caller, public
 from lepton.storage._schema import ModelVersion as VersionRow
-from lepton.tracking import get_run, list_runs, metric_history
+from lepton.tracking import RunRecord, get_run, list_runs, metric_history
 from lepton.tracking._run import last_metrics
 
 __all__ = ["router"]
@@ -117,26 +117,13 @@ def dataset(p: P, name: Annotated[str, Field(max_length=100)]) -> DatasetView:
 
 
 # -- runs ---------------------------------------------------------------------------------
-class RunView(BaseModel):
-    id: int
-    name: str
-    state: str
-    params: dict[str, Any]
-    tags: dict[str, Any]
-    system: dict[str, Any]
-    git_sha: str | None
-    created_at: float
-    ended_at: float | None
-    metrics: dict[str, float]
-
-
 @router.get("/runs", tags=["runs"])
 @allow("viewer")
 def runs(
     p: P,
     paging: PageQuery,
     state: Annotated[str | None, Query(pattern="^(running|finished|failed|killed)$")] = None,
-) -> Page[RunView]:
+) -> Page[RunRecord]:
     """Tracked runs, newest first."""
     from sqlalchemy import func
 
@@ -148,14 +135,14 @@ def runs(
         if state is not None:
             query = query.where(RunRow.state == state)
         total = s.scalar(query) or 0
-    return Page.of(([RunView(**r.to_dict()) for r in records], total), paging)
+    return Page.of((records, total), paging)
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
 @allow("viewer")
-def run(p: P, run_id: RecordId) -> RunView:
+def run(p: P, run_id: RecordId) -> RunRecord:
     """One run with the last value of each metric."""
-    return RunView(**get_run(run_id, database=p.db).to_dict())
+    return get_run(run_id, database=p.db)
 
 
 @router.get("/runs/{run_id}/metrics", tags=["runs"])

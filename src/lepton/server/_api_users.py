@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from lepton.errors import ForbiddenError, UnauthorizedError
@@ -101,6 +101,8 @@ def revoke_token(p: P, who: Caller, token_id: RecordId) -> TokenView:
 
 
 class AuditView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read straight from an AuditEntry row
+
     id: int
     at: float
     actor: str
@@ -127,18 +129,7 @@ def audit_entries(
             .offset(offset)
             .limit(limit)
         )
-        items = [
-            AuditView(
-                id=r.id,
-                at=r.at,
-                actor=r.actor,
-                action=r.action,
-                target=r.target,
-                status=r.status,
-                detail=r.detail,
-            )
-            for r in rows
-        ]
+        items = [AuditView.model_validate(r) for r in rows]
     return items, total
 
 

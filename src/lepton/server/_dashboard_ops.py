@@ -25,14 +25,13 @@ from lepton.server._api_models import Caller, P
 from lepton.server._charts import time_chart
 from lepton.server._deployments import MAX_REPLICAS, DeploymentRequest
 from lepton.server._http import RecordId, allow
-from lepton.server._jobs import JobRequest, TrainJob
+from lepton.server._jobs import STATES, JobRequest, JobState, TrainJob
 from lepton.server._web import PER_PAGE, FormText, optional_int, redirect, render
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 MAX_UPLOAD = 8 * 1024 * 1024
-JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled", "lost")
 DeploymentName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
@@ -72,7 +71,7 @@ def _jobs_page(
         jobs=jobs,
         total=total,
         state=state,
-        states=JOB_STATES,
+        states=STATES,
         offset=offset,
         per_page=PER_PAGE,
         zoo=lp_models.available_models(),
@@ -99,7 +98,7 @@ def _jobs_page(
 def jobs(
     p: P,
     request: Request,
-    state: Annotated[str | None, Query(pattern="^(" + "|".join(JOB_STATES) + ")$")] = None,
+    state: JobState | None = None,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Response:
     """Jobs, newest first, and the form that submits a training job."""

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,9 +40,7 @@ __all__ = [
 JobState: TypeAlias = Literal[
     "queued", "running", "cancelling", "succeeded", "failed", "cancelled", "lost"
 ]
-STATES: tuple[JobState, ...] = (
-    "queued", "running", "cancelling", "succeeded", "failed", "cancelled", "lost",
-)  # fmt: skip
+STATES: tuple[JobState, ...] = get_args(JobState)
 ACTIVE: tuple[JobState, ...] = ("running", "cancelling")  # a worker process exists
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
 DETERMINISTIC_EXIT = 3  # the worker's exit code for a failure that a retry would repeat
