@@ -38,7 +38,7 @@ def main() -> None:
     import lepton as lp
     from lepton import registry
     from lepton.storage import open_database
-    from lepton.storage._schema import ModelVersion
+    from lepton.storage.schema import ModelVersionRow
 
     torch.manual_seed(0)
     model = lp.models.ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3, dropout=0.5)
@@ -64,7 +64,7 @@ def main() -> None:
     db = open_database()
     with db.session() as s:
         s.add_all(
-            ModelVersion(
+            ModelVersionRow(
                 model_name="mnist-convnet",
                 version=args.repeats + 1 + i,
                 state="ready",

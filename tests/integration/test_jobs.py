@@ -2,7 +2,7 @@
 
 Scheduling, cancel and recovery are also driven with small Python scripts as workers
 (``LocalExecutor(worker=...)``), real processes that start in milliseconds; the train
-and evaluate paths run the real worker, ``python -m lepton.server._runner``.
+and evaluate paths run the real worker, ``python -m lepton.platform.jobs._worker``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 import lepton as lp
 from lepton.config import get_settings
 from lepton.errors import ConflictError, JobError, NotFoundError
-from lepton.server._jobs import (
+from lepton.platform.jobs._scheduler import (
     Capacity,
     EvaluateJob,
     Executor,
@@ -365,10 +365,10 @@ def test_cancel_kills_a_worker_that_ignores_sigterm(sqlite_db: Database, tmp_pat
 
 
 def _pid(db: Database, job_id: int) -> int:
-    from lepton.storage._schema import Job
+    from lepton.storage.schema import JobRow
 
     with db.session() as s:
-        row = s.get(Job, job_id)
+        row = s.get(JobRow, job_id)
         assert row is not None
         return int(row.handle["pid"])
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
 from lepton.errors import DatabaseError, StaleSchemaError
 from lepton.storage import Database
-from lepton.storage._schema import Metric, ModelVersion, RegisteredModel, Run
+from lepton.storage.schema import MetricRow, ModelVersionRow, RegisteredModelRow, RunRow
 
 pytestmark = pytest.mark.integration
 
@@ -33,23 +33,23 @@ def test_fresh_database_is_stale_until_upgraded(database_url: str):
 
 def test_runs_and_metrics_round_trip(db: Database):
     with db.session() as s:
-        run = Run(name="r1", state="running", params={"lr": 0.001, "layers": [32, 64]},
+        run = RunRow(name="r1", state="running", params={"lr": 0.001, "layers": [32, 64]},
                   tags={}, system={}, created_at=time.time())  # fmt: skip
         s.add(run)
         s.flush()
         s.add_all(
-            Metric(run_id=run.id, key="loss", step=i, value=1.0 / (i + 1), timestamp=time.time())
+            MetricRow(run_id=run.id, key="loss", step=i, value=1.0 / (i + 1), timestamp=time.time())
             for i in range(100)
         )
         run_id = run.id
     with db.session() as s:
-        loaded = s.get(Run, run_id)
+        loaded = s.get(RunRow, run_id)
         assert loaded is not None
         assert loaded.params == {"lr": 0.001, "layers": [32, 64]}
         values = s.scalars(
-            select(Metric.value)
-            .where(Metric.run_id == run_id, Metric.key == "loss")
-            .order_by(Metric.step)
+            select(MetricRow.value)
+            .where(MetricRow.run_id == run_id, MetricRow.key == "loss")
+            .order_by(MetricRow.step)
         ).all()
         assert values[:3] == [1.0, 0.5, pytest.approx(1 / 3)]
         assert len(values) == 100
@@ -57,24 +57,24 @@ def test_runs_and_metrics_round_trip(db: Database):
 
 def test_failed_transaction_leaves_nothing(db: Database):
     with pytest.raises(RuntimeError), db.session() as s:  # noqa: PT012
-        s.add(Run(name="half", state="running", params={}, tags={}, system={}, created_at=0.0))
+        s.add(RunRow(name="half", state="running", params={}, tags={}, system={}, created_at=0.0))
         s.flush()
         raise RuntimeError("crash mid-transaction")
     with db.session() as s:
-        assert s.scalar(select(func.count()).select_from(Run)) == 0
+        assert s.scalar(select(func.count()).select_from(RunRow)) == 0
 
 
 def test_constraints_are_enforced(db: Database):
     with pytest.raises(DBIntegrityError), db.session() as s:  # noqa: PT012
-        s.add(Metric(run_id=12345, key="loss", step=0, value=1.0, timestamp=0.0))
+        s.add(MetricRow(run_id=12345, key="loss", step=0, value=1.0, timestamp=0.0))
         s.flush()  # no such run: the foreign key refuses it
     with db.session() as s:
-        s.add(RegisteredModel(name="mnist-convnet", description="", created_at=0.0))
+        s.add(RegisteredModelRow(name="mnist-convnet", description="", created_at=0.0))
         s.flush()  # no relationship() is declared, so the unit of work does not order them
-        s.add(ModelVersion(model_name="mnist-convnet", version=1, state="ready", manifest={},
+        s.add(ModelVersionRow(model_name="mnist-convnet", version=1, state="ready", manifest={},
                            created_at=0.0))  # fmt: skip
     with pytest.raises(DBIntegrityError), db.session() as s:  # noqa: PT012
-        s.add(ModelVersion(model_name="mnist-convnet", version=1, state="pending", manifest={},
+        s.add(ModelVersionRow(model_name="mnist-convnet", version=1, state="pending", manifest={},
                            created_at=1.0))  # fmt: skip
         s.flush()  # versions are unique per model
 
@@ -86,7 +86,7 @@ def test_concurrent_writers_do_not_fail(db: Database):
         try:
             for i in range(50):
                 with db.session() as s:
-                    s.add(Run(name=f"{tag}-{i}", state="running", params={}, tags={}, system={},
+                    s.add(RunRow(name=f"{tag}-{i}", state="running", params={}, tags={}, system={},
                               created_at=time.time()))  # fmt: skip
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
@@ -98,7 +98,7 @@ def test_concurrent_writers_do_not_fail(db: Database):
         t.join()
     assert errors == []
     with db.session() as s:
-        assert s.scalar(select(func.count()).select_from(Run)) == 200
+        assert s.scalar(select(func.count()).select_from(RunRow)) == 200
 
 
 def test_unreachable_database_says_what_to_check():

@@ -28,8 +28,8 @@ import torch
 import lepton as lp
 from lepton import registry
 from lepton.errors import ConflictError, DeploymentError, NotFoundError
-from lepton.server._deployments import DeploymentManager, DeploymentRequest
-from lepton.server._procs import proc_stat
+from lepton.platform._procs import proc_stat
+from lepton.platform.deployments._manager import DeploymentManager, DeploymentRequest
 from lepton.storage import Database
 
 pytestmark = pytest.mark.integration
@@ -320,7 +320,7 @@ def test_requests_are_validated_with_messages_that_say_how() -> None:
 
 
 def test_latency_quantiles_come_from_the_histogram_buckets() -> None:
-    from lepton.server._deploy_metrics import quantile
+    from lepton.platform.deployments._metrics import quantile
 
     # 50 requests under 10 ms, 49 more under 100 ms, 1 under 1 s.
     buckets = {0.01: 50.0, 0.1: 99.0, 1.0: 100.0, float("inf"): 100.0}
@@ -332,7 +332,7 @@ def test_latency_quantiles_come_from_the_histogram_buckets() -> None:
 
 
 def test_an_adopted_process_history_is_counted_once_and_not_as_a_burst() -> None:
-    from lepton.server._deploy_metrics import Counters, Series
+    from lepton.platform.deployments._metrics import Counters, Series
 
     series = Series(size=3)
     t = time.time()

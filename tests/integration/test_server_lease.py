@@ -15,18 +15,18 @@ import time
 import pytest
 from sqlalchemy import update
 
-from lepton.server import _lease
-from lepton.server._lease import LEASE_TTL_S, ManagerLease, ServerBusyError
-from lepton.server._procs import fingerprint
+from lepton.platform import _lease
+from lepton.platform._lease import LEASE_TTL_S, ManagerLease, ServerBusyError
+from lepton.platform._procs import fingerprint
 from lepton.storage import Database
-from lepton.storage._schema import ServerLease
+from lepton.storage.schema import ServerLeaseRow
 
 pytestmark = pytest.mark.integration
 
 
-def holder(db: Database) -> ServerLease | None:
+def holder(db: Database) -> ServerLeaseRow | None:
     with db.session() as s:
-        row = s.get(ServerLease, 1)
+        row = s.get(ServerLeaseRow, 1)
         if row is not None:
             s.expunge(row)
         return row
@@ -62,7 +62,7 @@ def test_a_holder_killed_on_this_host_is_replaced_at_once(
     try:
         with db.session() as s:
             now = time.time()
-            s.add(ServerLease(id=1, instance="old", host=_lease.socket.gethostname(),
+            s.add(ServerLeaseRow(id=1, instance="old", host=_lease.socket.gethostname(),
                               pid=gone.pid, process=fingerprint(gone.pid), url="http://old",
                               acquired_at=now, heartbeat=now))  # fmt: skip
         with pytest.raises(ServerBusyError):  # alive: refused
@@ -82,13 +82,13 @@ def test_a_holder_killed_on_this_host_is_replaced_at_once(
 def test_a_holder_on_another_host_is_replaced_only_when_silent(db: Database) -> None:
     with db.session() as s:
         now = time.time()
-        s.add(ServerLease(id=1, instance="remote", host="another-host.invalid", pid=1,
+        s.add(ServerLeaseRow(id=1, instance="remote", host="another-host.invalid", pid=1,
                           process="x:1", url="http://10.0.0.7:8000",
                           acquired_at=now, heartbeat=now))  # fmt: skip
     with pytest.raises(ServerBusyError, match=r"another-host\.invalid"):
         ManagerLease(db, "http://new").acquire()
     with db.session() as s:
-        s.execute(update(ServerLease).values(heartbeat=time.time() - LEASE_TTL_S - 1))
+        s.execute(update(ServerLeaseRow).values(heartbeat=time.time() - LEASE_TTL_S - 1))
     new = ManagerLease(db, "http://new")
     new.acquire()
     row = holder(db)
@@ -146,7 +146,7 @@ def test_the_heartbeat_renews_and_a_taken_over_lease_stops_managing(
     assert lease.held
     assert not lost.is_set()
     with db.session() as s:  # what another server does when this one looked gone
-        s.execute(update(ServerLease).values(instance="usurper"))
+        s.execute(update(ServerLeaseRow).values(instance="usurper"))
     assert lost.wait(10), "a lease taken over was not noticed"
     deadline = time.monotonic() + 5
     while lease.held and time.monotonic() < deadline:

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lepton.config import get_settings
-from lepton.server._app import Platform, ServerConfig, create_app
-from lepton.server._charts import time_chart
-from lepton.server._markdown import render_markdown
-from lepton.server._web import ago, num
+from lepton.platform._app import Platform, ServerConfig, create_app
+from lepton.platform.web._charts import time_chart
+from lepton.platform.web._markdown import render_markdown
+from lepton.platform.web._render import ago, num
 from lepton.storage import open_database
 from lepton.tracking._plot import svg_string
 

@@ -12,8 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from lepton import data as lp_data
 from lepton import models as lp_models
-from lepton.server._job_files import _utf8_complete
-from lepton.server._jobs import (
+from lepton.platform.jobs._files import _utf8_complete
+from lepton.platform.jobs._scheduler import (
     STATES,
     Capacity,
     EvaluateJob,
@@ -23,7 +23,7 @@ from lepton.server._jobs import (
     JobView,
     TrainJob,
 )
-from lepton.storage._schema import Job
+from lepton.storage.schema import JobRow
 from lepton.train import OPTIMIZERS, SCHEDULES
 
 
@@ -201,7 +201,7 @@ def test_a_spec_survives_a_json_round_trip():
 
 
 def test_a_job_view_is_json_safe_and_hides_the_handle():
-    row = Job(
+    row = JobRow(
         id=7, kind="train", spec={"kind": "train"}, state="running", priority=1, cpus=1.0,
         gpus=0, memory_mb=512, attempts=1, max_retries=2, not_before=None, executor="local",
         handle={"pid": 123, "start_time": 1, "host": "h"}, result=None, error=None,

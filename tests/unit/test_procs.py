@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lepton.server import _procs
+from lepton.platform import _procs
 
 pytestmark = pytest.mark.skipif(not _procs.HAVE_PROC, reason="needs /proc (Linux)")
 

@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lepton.config import get_settings
-from lepton.server._app import Platform, ServerConfig, create_app
-from lepton.server._auth import ROLES, admin_token_path, allows, hash_secret
-from lepton.server._http import PUBLIC, iter_routes, rule_of
+from lepton.platform._app import Platform, ServerConfig, create_app
+from lepton.platform._auth import ROLES, admin_token_path, allows, hash_secret
+from lepton.platform._http import PUBLIC, iter_routes, rule_of
 from lepton.storage import open_database
-from lepton.storage._schema import ApiToken, AuditEntry
+from lepton.storage.schema import ApiTokenRow, AuditRow
 
 BASE = "http://127.0.0.1:8000"
 
@@ -171,7 +171,7 @@ def test_tokens_are_stored_hashed_shown_once_and_revocable(app: Any, platform: P
     assert listed["total"] == 1
     assert secret not in str(listed)
     with platform.db.session() as s:
-        stored = [t.sha256 for t in s.query(ApiToken).all()]
+        stored = [t.sha256 for t in s.query(ApiTokenRow).all()]
     assert hash_secret(secret) in stored
     assert secret not in stored
     with _client(app, secret) as client:
@@ -305,7 +305,7 @@ def test_every_change_is_audited_with_who_and_what(app: Any, platform: Platform)
     assert [e["status"] for e in refused["items"]] == [401, 409]
     assert [e["status"] for e in by_admin["items"]] == [409, 201]
     with platform.db.session() as s:
-        assert s.query(AuditEntry).count() == 3
+        assert s.query(AuditRow).count() == 3
 
 
 def test_lists_are_paginated(app: Any, platform: Platform) -> None:

@@ -22,7 +22,7 @@ jobs_app = typer.Typer(
 
 
 def _client() -> Any:
-    from lepton.server import PlatformClient
+    from lepton.platform import PlatformClient
 
     return PlatformClient()
 

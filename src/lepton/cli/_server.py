@@ -13,7 +13,7 @@ from lepton.config import get_settings
 from lepton.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lepton.server._auth import Auth
+    from lepton.platform._auth import Auth
 
 __all__ = ["server", "users_app"]
 
@@ -41,9 +41,9 @@ def server(
     the `admin` user and writes its token to LEPTON_HOME/admin-token (mode 0600), which the
     CLI and client read by themselves; it prints a one-time link that signs the browser in.
     """
-    from lepton.server._app import Platform, ServerConfig
-    from lepton.server._main import login_link as make_link
-    from lepton.server._main import run_server
+    from lepton.platform._app import Platform, ServerConfig
+    from lepton.platform._main import login_link as make_link
+    from lepton.platform._main import run_server
     from lepton.storage import open_database
 
     if not 0 < port < 65536:
@@ -76,7 +76,7 @@ users_app = typer.Typer(
 
 
 def _auth() -> Auth:
-    from lepton.server._auth import Auth
+    from lepton.platform._auth import Auth
     from lepton.storage import open_database
 
     auth = Auth(open_database())
@@ -104,7 +104,7 @@ def users_create(
     token: bool = typer.Option(True, help="Also create an API token and print it once."),
 ) -> None:
     """Create a user (and a first API token, printed once)."""
-    from lepton.server._auth import ROLES
+    from lepton.platform._auth import ROLES
 
     if role not in ROLES:
         raise ConfigError(f"--role must be one of {', '.join(ROLES)}, got {role!r}")

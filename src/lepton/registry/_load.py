@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -12,10 +13,11 @@ from torch import nn
 
 from lepton.errors import IntegrityError, ModelNotFoundError, UnsafeFormatError
 from lepton.models import build
+from lepton.registry._artifact_check import artifact_file
+from lepton.registry._onnx_runtime import OnnxModule
 from lepton.registry._registry import ModelVersion, _freeze, aliases_of, resolve
 from lepton.storage import Database, open_database
-from lepton.storage._schema import ModelAlias, RegisteredModel
-from lepton.storage._schema import ModelVersion as VersionRow
+from lepton.storage.schema import ModelAliasRow, ModelVersionRow, RegisteredModelRow
 from lepton.tracking._run import artifact_store
 
 __all__ = ["check_not_pickle", "delete_version", "list_models", "list_versions", "load_model"]
@@ -53,34 +55,46 @@ def load_model(ref: str, *, database: Database | None = None) -> nn.Module:
 
     Raises:
         RegistryError: No ready version matches.
-        IntegrityError: A stored file does not match the hash in the manifest.
-        UnsafeFormatError: ``ref`` names a pickle file.
+        IntegrityError: A stored file does not match the hash in the manifest, or the
+            manifest lists a file other than its kind's one file.
+        UnsafeFormatError: ``ref`` names a pickle file, or an ONNX version references
+            data outside itself.
     """
     if isinstance(ref, (str, Path)) and Path(str(ref)).suffix.lower() in PICKLE_SUFFIXES:
         check_not_pickle(ref)
     version = resolve(str(ref), database=database)
-    store, prefix = artifact_store(), f"models/{version.name}/{version.version}"
-    files = version.manifest["files"]
-    if version.manifest.get("kind") == "onnx":
-        from lepton.registry._onnx import OnnxModule
-
-        if store.info(f"{prefix}/model.onnx").sha256 != files["model.onnx"]["sha256"]:
-            raise IntegrityError(f"{version.ref}: model.onnx does not match its manifest")
-        return OnnxModule(store.get(f"{prefix}/model.onnx")).eval()
-    stored = store.info(f"{prefix}/model.safetensors")
-    if stored.sha256 != files["model.safetensors"]["sha256"]:
+    # the manifest may name only its kind's one file, inside this version's prefix
+    kind, file_name, sha256 = artifact_file(version.ref, version.manifest)
+    store, key = artifact_store(), f"models/{version.name}/{version.version}/{file_name}"
+    if store.info(key).sha256 != sha256:
         raise IntegrityError(
-            f"{version.ref}: model.safetensors does not match the hash in its manifest; the "
+            f"{version.ref}: {file_name} does not match the hash in its manifest; the "
             f"version was tampered with: register the model again"
         )
-    data = store.get(f"{prefix}/model.safetensors")  # re-hashed while reading
+    data = store.get(key)  # re-hashed while reading
+    return LOADERS[kind](version, data).eval()
+
+
+def _load_pytorch(version: ModelVersion, data: bytes) -> nn.Module:
     model = build(version.manifest["architecture"])
     try:
         state = load_safetensors(data)  # plain tensors: no code can run
     except SafetensorError as exc:
         raise IntegrityError(f"{version.ref}: unreadable weights ({exc})") from None
     model.load_state_dict(state)
-    return model.eval()
+    return model
+
+
+def _load_onnx(version: ModelVersion, data: bytes) -> nn.Module:
+    return OnnxModule(data)  # refuses external data before onnxruntime sees the bytes
+
+
+#: How each manifest ``kind`` becomes a module; every kind here has one file in
+#: ``ARTIFACT_FILES`` and a refusal test in tests/unit/test_artifact_refs.py.
+LOADERS: dict[str, Callable[[ModelVersion, bytes], nn.Module]] = {
+    "pytorch": _load_pytorch,
+    "onnx": _load_onnx,
+}
 
 
 def list_models(*, database: Database | None = None) -> list[dict[str, object]]:
@@ -88,10 +102,10 @@ def list_models(*, database: Database | None = None) -> list[dict[str, object]]:
     db = database or open_database()
     out = []
     with db.session() as s:
-        for model in s.scalars(select(RegisteredModel).order_by(RegisteredModel.name)):
+        for model in s.scalars(select(RegisteredModelRow).order_by(RegisteredModelRow.name)):
             versions = s.scalars(
-                select(VersionRow.version).where(
-                    VersionRow.model_name == model.name, VersionRow.state == "ready"
+                select(ModelVersionRow.version).where(
+                    ModelVersionRow.model_name == model.name, ModelVersionRow.state == "ready"
                 )
             ).all()
             out.append(
@@ -111,12 +125,14 @@ def list_versions(
     """Versions of ``name``, newest first (only ``ready`` ones unless asked)."""
     db = database or open_database()
     query = (
-        select(VersionRow).where(VersionRow.model_name == name).order_by(VersionRow.version.desc())
+        select(ModelVersionRow)
+        .where(ModelVersionRow.model_name == name)
+        .order_by(ModelVersionRow.version.desc())
     )
     if not include_pending:
-        query = query.where(VersionRow.state == "ready")
+        query = query.where(ModelVersionRow.state == "ready")
     with db.session() as s:
-        if s.get(RegisteredModel, name) is None:
+        if s.get(RegisteredModelRow, name) is None:
             raise ModelNotFoundError(f"no model named {name!r}; see `lepton models list`")
         rows = list(s.scalars(query))
         s.expunge_all()
@@ -131,14 +147,15 @@ def delete_version(ref: str, *, database: Database | None = None) -> ModelVersio
     store = artifact_store()
     with db.session() as s:
         for alias in s.scalars(
-            select(ModelAlias).where(
-                ModelAlias.model_name == version.name, ModelAlias.version == version.version
+            select(ModelAliasRow).where(
+                ModelAliasRow.model_name == version.name, ModelAliasRow.version == version.version
             )
         ):
             s.delete(alias)
         row = s.scalars(
-            select(VersionRow).where(
-                VersionRow.model_name == version.name, VersionRow.version == version.version
+            select(ModelVersionRow).where(
+                ModelVersionRow.model_name == version.name,
+                ModelVersionRow.version == version.version,
             )
         ).one()
         s.delete(row)

@@ -14,14 +14,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 import lepton
 from lepton._fs import atomic_write_bytes
-from lepton.errors import LeptonError, RegistryError
+from lepton.errors import RegistryError
+from lepton.registry._artifact_check import ARTIFACT_FILES, need_onnx, parse_onnx
 from lepton.registry._load import check_not_pickle, load_model
+from lepton.registry._onnx_runtime import OnnxModule
 from lepton.registry._registry import (
     ModelVersion,
     _freeze,
@@ -30,36 +30,10 @@ from lepton.registry._registry import (
     validate_name,
 )
 from lepton.storage import Database, open_database
-from lepton.storage._schema import ModelVersion as VersionRow
+from lepton.storage.schema import ModelVersionRow
 from lepton.tracking._run import artifact_store
 
 __all__ = ["OnnxModule", "export_onnx", "register_onnx"]
-
-
-def _need_onnx() -> Any:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise LeptonError("ONNX support needs: pip install 'lepton[onnx]'") from None
-    return onnx, onnxruntime
-
-
-class OnnxModule(nn.Module):
-    """An ONNX model run by onnxruntime, callable like a PyTorch module (inference only)."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        _, ort = _need_onnx()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the graph on ``x`` (its first input) and return the first output."""
-        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(np.asarray(out))
 
 
 def _example_input(version: ModelVersion) -> torch.Tensor:
@@ -88,7 +62,7 @@ def export_onnx(ref: str, path: str | Path, *, database: Database | None = None)
     Returns:
         ``{"path", "bytes", "max_abs_diff", "seconds"}``.
     """
-    _need_onnx()
+    need_onnx()
     version = resolve(ref, database=database)
     if version.manifest.get("kind") == "onnx":
         raise RegistryError(f"{version.ref} is already an ONNX model")
@@ -137,15 +111,15 @@ def register_onnx(
             output order. A deployment then answers labels and probabilities; without
             them it answers the raw output values.
     """
-    onnx, _ = _need_onnx()
     validate_name(name)
     source = check_not_pickle(path)
-    data = source.read_bytes()
     try:
-        graph_model = onnx.load_from_string(data)
-        onnx.checker.check_model(graph_model)
-    except Exception as exc:  # onnx raises several unrelated types
-        raise RegistryError(f"{source} is not a valid ONNX model ({exc})") from None
+        data = source.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"cannot read {source} ({exc.strerror}); check the path") from None
+    # refuses a model that references anything outside itself (external data), before
+    # onnx's checker or onnxruntime could look for such a file
+    graph_model = parse_onnx(data)
     OnnxModule(data)  # onnxruntime must be able to run it
     graph = graph_model.graph
     db = database or open_database()
@@ -175,13 +149,15 @@ def register_onnx(
         "run_id": None,
         "lepton_version": lepton.__version__,
         "opset": [{"domain": o.domain, "version": o.version} for o in graph_model.opset_import],
-        "files": {"model.onnx": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
+        "files": {
+            ARTIFACT_FILES["onnx"]: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        },
     }
     with db.session() as s:
         version = next_version(s, name, description)
         manifest["version"] = version
-        artifact_store().put(f"models/{name}/{version}/model.onnx", data)
-        row = VersionRow(model_name=name, version=version, state="ready", manifest=manifest,
+        artifact_store().put(f"models/{name}/{version}/{ARTIFACT_FILES['onnx']}", data)
+        row = ModelVersionRow(model_name=name, version=version, state="ready", manifest=manifest,
                          created_at=time.time())  # fmt: skip
         s.add(row)
         s.flush()

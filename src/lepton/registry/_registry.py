@@ -27,8 +27,7 @@ from lepton.errors import ModelNotFoundError, RegistryError, UnknownModelError
 from lepton.models import model_spec
 from lepton.registry._card import model_card
 from lepton.storage import Database, open_database
-from lepton.storage._schema import ModelAlias, RegisteredModel
-from lepton.storage._schema import ModelVersion as VersionRow
+from lepton.storage.schema import ModelAliasRow, ModelVersionRow, RegisteredModelRow
 from lepton.tracking._run import artifact_store
 
 __all__ = [
@@ -75,11 +74,11 @@ class ModelVersion:
 
 def next_version(session: Session, name: str, description: str) -> int:
     """The next version number of ``name``, creating the model on its first version."""
-    if session.get(RegisteredModel, name) is None:
-        session.add(RegisteredModel(name=name, description=description, created_at=time.time()))
+    if session.get(RegisteredModelRow, name) is None:
+        session.add(RegisteredModelRow(name=name, description=description, created_at=time.time()))
         session.flush()
     latest = session.scalar(
-        select(func.max(VersionRow.version)).where(VersionRow.model_name == name)
+        select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_name == name)
     )
     return (latest or 0) + 1
 
@@ -95,7 +94,7 @@ def validate_name(name: str) -> str:
 
 
 def _freeze(
-    db: Database, row: VersionRow, aliases: dict[int, list[str]] | None = None
+    db: Database, row: ModelVersionRow, aliases: dict[int, list[str]] | None = None
 ) -> ModelVersion:
     """Freeze a row; pass ``aliases`` (version -> names) to avoid one query per row."""
     if aliases is None:
@@ -124,7 +123,9 @@ def reconcile_versions(db: Database) -> int:
     host, marked = socket.gethostname(), 0
     with db.session() as s:
         rows = s.scalars(
-            select(VersionRow).where(VersionRow.state == "pending", VersionRow.owner_host == host)
+            select(ModelVersionRow).where(
+                ModelVersionRow.state == "pending", ModelVersionRow.owner_host == host
+            )
         )
         for row in rows:
             pid = row.owner_pid
@@ -139,7 +140,9 @@ def aliases_of(db: Database, name: str) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     with db.session() as s:
         for alias, version in s.execute(
-            select(ModelAlias.alias, ModelAlias.version).where(ModelAlias.model_name == name)
+            select(ModelAliasRow.alias, ModelAliasRow.version).where(
+                ModelAliasRow.model_name == name
+            )
         ):
             out.setdefault(version, []).append(alias)
     return out
@@ -210,7 +213,7 @@ def register(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = safetensors.torch.save(state)
     with db.session() as s:  # 1. reserve the version number
-        row = VersionRow(
+        row = ModelVersionRow(
             model_name=name,
             version=next_version(s, name, description),
             state="pending",
@@ -257,12 +260,12 @@ def register(
         store.put(f"{prefix}/MODEL_CARD.md", model_card(manifest).encode())
     except BaseException:
         with db.session() as s:
-            failed = s.get(VersionRow, row_id)
+            failed = s.get(ModelVersionRow, row_id)
             if failed is not None:
                 failed.state = "failed"
         raise
     with db.session() as s:  # 3. publish
-        published = s.get(VersionRow, row_id)
+        published = s.get(ModelVersionRow, row_id)
         assert published is not None
         published.manifest, published.state = manifest, "ready"
         s.flush()
@@ -284,20 +287,20 @@ def resolve(ref: str, *, database: Database | None = None, ready_only: bool = Tr
     name, version, tag = match["name"], match["version"], match["tag"]
     db = database or open_database()
     with db.session() as s:
-        query = select(VersionRow).where(VersionRow.model_name == name)
+        query = select(ModelVersionRow).where(ModelVersionRow.model_name == name)
         if ready_only:
-            query = query.where(VersionRow.state == "ready")
+            query = query.where(ModelVersionRow.state == "ready")
         if version is not None:
-            query = query.where(VersionRow.version == int(version))
+            query = query.where(ModelVersionRow.version == int(version))
         elif tag is not None:
-            alias = s.get(ModelAlias, (name, tag))
+            alias = s.get(ModelAliasRow, (name, tag))
             if alias is not None:
-                query = query.where(VersionRow.version == alias.version)
+                query = query.where(ModelVersionRow.version == alias.version)
             else:
-                query = query.where(VersionRow.stage == tag)
-        row = s.scalars(query.order_by(VersionRow.version.desc()).limit(1)).first()
+                query = query.where(ModelVersionRow.stage == tag)
+        row = s.scalars(query.order_by(ModelVersionRow.version.desc()).limit(1)).first()
         if row is None:
-            known = s.get(RegisteredModel, name) is not None
+            known = s.get(RegisteredModelRow, name) is not None
             hint = "see `lepton models show " + name + "`" if known else "see `lepton models list`"
             raise ModelNotFoundError(f"no ready model version matches {ref!r}; {hint}")
         s.expunge(row)
@@ -312,8 +315,8 @@ def set_stage(ref: str, stage: str, *, database: Database | None = None) -> Mode
     target = resolve(ref, database=db)
     with db.session() as s:
         row = s.scalars(
-            select(VersionRow).where(
-                VersionRow.model_name == target.name, VersionRow.version == target.version
+            select(ModelVersionRow).where(
+                ModelVersionRow.model_name == target.name, ModelVersionRow.version == target.version
             )
         ).one()
         row.stage = stage
@@ -330,5 +333,5 @@ def set_alias(ref: str, alias: str, *, database: Database | None = None) -> Mode
     db = database or open_database()
     target = resolve(ref, database=db)
     with db.session() as s:
-        s.merge(ModelAlias(model_name=target.name, alias=alias, version=target.version))
+        s.merge(ModelAliasRow(model_name=target.name, alias=alias, version=target.version))
     return resolve(target.ref, database=db)

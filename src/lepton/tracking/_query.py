@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from lepton.errors import RunNotFoundError, TrackingError
 from lepton.storage import Database, open_database
-from lepton.storage._schema import Metric
-from lepton.storage._schema import Run as RunRow
+from lepton.storage.schema import MetricRow, RunRow
 from lepton.tracking._run import STATES, RunRecord, last_metrics, rows_to_record
 
 __all__ = ["compare_runs", "get_run", "list_runs", "metric_history", "reconcile"]
@@ -85,9 +84,9 @@ def metric_history(
     db = database or open_database()
     with db.session() as s:
         rows = s.execute(
-            select(Metric.step, Metric.value)
-            .where(Metric.run_id == run_id, Metric.key == key)
-            .order_by(Metric.step, Metric.id)
+            select(MetricRow.step, MetricRow.value)
+            .where(MetricRow.run_id == run_id, MetricRow.key == key)
+            .order_by(MetricRow.step, MetricRow.id)
         ).all()
     return [(int(step), float(value)) for step, value in rows]
 

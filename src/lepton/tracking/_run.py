@@ -20,8 +20,7 @@ from sqlalchemy import select
 from lepton.config import get_settings
 from lepton.errors import LeptonError, TrackingError
 from lepton.storage import Cipher, Database, LocalArtifactStore, open_database
-from lepton.storage._schema import Metric, RunArtifact
-from lepton.storage._schema import Run as RunRow
+from lepton.storage.schema import MetricRow, RunArtifactRow, RunRow
 
 __all__ = ["Run", "RunRecord", "active_run", "start_run"]
 
@@ -139,7 +138,9 @@ class Run:
         for key, value in metrics.items():
             at = self._steps.get(key, -1) + 1 if step is None else step
             self._steps[key] = at
-            rows.append(Metric(run_id=self.id, key=key, step=at, value=float(value), timestamp=now))
+            rows.append(
+                MetricRow(run_id=self.id, key=key, step=at, value=float(value), timestamp=now)
+            )
         with self._db.session() as s:
             s.add_all(rows)
 
@@ -167,7 +168,7 @@ class Run:
         key = f"runs/{self.id}/{name}"
         info = artifact_store().put(key, data)
         with self._db.session() as s:
-            s.merge(RunArtifact(run_id=self.id, key=key, sha256=info.sha256, size=info.size))
+            s.merge(RunArtifactRow(run_id=self.id, key=key, sha256=info.sha256, size=info.size))
         return key
 
     def end(self, state: str = "finished") -> None:
@@ -264,8 +265,8 @@ def last_metrics(db: Database, run_id: int) -> dict[str, float]:
     """The last logged value of each metric of a run."""
     with db.session() as s:
         rows = s.execute(
-            select(Metric.key, Metric.value)
-            .where(Metric.run_id == run_id)
-            .order_by(Metric.step, Metric.id)
+            select(MetricRow.key, MetricRow.value)
+            .where(MetricRow.run_id == run_id)
+            .order_by(MetricRow.step, MetricRow.id)
         ).all()
     return {key: value for key, value in rows}

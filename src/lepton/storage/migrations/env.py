@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from lepton.storage._schema import Base
+from lepton.storage.schema import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,0 +1,249 @@
+"""What every route shares: its authorization rule, the caller, pages, and errors as JSON.
+
+Authorization is deny-by-default: a route answers only if its endpoint was declared with
+:func:`allow` (a minimum role) or :func:`public`. :func:`authorize` runs before every
+route and refuses one without a rule with 403, so a route someone forgets to declare is
+closed, not open (and ``tests/unit/test_server_rules.py`` lists every route's rule).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lepton.errors import (
+    ChecksumError,
+    DataError,
+    DatasetNotFoundError,
+    ForbiddenError,
+    LeptonError,
+    ModelNotFoundError,
+    PlatformError,
+    RunNotFoundError,
+    ServingError,
+    UnauthorizedError,
+    UnsafeFormatError,
+)
+from lepton.platform._auth import ROLES, Principal, Role
+
+__all__ = [
+    "Page",
+    "Paging",
+    "RecordId",
+    "allow",
+    "authorize",
+    "caller",
+    "error_body",
+    "install_error_handlers",
+    "public",
+    "rule_of",
+]
+
+log = logging.getLogger("lepton.platform")
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+_RULE = "__lepton_rule__"
+_AUDIT = "__lepton_audit__"
+PUBLIC = "public"
+SESSION_COOKIE = "lepton_session"
+
+
+def allow(role: Role, *, audit: bool = True) -> Callable[[F], F]:
+    """Declare the least role that may call a route (``viewer`` < ``editor`` < ``admin``).
+
+    ``audit=False`` keeps a POST that changes nothing (a prediction) out of the audit log.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; use one of {ROLES}")
+
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, _RULE, role)
+        setattr(endpoint, _AUDIT, audit)
+        return endpoint
+
+    return mark
+
+
+def public(endpoint: F) -> F:
+    """Declare a route open without a token (health checks, the login link)."""
+    setattr(endpoint, _RULE, PUBLIC)
+    setattr(endpoint, _AUDIT, False)
+    return endpoint
+
+
+def rule_of(endpoint: Any) -> str | None:
+    """The rule a route's endpoint was declared with, if any."""
+    return getattr(endpoint, _RULE, None)
+
+
+def audited(endpoint: Any) -> bool:
+    """Whether a state-changing call of this endpoint goes to the audit log."""
+    return bool(getattr(endpoint, _AUDIT, True))
+
+
+def iter_routes(routes: Iterable[Any]) -> Iterator[tuple[str, str, Any]]:
+    """``(method, path, endpoint)`` of every route, routers included in routers too."""
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps routers
+        if included is not None:
+            yield from iter_routes(included.routes)
+            continue
+        endpoint = getattr(route, "endpoint", None)
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if method != "HEAD" and endpoint is not None:
+                yield method, route.path, endpoint
+
+
+def check_rules(routes: Iterable[Any]) -> None:
+    """Refuse to build an app with a route that has no rule (it would answer 403 anyway)."""
+    missing = [f"{m} {p}" for m, p, e in iter_routes(routes) if rule_of(e) is None]
+    if missing:
+        raise RuntimeError(f"routes without an authorization rule: {', '.join(missing)}")
+
+
+def authorize(request: Request) -> None:
+    """Run before every route: find the caller and check the route's rule.
+
+    Raises:
+        ForbiddenError: The route has no rule (deny by default) or the role is too low.
+        UnauthorizedError: No valid token (bearer header or dashboard session cookie).
+    """
+    rule = rule_of(request.scope.get("endpoint"))
+    if rule is None:
+        raise ForbiddenError("this route has no authorization rule, so nobody may call it")
+    if rule == PUBLIC:
+        return
+    principal = request.app.state.platform.authenticate(request)
+    if principal is None:
+        raise UnauthorizedError(
+            "missing or invalid token: send 'Authorization: Bearer <token>' (the local admin "
+            "token is in LEPTON_HOME/admin-token) or open the login link the server printed"
+        )
+    request.state.principal = principal
+    if not principal.may(rule):
+        raise ForbiddenError(f"this needs the {rule} role; you are {principal.role}")
+
+
+def caller(request: Request) -> Principal:
+    """The authenticated caller (a route dependency)."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+class Paging(BaseModel):
+    """``?offset=&limit=`` of a list route."""
+
+    offset: int
+    limit: int
+
+
+def _paging(
+    offset: Annotated[int, Query(ge=0, le=10**9, description="Items to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 50,
+) -> Paging:
+    return Paging(offset=offset, limit=limit)
+
+
+PageQuery = Annotated[Paging, Depends(_paging)]
+
+# A record id or version number in a path: bounded, so a huge number is a 422, not an
+# integer overflow in the database driver.
+RecordId = Annotated[int, Path(ge=0, le=2**31 - 1)]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: its items, the total count, and where the page starts."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    @classmethod
+    def of(cls, found: tuple[list[T], int], paging: Paging) -> Page[T]:
+        items, total = found
+        return cls(items=items, total=total, offset=paging.offset, limit=paging.limit)
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON shape of every error: ``{"error": {"code", "message"}}``."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def status_of(exc: LeptonError) -> int:
+    """The HTTP status for a Lepton error."""
+    if isinstance(exc, PlatformError | ServingError):
+        return exc.status
+    if isinstance(exc, DatasetNotFoundError | ModelNotFoundError | RunNotFoundError):
+        return 404
+    if isinstance(exc, UnsafeFormatError):
+        return 415
+    if isinstance(exc, ChecksumError):
+        return 500
+    if isinstance(exc, DataError):
+        return 422
+    return 400
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: Any) -> None:
+    """Every error becomes ``{"error": {...}}`` with a code; never a traceback."""
+
+    async def lepton_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, LeptonError)
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        headers = {}
+        if isinstance(exc, ServingError) and exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(error_body(exc.code, exc.message), status, headers=headers)
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse(
+            error_body("invalid_request", f"{where}: {first['msg']}", details=details), 422
+        )
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    async def crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(
+            error_body(
+                "internal_error", "the server failed on this request; its log has the details"
+            ),
+            500,
+        )
+
+    app.add_exception_handler(LeptonError, lepton_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, crash)

@@ -1,0 +1,19 @@
+"""The REST API under ``/api/v1``: one router per noun (datasets, runs and models; jobs and
+deployments; users, tokens and the audit log). Routes validate with pydantic models, call
+the SDK or the platform's services, and declare who may call them (``allow``/``public``).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+__all__ = ["install"]
+
+
+def install(app: FastAPI) -> None:
+    """Mount every API router (and the dashboard's login link) on ``app``."""
+    from lepton.platform.api import _jobs, _models, _users
+
+    for module in (_models, _jobs, _users):
+        app.include_router(module.router)
+    app.include_router(_users.login_router)

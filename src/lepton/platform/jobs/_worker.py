@@ -1,0 +1,213 @@
+"""The worker of one job attempt: ``python -m lepton.platform.jobs._worker JOB_ID``.
+
+The scheduler starts it with the job id as its only argument; the spec is read from the
+database, never from the command line. Everything it prints is the job's live log. Its
+last act is ``result.json`` in the job's folder (written atomically), then its exit code:
+
+* ``0``: done, ``result.json`` holds ``{"ok": true, ...}`` (metrics, run id, output);
+* ``3``: a :class:`~lepton.errors.LeptonError` (bad config, unknown model ref, wrong
+  data): deterministic, so the scheduler does not retry it;
+* ``1``: any other exception (retried, like a crash);
+* ``143``: stopped by SIGTERM (a cancel); a train job's last epoch checkpoint remains.
+
+A train job checkpoints every epoch into ``checkpoints/`` and resumes from the newest
+one, so a retry after a crash continues where the killed attempt stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from pydantic import TypeAdapter, ValidationError
+
+from lepton import data as lp_data
+from lepton._fs import atomic_write_bytes
+from lepton.cli._train import _save, _split_val, build_for
+from lepton.config import get_settings
+from lepton.data import Dataset, apply_preprocessing
+from lepton.errors import JobError, LeptonError
+from lepton.platform.jobs._specs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob
+from lepton.registry import load_model, register, resolve
+from lepton.storage import Database, open_database
+from lepton.storage.schema import JobRow
+from lepton.tracking import start_run
+from lepton.train import evaluate, fit, resolve_device
+from lepton.train._checkpoint import load_checkpoint
+from lepton.train._progress import format_metrics
+
+__all__ = ["main"]
+
+TERMINATED_EXIT = 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so ``finally`` blocks run and the tracking run
+    ends as ``killed``."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it outright
+    raise _Terminated()
+
+
+def _say(text: str) -> None:
+    print(f"[job] {text}", flush=True)
+
+
+def _write_result(workdir: Path, result: dict[str, Any]) -> None:
+    atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
+
+
+def _load(db: Database, job_id: int) -> tuple[TrainJob | EvaluateJob, float]:
+    with db.session() as s:
+        row = s.get(JobRow, job_id)
+        if row is None:
+            raise JobError(
+                f"no job {job_id} in {db.engine_url_text()}; jobs run through the server"
+            )
+        raw, cpus = dict(row.spec), row.cpus
+    try:
+        spec: TrainJob | EvaluateJob = TypeAdapter(JobSpec).validate_python(raw)
+    except ValidationError as exc:
+        raise JobError(f"the spec of job {job_id} is invalid: {exc}") from None
+    return spec, cpus
+
+
+def _record_run(db: Database, job_id: int, run_id: int) -> None:
+    """Show the tracking run on the job while it runs (live metrics)."""
+    with db.session() as s:
+        row = s.get(JobRow, job_id)
+        if row is not None:
+            row.run_id = run_id
+
+
+def _limited(ds: Dataset, limit: int | None) -> Dataset:
+    return ds.subset(slice(0, limit)) if limit is not None and limit < len(ds) else ds
+
+
+def _train(db: Database, job_id: int, spec: TrainJob, workdir: Path) -> dict[str, Any]:
+    full = _limited(lp_data.load(spec.data, split="train"), spec.limit)
+    train_ds, val_ds, test = _split_val(full, spec.val, spec.data)
+    _say(f"train {spec.model} on {spec.data}: {len(train_ds)} samples, {spec.epochs} epochs")
+    torch.manual_seed(spec.seed)  # the seed covers the initial weights too
+    net = build_for(spec.model, train_ds, dict(spec.config))
+    checkpoints = workdir / "checkpoints"
+    previous = load_checkpoint(checkpoints)
+    resumed = previous.epoch if previous is not None else 0
+    if resumed:
+        _say(f"resuming from the checkpoint of epoch {resumed}")
+    out = workdir / "output"
+    with start_run(
+        f"job-{job_id}-{spec.model}-{spec.data}", tags={"job": job_id}, database=db
+    ) as run:
+        _record_run(db, job_id, run.id)
+        result = fit(
+            net, train_ds, val_ds, epochs=spec.epochs, batch_size=spec.batch_size,
+            optimizer=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay,
+            schedule=spec.schedule, early_stopping=spec.early_stopping,
+            grad_clip=spec.grad_clip, seed=spec.seed, checkpoint_dir=checkpoints,
+            resume=resumed > 0,
+        )  # fmt: skip
+        metrics = evaluate(net, test)
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, step=len(result.history))
+        _say(f"test ({len(test)} samples): {format_metrics(metrics)}")
+        if out.exists():  # saved by an attempt that died before its result.json
+            shutil.rmtree(out)
+        _save(out, net, train_ds, metrics, result)
+        summary = {
+            "name": train_ds.name, "rows": len(train_ds), "fingerprint": train_ds.fingerprint(),
+            "preprocessing": train_ds.preprocessing, "input_shape": list(train_ds.input_shape),
+            "task": train_ds.task, "classes": train_ds.classes,
+        }  # fmt: skip
+        atomic_write_bytes(out / "dataset.json", json.dumps(summary, indent=1).encode())
+        version = (
+            register(net, spec.register_as, metrics=metrics, dataset=train_ds, run=run, database=db)
+            if spec.register_as
+            else None
+        )
+    if version is not None:
+        _say(f"registered as {version.ref}")
+    fit_info = {k: v for k, v in result.to_dict().items() if k != "checkpoint"}
+    return {
+        "kind": "train", "metrics": metrics, "fit": fit_info, "epochs": len(result.history),
+        "resumed_from_epoch": resumed, "run_id": run.id, "output": "output",
+        "registered": version.ref if version is not None else None,
+    }  # fmt: skip
+
+
+def _evaluate(db: Database, job_id: int, spec: EvaluateJob) -> dict[str, Any]:
+    version = resolve(spec.model_ref, database=db)
+    model = load_model(version.ref, database=db).to(resolve_device("auto"))
+    ds = _limited(lp_data.load(spec.data, split=spec.split), spec.limit)
+    steps = version.manifest.get("preprocessing") or []
+    if steps and not ds.preprocessing:  # the treatment the training data had
+        ds = apply_preprocessing(ds, steps)
+    shape = (version.manifest.get("input_schema") or {}).get("shape")
+    if shape is not None and list(shape) != list(ds.input_shape):
+        raise JobError(
+            f"{version.ref} takes inputs of shape {tuple(shape)} but {spec.data!r} has "
+            f"{ds.input_shape}; evaluate it on data like the data it was trained on"
+        )
+    _say(f"evaluate {version.ref} on {spec.data} ({spec.split}, {len(ds)} samples)")
+    with start_run(
+        f"job-{job_id}-evaluate-{version.name}", tags={"job": job_id}, database=db
+    ) as run:
+        _record_run(db, job_id, run.id)
+        metrics = evaluate(model, ds)
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, step=0)
+    _say(format_metrics(metrics))
+    return {
+        "kind": "evaluate", "metrics": metrics, "model_ref": version.ref, "data": spec.data,
+        "split": spec.split, "rows": len(ds), "run_id": run.id,
+    }  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one attempt of a job; returns the exit code (see the module docstring)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or not args[0].isdigit():
+        print("usage: python -m lepton.platform.jobs._worker JOB_ID (the server starts it)")
+        return 2
+    job_id = int(args[0])
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    workdir = get_settings().home / "jobs" / str(job_id)
+    try:
+        db = open_database()
+        spec, cpus = _load(db, job_id)
+        torch.set_num_threads(max(1, math.ceil(cpus)))
+        outcome = (
+            _train(db, job_id, spec, workdir)
+            if isinstance(spec, TrainJob)
+            else _evaluate(db, job_id, spec)
+        )
+        _write_result(workdir, {"ok": True, **outcome})
+    except _Terminated:
+        _say("stopped by SIGTERM")
+        return TERMINATED_EXIT
+    except LeptonError as exc:
+        _say(f"error ({exc.code}): {exc.message}")
+        _write_result(
+            workdir, {"ok": False, "deterministic": True, "code": exc.code, "error": exc.message}
+        )
+        return DETERMINISTIC_EXIT
+    except Exception as exc:
+        traceback.print_exc()
+        error = f"{type(exc).__name__}: {exc}"
+        _write_result(workdir, {"ok": False, "deterministic": False, "error": error[:2000]})
+        return 1
+    _say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
