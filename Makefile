@@ -12,7 +12,8 @@ setup:
 run: setup
 	$(VENV)/bin/lepton server --demo $(RUN_ARGS)
 
-test: setup
+# The whole developer loop, as CI runs it: format check, lint, types, then every test.
+test: lint types
 	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 format: setup
@@ -25,7 +26,7 @@ lint: setup
 types: setup
 	$(VENV)/bin/mypy
 
-check: lint types test
+check: test
 
 bench: setup
 	$(PY) benchmarks/train_mnist.py

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from helpers import wait_until
+
 LEPTON = str(Path(sys.executable).parent / "lepton")
 APP = str(Path(__file__).parent / "serving_app.py")
 
@@ -48,17 +50,18 @@ def wait_ready(
     path: str = "/readyz",
 ) -> None:
     """Wait until ``url + path`` answers 200; fail with the log if the process exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{url}{path}", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready after {timeout}s:\n{log.read_text()}")
+            return False
+
+    wait_until(
+        ready, timeout, interval=0.1, message=lambda: f"server not ready:\n{log.read_text()}"
+    )
 
 
 @contextmanager

@@ -1,0 +1,74 @@
+"""Helpers every tier shares: wait for a condition, and run an ASGI service in-process.
+
+``tests/`` is on ``sys.path`` (see ``conftest.py``), so a test imports them with
+``from helpers import run_app, wait_until``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+Scenario = Callable[[httpx.AsyncClient, Any], Awaitable[Any]]
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "condition not met",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that value.
+
+    Synchronization by polling with a deadline, never by a fixed sleep: the wait is as
+    short as the machine allows and fails loudly when the deadline passes.
+
+    Args:
+        predicate: Called until it returns a truthy value (exceptions propagate).
+        timeout: Seconds before the test fails.
+        interval: Seconds between two calls.
+        message: What the failure says (or a function that builds it then, e.g. to
+            include a log that was written meanwhile).
+
+    Raises:
+        AssertionError: The deadline passed; the message says what was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"after {timeout:g} s: {text}")
+        time.sleep(interval)
+
+
+def run_app(
+    service: Any, scenario: Scenario, base_url: str = "http://127.0.0.1", **asgi: Any
+) -> Any:
+    """Run ``scenario(client, app)`` against ``service.asgi(**asgi)`` in a fresh event loop.
+
+    The app's handler threads are shut down inside the same loop, so nothing outlives
+    the test.
+    """
+
+    async def main() -> Any:
+        app = service.asgi(**asgi)
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+                return await scenario(client, app)
+        finally:
+            await app.close()
+            for runner in app.runners.values():  # let handler threads finish in this loop
+                if runner.executor is not None:
+                    await asyncio.to_thread(runner.executor.shutdown, wait=True)
+
+    return asyncio.run(main())
