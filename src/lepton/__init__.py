@@ -11,11 +11,11 @@ import importlib
 from typing import Any
 
 from lepton import data, errors, models
+from lepton._version import __version__
 from lepton.errors import LeptonError
 from lepton.models import LinearRegression, LogisticRegression
 from lepton.train import Callback, EarlyStopping, FitResult, evaluate, fit
 
-__version__ = "0.1.0"
 __all__ = [
     "Callback",
     "Client",

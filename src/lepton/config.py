@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         encryption_key_file: A file holding such a key (``LEPTON_ENCRYPTION_KEY_FILE``).
         database_url: SQLAlchemy URL of the metadata database (``LEPTON_DATABASE_URL``);
             default: SQLite at ``home/lepton.db``.
+        max_queued_jobs_per_user: The most jobs one user may have waiting to start on the
+            platform server (``LEPTON_MAX_QUEUED_JOBS_PER_USER``); more are refused (429).
+        max_queued_jobs: The most jobs waiting to start on the server, all users together
+            (``LEPTON_MAX_QUEUED_JOBS``).
     """
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore")
@@ -43,11 +47,22 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
     database_url: SecretStr | None = None
+    max_queued_jobs_per_user: int = Field(default=100, ge=1)
+    max_queued_jobs: int = Field(default=1000, ge=1)
 
     @field_validator("home", "data_dir", "encryption_key_file", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    def ensure_home(self) -> Path:
+        """Create the home if missing, and make it private (``0700``), whatever the umask.
+
+        It holds the metadata database, model weights, job logs and tokens.
+        """
+        from lepton._fs import private_dir
+
+        return private_dir(self.home)
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -27,7 +27,9 @@ its message always says what to do next::
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
     ├── ServingError                an HTTP service cannot answer (carries ``status``)
     │   ├── RequestError            a request the handler cannot use (400/422)
+    │   │   └── InvalidBodyError    a body that does not fit the route's schema (422)
     │   ├── UnauthorizedError       no or a wrong bearer token (401)
+    │   ├── MethodNotAllowedError   a path that does not take this method (405)
     │   ├── PayloadTooLargeError    a body over the service's limit (413)
     │   ├── OverloadedError         the queue is full or the service drains (503)
     │   └── DeadlineExceededError   not answered within the deadline (504)
@@ -35,7 +37,9 @@ its message always says what to do next::
     │   ├── NotFoundError           no such job, deployment, user or token (404)
     │   ├── ForbiddenError          the caller's role does not allow it (403)
     │   ├── ConflictError           the record's state forbids it (409)
+    │   │   └── ServerBusyError     another server already manages this database
     │   ├── JobError                an invalid job spec, or a job that cannot run (400)
+    │   ├── QuotaExceededError      too many jobs queued; wait or cancel some (429)
     │   └── DeploymentError         a deployment cannot be created, reached or changed
     └── StorageError                anything about stored artifacts
         ├── InvalidKeyError         an artifact key that could leave the store
@@ -48,6 +52,11 @@ its message always says what to do next::
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+# The exception tree (``lp.errors``); the HTTP helpers at the end (error_body,
+# error_from_answer) are imported by name by Lepton's servers and clients.
 __all__ = [
     "ArtifactNotFoundError",
     "CheckpointError",
@@ -66,10 +75,12 @@ __all__ = [
     "EncryptionError",
     "ForbiddenError",
     "IntegrityError",
+    "InvalidBodyError",
     "InvalidKeyError",
     "JobError",
     "LabelError",
     "LeptonError",
+    "MethodNotAllowedError",
     "ModelError",
     "ModelNotFoundError",
     "NotFittedError",
@@ -77,9 +88,11 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PlatformError",
+    "QuotaExceededError",
     "RegistryError",
     "RequestError",
     "RunNotFoundError",
+    "ServerBusyError",
     "ServingError",
     "ShapeError",
     "StaleSchemaError",
@@ -203,14 +216,28 @@ class ServingError(LeptonError):
     Attributes:
         status: The HTTP status the service answers with.
         retry_after: Seconds a client should wait before retrying, when retrying helps.
+
+    ``status`` and ``code`` may be given for one answer that has no class of its own
+    (e.g. ``ServingError("no route /x", status=404, code="not_found")``).
     """
 
     code = "serving_error"
     status = 500
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
 
 
 class RequestError(ServingError):
@@ -218,6 +245,28 @@ class RequestError(ServingError):
 
     code = "bad_request"
     status = 400
+
+
+class InvalidBodyError(RequestError):
+    """A request body that does not fit the route's schema.
+
+    Attributes:
+        details: One ``{"loc", "msg"}`` entry per problem, for the error body.
+    """
+
+    code = "validation_error"
+    status = 422
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+class MethodNotAllowedError(ServingError):
+    """The path exists but does not take this HTTP method."""
+
+    code = "method_not_allowed"
+    status = 405
 
 
 class UnauthorizedError(ServingError):
@@ -280,11 +329,33 @@ class ConflictError(PlatformError):
     status = 409
 
 
+class ServerBusyError(ConflictError):
+    """Another running server already manages this database's jobs and deployments."""
+
+    code = "server_busy"
+
+
 class JobError(PlatformError):
     """A job spec is invalid, or a job could not be run."""
 
     code = "job_error"
     status = 400
+
+
+class QuotaExceededError(PlatformError):
+    """A bound on queued work is reached (jobs per user, jobs in all); retry after
+    ``retry_after`` seconds, or cancel queued work.
+
+    Attributes:
+        retry_after: Seconds a client should wait before it submits again.
+    """
+
+    code = "quota_exceeded"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DeploymentError(PlatformError):
@@ -364,3 +435,78 @@ class UnsafeFormatError(RegistryError):
     """A file format that can execute code when loaded (pickle) was refused."""
 
     code = "unsafe_format"
+
+
+# -- HTTP: the one error body and the one status-to-error map -----------------------------
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of every HTTP error Lepton answers, ``{"error": {"code", "message"}}``
+    (``extra`` adds fields, e.g. ``details``).
+
+    Example:
+        >>> error_body("not_found", "no job with id 9")
+        {'error': {'code': 'not_found', 'message': 'no job with id 9'}}
+    """
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+# The classes an HTTP status may mean, most specific first; a client takes the first
+# one of the answering server's family.
+_BY_STATUS: dict[int, tuple[type[ServingError] | type[PlatformError], ...]] = {
+    400: (RequestError,),
+    401: (UnauthorizedError,),
+    403: (ForbiddenError,),
+    404: (NotFoundError,),
+    405: (MethodNotAllowedError,),
+    408: (RequestError,),
+    409: (ConflictError,),
+    413: (PayloadTooLargeError,),
+    415: (RequestError,),
+    422: (RequestError,),
+    429: (OverloadedError, QuotaExceededError),
+    431: (RequestError,),
+    503: (OverloadedError,),
+    504: (DeadlineExceededError,),
+}
+
+
+def error_from_answer(
+    status: int,
+    text: str,
+    *,
+    answered_by: type[ServingError] | type[PlatformError],
+    reason: str = "",
+) -> ServingError | PlatformError:
+    """The error a client raises for an HTTP error answer (status >= 400).
+
+    The class is the one ``status`` maps to within the family of the server that
+    answered (``ServingError`` for a service, ``PlatformError`` for the platform), else
+    the family itself; a 401 is an :class:`UnauthorizedError` from either. The error
+    carries the server's ``code`` and ``status``, and its message reads
+    ``"STATUS CODE: MESSAGE"``.
+
+    Args:
+        status: The HTTP status.
+        text: The body; ``{"error": {"code", "message"}}`` from a Lepton server.
+        answered_by: ``ServingError`` or ``PlatformError``.
+        reason: The status line's phrase, the message when the body is empty.
+
+    Example:
+        >>> body = '{"error": {"code": "not_found", "message": "no job 9"}}'
+        >>> exc = error_from_answer(404, body, answered_by=PlatformError)
+        >>> type(exc).__name__, exc.code, str(exc)
+        ('NotFoundError', 'not_found', '404 not_found: no job 9')
+    """
+    try:
+        error = json.loads(text)["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", text[:200] or reason
+    cls: type[ServingError] | type[PlatformError] = answered_by
+    for candidate in _BY_STATUS.get(status, ()):
+        if issubclass(candidate, answered_by) or candidate is UnauthorizedError:
+            cls = candidate
+            break
+    exc = cls(f"{status} {code}: {message}")
+    exc.code = code
+    exc.status = status
+    return exc

@@ -48,3 +48,16 @@ class Tiny(lp.Service):
     @lp.handler(method="GET")
     def whoami(self) -> dict[str, int]:
         return {"pid": os.getpid()}
+
+
+class Probe(lp.Service):
+    """Reports where a replica runs (its working directory) and echoes JSON."""
+
+    @lp.handler(method="GET")
+    def where(self) -> dict[str, object]:
+        cwd = os.getcwd()
+        return {"cwd": cwd, "entries": os.listdir(cwd), "mode": os.stat(cwd).st_mode & 0o777}
+
+    @lp.handler
+    def echo(self, text: str) -> str:
+        return text

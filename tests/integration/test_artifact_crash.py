@@ -58,6 +58,8 @@ def crash_writer(root: Path, *, block_at: int, encrypted: bool, delay: float = 0
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "v1 stored"
     assert proc.stdout.readline().strip() in ("blocked", "looping")
+    # Not a synchronisation (the lines above are): the pause only varies where in a
+    # put() the kill lands, and every moment must leave a consistent store.
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -67,7 +69,9 @@ def crash_writer(root: Path, *, block_at: int, encrypted: bool, delay: float = 0
 # put() fsyncs: 1 the content's temp file, 2 its folder, 3 the record's temp file, 4 its folder
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 @pytest.mark.parametrize("block_at", [1, 3], ids=["mid-content", "mid-record"])
-def test_kill_mid_write_keeps_the_old_version(tmp_path: Path, block_at: int, encrypted: bool):
+def test_kill_mid_write_keeps_the_old_version(
+    tmp_path: Path, block_at: int, encrypted: bool
+) -> None:
     crash_writer(tmp_path, block_at=block_at, encrypted=encrypted)
     store = LocalArtifactStore(tmp_path, cipher=Cipher(KEY) if encrypted else None)
     assert store.get("models/big/weights") == b"v1" * 1_000_000
@@ -81,7 +85,7 @@ def test_kill_mid_write_keeps_the_old_version(tmp_path: Path, block_at: int, enc
 
 
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.45])
-def test_kill_at_random_moments_leaves_a_consistent_store(tmp_path: Path, delay: float):
+def test_kill_at_random_moments_leaves_a_consistent_store(tmp_path: Path, delay: float) -> None:
     crash_writer(tmp_path, block_at=0, encrypted=False, delay=delay)
     store = LocalArtifactStore(tmp_path)
     data = store.get("models/big/weights")  # whichever version landed last, whole

@@ -39,7 +39,7 @@ def check_images(ds: lp.data.Dataset, rows: int) -> None:
 
 
 @pytest.mark.usefixtures("mnist_available")
-def test_mnist_splits_shapes_and_counts():
+def test_mnist_splits_shapes_and_counts() -> None:
     train = lp.data.load("mnist", split="train")
     test = lp.data.load("mnist", split="test")
     check_images(train, 60000)
@@ -51,7 +51,7 @@ def test_mnist_splits_shapes_and_counts():
 
 
 @pytest.mark.usefixtures("mnist_available")
-def test_mnist_fingerprint_is_stable_and_all_is_both_splits():
+def test_mnist_fingerprint_is_stable_and_all_is_both_splits() -> None:
     first = lp.data.load("mnist", split="test").fingerprint()
     assert lp.data.load("MNIST", split="test").fingerprint() == first
     everything = lp.data.load("mnist", split="all")
@@ -59,7 +59,7 @@ def test_mnist_fingerprint_is_stable_and_all_is_both_splits():
     assert everything.subset(slice(60000, None)).fingerprint() == first
 
 
-def test_fashion_mnist():
+def test_fashion_mnist() -> None:
     folder = Path("/usr/share/datasets/fashion-mnist")
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent: sudo apt-get install dataset-fashion-mnist")
@@ -75,7 +75,7 @@ def test_fashion_mnist():
 
 
 @pytest.mark.parametrize("name", SKLEARN)
-def test_sklearn_split_sizes_match_the_catalog(name: str):
+def test_sklearn_split_sizes_match_the_catalog(name: str) -> None:
     entry = lp.data.info(name)
     sizes = {split: len(lp.data.load(name, split=split)) for split in ("train", "test", "all")}  # type: ignore[arg-type]
     assert sizes == entry.splits
@@ -86,7 +86,7 @@ def test_sklearn_split_sizes_match_the_catalog(name: str):
 
 
 @pytest.mark.parametrize("name", [n for n in SKLEARN if n != "diabetes"])
-def test_sklearn_splits_are_stratified(name: str):
+def test_sklearn_splits_are_stratified(name: str) -> None:
     full = lp.data.load(name, split="all")
     train = lp.data.load(name, split="train")
     test = lp.data.load(name, split="test")
@@ -108,7 +108,7 @@ def test_sklearn_splits_are_stratified(name: str):
     assert len(tr & te) <= len(full) - len(rows)
 
 
-def test_digits_are_scaled_images():
+def test_digits_are_scaled_images() -> None:
     ds = lp.data.load("digits", split="all")
     assert ds.features.shape == (1797, 1, 8, 8)
     assert float(ds.features.min()) == 0.0
@@ -116,7 +116,7 @@ def test_digits_are_scaled_images():
     assert ds.classes == [str(i) for i in range(10)]
 
 
-def test_diabetes_is_regression_with_float_targets():
+def test_diabetes_is_regression_with_float_targets() -> None:
     ds = lp.data.load("diabetes", split="all")
     assert ds.task == "regression"
     assert ds.classes is None
@@ -134,7 +134,7 @@ def test_diabetes_is_regression_with_float_targets():
     ("name", "counts"),
     [("iris", [50, 50, 50]), ("wine", [59, 71, 48]), ("breast-cancer", [212, 357])],
 )
-def test_tabular_class_counts(name: str, counts: list[int]):
+def test_tabular_class_counts(name: str, counts: list[int]) -> None:
     ds = lp.data.load(name, split="all")
     assert ds.targets is not None
     assert torch.bincount(ds.targets).tolist() == counts

@@ -13,28 +13,25 @@ import re
 import signal
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import torch
 from safetensors.torch import load_file
+from servers import kill_leftovers, start_platform, stop_platform
 
 import lepton as lp
 from lepton.config import get_settings
-from lepton.errors import ConflictError, JobError, NotFoundError
-from lepton.platform.jobs._scheduler import (
-    Capacity,
-    EvaluateJob,
-    Executor,
-    ExitStatus,
-    JobManager,
-    JobRequest,
-    JobView,
-    LocalExecutor,
-    TrainJob,
-)
+from lepton.errors import ConflictError, JobError, NotFoundError, QuotaExceededError
+from lepton.platform.jobs._executor import Capacity, Executor, ExitStatus, LocalExecutor
+from lepton.platform.jobs._quotas import QueueQuota
+from lepton.platform.jobs._scheduler import JobManager
+from lepton.platform.jobs._specs import EvaluateJob, JobRequest, JobView, TrainJob
 from lepton.storage import Database
 from lepton.tracking import get_run
 
@@ -555,3 +552,129 @@ def test_recover_settles_jobs_whose_worker_died_with_the_server(db: Database, tm
     after.cancel(retry.id, "alice")
     after.cancel(retry.id, "alice")  # again: SIGKILL now
     assert wait_for(after, retry.id, ended, timeout=10).state == "cancelled"
+
+
+# -- queue quotas -----------------------------------------------------------------------
+def test_the_queue_is_bounded_per_user_and_in_all(db: Database, tmp_path: Path):
+    manager = manager_for(
+        db, script_executor(tmp_path, "finish()"), quota=QueueQuota(per_user=2, total=3)
+    )
+    spec = EvaluateJob(model_ref="m")
+    first = submit(manager, spec)
+    submit(manager, spec)
+    with pytest.raises(
+        QuotaExceededError,
+        match=r"alice already has 2 jobs queued, the most one user may have "
+        r"\(LEPTON_MAX_QUEUED_JOBS_PER_USER=2\); wait for some to start, or cancel",
+    ) as refused:
+        submit(manager, spec)
+    assert (refused.value.status, refused.value.retry_after) == (429, 60.0)
+    bob = manager.submit(JobRequest(spec=spec), "bob")  # alice's bound is not bob's
+    with pytest.raises(
+        QuotaExceededError,
+        match=r"the server already has 3 jobs queued, .*\(LEPTON_MAX_QUEUED_JOBS=3\)",
+    ):
+        manager.submit(JobRequest(spec=spec), "carol")
+    assert manager.list()[1] == 3, "a refused job leaves no record"
+    manager.tick()
+    assert manager.get(first.id).state != "queued", "started: only queued jobs count"
+    submit(manager, spec)
+    manager.cancel(bob.id, "bob")
+    manager.submit(JobRequest(spec=spec), "carol")
+    with pytest.raises(QuotaExceededError, match="the server already has 3 jobs queued"):
+        manager.submit(JobRequest(spec=spec), "carol")
+
+
+@pytest.mark.parametrize("bound", ["per_user", "total"])
+def test_concurrent_submissions_never_overshoot_the_bound(db: Database, bound: str):
+    quota = QueueQuota(per_user=5, total=1000) if bound == "per_user" else QueueQuota(1000, 5)
+    manager = manager_for(db, quota=quota)
+    start = threading.Barrier(6)
+    accepted: list[int] = []
+    refused: list[str] = []
+    failures: list[BaseException] = []
+
+    def client(n: int) -> None:
+        user = "alice" if bound == "per_user" else f"user{n}"
+        start.wait()
+        for _ in range(3):
+            try:
+                accepted.append(
+                    manager.submit(JobRequest(spec=EvaluateJob(model_ref="m")), user).id
+                )
+            except QuotaExceededError as exc:
+                refused.append(exc.message)
+            except BaseException as exc:  # reported below, in the test's thread
+                failures.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert failures == []
+    assert (len(accepted), len(refused)) == (5, 13)
+    assert manager.list(state="queued")[1] == 5
+    assert all("already has 5 jobs queued" in message for message in refused)
+
+
+@pytest.fixture
+def platform_home() -> Iterator[Path]:
+    home = Path(os.environ["LEPTON_HOME"])
+    yield home
+    kill_leftovers(home)
+
+
+def _ok(answer: httpx.Response, status: int = 200) -> Any:
+    assert answer.status_code == status, answer.text
+    return answer.json()
+
+
+def test_the_api_refuses_a_full_queue_with_429(
+    platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("LEPTON_MAX_QUEUED_JOBS_PER_USER", "2")
+    monkeypatch.setenv("LEPTON_MAX_QUEUED_JOBS", "3")
+    server = start_platform(platform_home, tmp_path)
+    job = {"spec": {"kind": "evaluate", "model_ref": "m", "data": "iris"}}
+    try:
+        with server.client() as admin:
+            # a job that holds every CPU of the server: the jobs after it stay queued
+            train = {"kind": "train", "model": "mlp", "epochs": 1000, "limit": 64, "val": "none"}
+            blocker = _ok(
+                admin.post(
+                    "/api/v1/jobs", json={"spec": train, "cpus": float(os.cpu_count() or 1)}
+                ),
+                201,
+            )
+            deadline = time.monotonic() + 60
+            while _ok(admin.get(f"/api/v1/jobs/{blocker['id']}"))["state"] != "running":
+                assert time.monotonic() < deadline, "the blocking job never started"
+                time.sleep(0.1)
+            tokens = {}
+            for name in ("dana", "erin"):
+                user = _ok(admin.post("/api/v1/users", json={"name": name, "role": "editor"}), 201)
+                made = admin.post(f"/api/v1/users/{user['id']}/tokens", json={"name": "t"})
+                tokens[name] = _ok(made, 201)["secret"]
+        with server.client(tokens["dana"]) as dana, server.client(tokens["erin"]) as erin:
+            queued = [_ok(dana.post("/api/v1/jobs", json=job), 201) for _ in range(2)]
+            answer = dana.post("/api/v1/jobs", json=job)
+            assert answer.status_code == 429, answer.text
+            assert int(answer.headers["Retry-After"]) >= 1
+            error = answer.json()["error"]
+            assert error["code"] == "quota_exceeded"
+            assert "dana already has 2 jobs queued" in error["message"]
+            assert "wait for some to start, or cancel queued jobs" in error["message"]
+
+            _ok(erin.post("/api/v1/jobs", json=job), 201)  # dana's bound is not erin's
+            answer = erin.post("/api/v1/jobs", json=job)
+            assert answer.status_code == 429, answer.text
+            assert "the server already has 3 jobs queued" in answer.json()["error"]["message"]
+            assert _ok(dana.get("/api/v1/jobs", params={"state": "queued"}))["total"] == 3
+
+            _ok(dana.post(f"/api/v1/jobs/{queued[0]['id']}/cancel"))
+            _ok(dana.post("/api/v1/jobs", json=job), 201)  # room again
+        with server.client() as admin:
+            _ok(admin.post(f"/api/v1/jobs/{blocker['id']}/cancel"))
+    finally:
+        stop_platform(server, platform_home)

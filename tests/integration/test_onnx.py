@@ -67,6 +67,31 @@ def test_bad_onnx_and_pickles_are_refused(tmp_path: Path):
         registry.register_onnx(junk, "junk")
     disguised = tmp_path / "evil.onnx"
     disguised.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(UnsafeFormatError):
+    with pytest.raises(UnsafeFormatError, match="never loads pickles"):
         registry.register_onnx(disguised, "evil")
+    assert registry.list_models() == []
+
+
+def test_a_model_reading_a_file_beside_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the /api/v1 upload does (it calls register_onnx): a tensor whose bytes live in
+    a file of the server's working directory is refused, and the message names no file."""
+    from onnx import TensorProto, helper
+
+    (tmp_path / "admin-token").write_text("s3cret-token")
+    monkeypatch.chdir(tmp_path)
+    w = TensorProto(name="w", data_type=TensorProto.UINT8, dims=[12])
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="admin-token")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])], "leak", [],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [12])], [w],
+    )  # fmt: skip
+    path = tmp_path / "upload.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(UnsafeFormatError, match=r"refers to external data \(tensor 'w'\)") as exc:
+        registry.register_onnx(path, "leaky")
+    assert "admin-token" not in exc.value.message
+    assert str(tmp_path) not in exc.value.message
     assert registry.list_models() == []

@@ -51,13 +51,17 @@ def iris_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 @pytest.fixture
 def home(iris_home: tuple[Path, torch.nn.Module], monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LEPTON_HOME", str(iris_home[0]))
+    """The home, absolute. The server runs from its parent folder with a relative
+    ``LEPTON_HOME`` and database path: deployments run in folders of their own, so they
+    must not depend on the server's working directory."""
+    monkeypatch.chdir(iris_home[0].parent)
+    monkeypatch.setenv("LEPTON_HOME", iris_home[0].name)
     return iris_home[0]
 
 
 @pytest.fixture
 def db(home: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{home / 'lepton.db'}")
+    database = Database(f"sqlite:///{home.name}/lepton.db")  # relative to the server's cwd
     database.check()
     yield database
     database.dispose()
@@ -69,14 +73,14 @@ def managers(db: Database, home: Path) -> Iterator[Callable[[], DeploymentManage
     made: list[DeploymentManager] = []
 
     def make() -> DeploymentManager:
-        made.append(DeploymentManager(db, home, port_range=(_free_port(), 65000)))
+        made.append(DeploymentManager(db, Path(home.name), port_range=(_free_port(), 65000)))
         return made[-1]
 
     yield make
     pids: set[int] = set()
     for manager in made:
         manager.stop_monitor()
-        pids |= {rt.pid for rt in manager._runtimes.values() if rt.pid is not None}
+        pids |= {rt.pid for rt in manager._runtimes.all() if rt.pid is not None}
     for view in made[-1].list(0, 100)[0] if made else []:
         made[-1].delete(view.name, "test")
     for pid in pids:  # anything a failing test left behind
@@ -91,9 +95,10 @@ def _free_port() -> int:
 
 
 def _until(
-    manager: DeploymentManager, name: str, check: Callable[[Any], bool], timeout: float = 60
+    manager: DeploymentManager, name: str, check: Callable[[Any], bool], timeout: float = 180
 ) -> Any:
-    """Tick the manager until ``check(view)`` holds."""
+    """Tick the manager until ``check(view)`` holds (a generous deadline: replicas
+    importing torch on a busy two-core machine take a minute to be ready)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         manager.tick()
@@ -181,9 +186,14 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
     assert (view.ref, view.model_ref, view.state, view.desired) == (
         "iris-mlp:1", "iris-mlp@production", "starting", "running",
     )  # fmt: skip
-    token_file = home / "deployments" / "iris" / "token"
+    folder = home / "deployments" / "iris"
+    token_file = folder / "token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text()
+    # The supervisor runs in the deployment's private folder, not the server's cwd.
+    assert view.pid is not None
+    assert Path(os.readlink(f"/proc/{view.pid}/cwd")) == folder
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
     # Ready, and answers through the proxy exactly like the local model.
     view = _until(manager, "iris", lambda v: v.state == "ready")
@@ -220,7 +230,7 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
     assert first_pid is not None
     os.kill(first_pid, signal.SIGKILL)
     manager.start_monitor(interval_s=0.2)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         view = manager.get("iris")
         if view.state == "ready" and view.pid != first_pid:

@@ -14,8 +14,7 @@ import torch
 import lepton as lp
 from lepton import registry
 from lepton.errors import IntegrityError, RegistryError, UnsafeFormatError
-from lepton.storage import Database
-from lepton.tracking import artifact_store
+from lepton.storage import Database, artifact_store
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +158,19 @@ def test_kill_during_register_exposes_no_partial_version():
     assert [(v.version, v.state) for v in pending] == [(2, "pending"), (1, "ready")]
     assert artifact_store().verify() == []
     assert isinstance(lp.load_model("big"), torch.nn.Module)
+
+
+def test_a_manifest_naming_files_outside_its_version_is_refused(db: Database) -> None:
+    from sqlalchemy import select
+
+    from lepton.storage.schema import ModelVersionRow
+
+    model, train, _ = trained()
+    version = lp.register(model, "escape", dataset=train, database=db)
+    with db.session() as s:
+        row = s.scalars(select(ModelVersionRow).where(ModelVersionRow.model_name == "escape")).one()
+        entry = row.manifest["files"]["model.safetensors"]
+        row.manifest = {**row.manifest, "files": {"../../../lepton.db": entry}}
+    with pytest.raises(IntegrityError, match=r"must list exactly its model\.safetensors") as exc:
+        lp.load_model(version.ref, database=db)
+    assert "lepton.db" not in exc.value.message

@@ -15,9 +15,8 @@ from PIL import Image
 
 import lepton as lp
 from lepton.errors import TrackingError
-from lepton.storage import Database
+from lepton.storage import Database, artifact_store
 from lepton.tracking import (
-    artifact_store,
     compare_runs,
     get_run,
     list_runs,
@@ -35,11 +34,12 @@ def small_fit(epochs: int = 3, lr: float = 1e-3) -> lp.FitResult:
     return lp.fit(model, train, test, epochs=epochs, lr=lr, quiet=True)
 
 
-def test_fit_logs_into_the_active_run(database_url: str):
+def test_fit_logs_into_the_active_run(database_url: str) -> None:
     db = Database(database_url)
     db.upgrade()
     with lp.start_run("iris-mlp", params={"note": "baseline"}, database=db) as run:
         assert lp.tracking.active_run() is run
+        assert run is not None
         result = small_fit(epochs=3)
     assert lp.tracking.active_run() is None
     record = get_run(run.id, database=db)
@@ -58,21 +58,24 @@ def test_fit_logs_into_the_active_run(database_url: str):
     db.dispose()
 
 
-def test_failures_and_interrupts_are_recorded():
-    with pytest.raises(ZeroDivisionError), lp.start_run("bad") as run:  # noqa: PT012
+def test_failures_and_interrupts_are_recorded() -> None:
+    with pytest.raises(ZeroDivisionError, match="division by zero"), lp.start_run("bad") as run:  # noqa: PT012
         run.log_metric("x", 1.0)
         _ = 1 / 0
     record = get_run(run.id)
     assert record.state == "failed"
     assert "ZeroDivisionError" in record.tags["lepton.error"]
-    with pytest.raises(KeyboardInterrupt), lp.start_run("stopped") as stopped:
-        raise KeyboardInterrupt
+    with (
+        pytest.raises(KeyboardInterrupt, match="stopped by the user"),
+        lp.start_run("stopped") as stopped,
+    ):
+        raise KeyboardInterrupt("stopped by the user")
     assert get_run(stopped.id).state == "killed"
-    with pytest.raises(TrackingError, match="start a new run"):
+    with pytest.raises(TrackingError, match=r"run [0-9]+ is failed; start a new run to log more"):
         run.log_metric("x", 2.0)
 
 
-def test_killed_process_leaves_a_failed_run_not_a_running_one(tmp_path: Path):
+def test_killed_process_leaves_a_failed_run_not_a_running_one(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import os, signal
@@ -94,7 +97,7 @@ def test_killed_process_leaves_a_failed_run_not_a_running_one(tmp_path: Path):
     assert [r.id for r in list_runs(state="running")] == []
 
 
-def test_artifacts_compare_and_plot(tmp_path: Path):
+def test_artifacts_compare_and_plot(tmp_path: Path) -> None:
     ids = []
     for lr in (1e-3, 1e-2):
         with lp.start_run(f"lr-{lr}", params={"lr": lr, "model": "mlp"}) as run:
@@ -121,7 +124,9 @@ def test_artifacts_compare_and_plot(tmp_path: Path):
     )
     with Image.open(png) as image:
         assert image.size == (640, 360)
-        colors = {rgb for _, rgb in image.convert("RGB").getcolors(maxcolors=100_000)}
+        counted = image.convert("RGB").getcolors(maxcolors=100_000)
+        assert counted is not None
+        colors = {rgb for _, rgb in counted}
     assert (0x25, 0x63, 0xEB) in colors  # first series' blue
     assert (0xDC, 0x26, 0x26) in colors  # second series' red
     with pytest.raises(TrackingError, match=r"\.svg or \.png"):

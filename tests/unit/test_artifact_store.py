@@ -29,7 +29,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     return BACKENDS[request.param](tmp_path / "store")
 
 
-def test_put_get_round_trip(store: ArtifactStore):
+def test_put_get_round_trip(store: ArtifactStore) -> None:
     data = os.urandom(100_000)
     info = store.put("runs/1/model.safetensors", data)
     assert info.size == len(data)
@@ -41,7 +41,7 @@ def test_put_get_round_trip(store: ArtifactStore):
     assert store.verify() == []
 
 
-def test_list_delete_and_gc(store: ArtifactStore):
+def test_list_delete_and_gc(store: ArtifactStore) -> None:
     store.put("runs/1/a.json", b"{}")
     store.put("runs/1/b.json", b"{}")  # same content: stored once
     store.put("runs/2/a.json", b"other")
@@ -51,7 +51,7 @@ def test_list_delete_and_gc(store: ArtifactStore):
     assert not store.exists("runs/2/a.json")
     with pytest.raises(ArtifactNotFoundError, match=r"store\.list"):
         store.get("runs/2/a.json")
-    with pytest.raises(ArtifactNotFoundError):
+    with pytest.raises(ArtifactNotFoundError, match=r"no artifact under key 'runs/2/a\.json'"):
         store.delete("runs/2/a.json")
     assert store.gc(min_age=0) == 1  # the content only runs/2/a.json referred to
     assert store.gc(min_age=0) == 0
@@ -59,17 +59,23 @@ def test_list_delete_and_gc(store: ArtifactStore):
     assert store.verify() == []
 
 
-def test_corruption_is_detected(store: ArtifactStore, tmp_path: Path):
+def test_corruption_is_detected(store: ArtifactStore, tmp_path: Path) -> None:
     store.put("models/m/weights", b"x" * 1000)
     blob = next(p for p in (tmp_path / "store" / "blobs").glob("*/*") if not p.name.startswith("."))
     raw = bytearray(blob.read_bytes())
     raw[-20] ^= 0xFF
     blob.write_bytes(bytes(raw))
-    with pytest.raises((IntegrityError, EncryptionError), match=r"altered|no longer matches"):
+    with pytest.raises(
+        (IntegrityError, EncryptionError),
+        match=r"were altered|no longer matches its SHA-256.*restore it from a backup",
+    ):
         store.get("models/m/weights")
     assert len(store.verify()) == 1
     blob.unlink()
-    with pytest.raises(IntegrityError, match="missing"):
+    with pytest.raises(
+        IntegrityError,
+        match=r"missing from the store.*restore it from a backup or put the artifact again",
+    ):
         store.get("models/m/weights")
 
 
@@ -102,8 +108,14 @@ HOSTILE_KEYS = [
 ]
 
 
+# Each refusal says what a valid key looks like (or the one rule it broke).
+INVALID_KEY_ADVICE = r"use '/'-separated names|must be a non-empty string|the limit is 512"
+
+
 @pytest.mark.parametrize("key", HOSTILE_KEYS, ids=[repr(k)[:24] for k in HOSTILE_KEYS])
-def test_hostile_keys_never_touch_the_canary(store: ArtifactStore, tmp_path: Path, key: str):
+def test_hostile_keys_never_touch_the_canary(
+    store: ArtifactStore, tmp_path: Path, key: str
+) -> None:
     canary = tmp_path / "canary.txt"
     canary.write_text("untouched")
     before = canary.stat()
@@ -114,7 +126,7 @@ def test_hostile_keys_never_touch_the_canary(store: ArtifactStore, tmp_path: Pat
         lambda: store.exists(key),
         lambda: store.delete(key),
     ):
-        with pytest.raises(InvalidKeyError):
+        with pytest.raises(InvalidKeyError, match=INVALID_KEY_ADVICE):
             call()
     after = canary.stat()
     assert canary.read_text() == "untouched"
@@ -122,19 +134,23 @@ def test_hostile_keys_never_touch_the_canary(store: ArtifactStore, tmp_path: Pat
     assert store.list() == []
 
 
-def test_encrypted_content_is_not_plaintext_and_needs_the_key(tmp_path: Path):
+def test_encrypted_content_is_not_plaintext_and_needs_the_key(tmp_path: Path) -> None:
     secret = b"the weights of a private model " * 10
     LocalArtifactStore(tmp_path, cipher=Cipher(KEY)).put("private", secret)
-    for blob in (tmp_path / "blobs").glob("*/*"):
+    blobs = list((tmp_path / "blobs").glob("*/*"))
+    assert blobs, "the encrypted store wrote no blob"
+    for blob in blobs:
         assert b"private model" not in blob.read_bytes()
-    with pytest.raises(EncryptionError, match="LEPTON_ENCRYPTION_KEY"):
+    with pytest.raises(EncryptionError, match=r"is encrypted; set LEPTON_ENCRYPTION_KEY"):
         LocalArtifactStore(tmp_path).get("private")
-    with pytest.raises(EncryptionError, match="not the one"):
+    with pytest.raises(
+        EncryptionError, match="the encryption key is not the one this artifact was written with"
+    ):
         LocalArtifactStore(tmp_path, cipher=Cipher(generate_key())).get("private")
     assert LocalArtifactStore(tmp_path, cipher=Cipher(KEY)).get("private") == secret
 
 
-def test_key_from_environment_or_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def test_key_from_environment_or_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert Cipher.from_settings(get_settings()) is None
     monkeypatch.setenv("LEPTON_ENCRYPTION_KEY", KEY)
     cipher = Cipher.from_settings()
@@ -145,8 +161,10 @@ def test_key_from_environment_or_file(monkeypatch: pytest.MonkeyPatch, tmp_path:
     key_file.write_text(KEY + "\n")
     monkeypatch.setenv("LEPTON_ENCRYPTION_KEY_FILE", str(key_file))
     assert Cipher.from_settings() is not None
-    with pytest.raises(EncryptionError, match="32 bytes"):
+    with pytest.raises(EncryptionError, match=r"must be 32 bytes.*make one with"):
         Cipher("too-short")
     monkeypatch.setenv("LEPTON_ENCRYPTION_KEY_FILE", str(tmp_path / "missing"))
-    with pytest.raises(EncryptionError, match="LEPTON_ENCRYPTION_KEY_FILE"):
+    with pytest.raises(
+        EncryptionError, match=r"cannot read the key file.*fix LEPTON_ENCRYPTION_KEY_FILE"
+    ):
         Cipher.from_settings()

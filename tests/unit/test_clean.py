@@ -34,7 +34,10 @@ def messy() -> Dataset:
     return Dataset(x, y, name="messy", feature_names=["a", "b"])
 
 
-def test_report_counts_are_exact():
+# --- what clean() changes, counted in its report ---
+
+
+def test_report_counts_are_exact() -> None:
     out, report = clean(messy(), clip_outliers=1.5)
     assert report.rows_in == 9
     assert report.rows_out == 7
@@ -47,7 +50,19 @@ def test_report_counts_are_exact():
     json.dumps(report.to_dict())
 
 
-def test_median_imputation_and_iqr_clipping_values():
+def test_report_reads_well() -> None:
+    _, report = clean(messy(), clip_outliers=1.5)
+    text = str(report)
+    lines = text.splitlines()
+    assert lines[0] == "rows in 9, rows out 7"
+    assert "duplicates dropped       2" in text
+    assert "values imputed           2  (a: 1, b: 1)" in text
+    assert "values clipped           1  (a: 1)" in text
+    noted = CleanReport(rows_in=3, rows_out=3, invalid_labels=["class 'x' has no samples"])
+    assert str(noted).endswith("label problem: class 'x' has no samples")
+
+
+def test_median_imputation_and_iqr_clipping_values() -> None:
     out, _ = clean(messy(), clip_outliers=1.5)
     # a: median of [1, 2, 3, 4, 100, 5] = 3.5; after imputing, Q1 = 2.5, Q3 = 4.5 -> high 7.5
     # b: median of [10, 20, 30, 40, 50, 60] = 35; Q1 = 25, Q3 = 45 -> [-5, 75], nothing clipped
@@ -61,7 +76,7 @@ def test_median_imputation_and_iqr_clipping_values():
     ]
 
 
-def test_clean_leaves_the_input_alone():
+def test_clean_leaves_the_input_alone() -> None:
     ds = messy()
     before = ds.features.clone()
     clean(ds, clip_outliers=1.5)
@@ -69,7 +84,7 @@ def test_clean_leaves_the_input_alone():
     assert torch.equal(torch.nan_to_num(ds.features), torch.nan_to_num(before))
 
 
-def test_mean_imputation():
+def test_mean_imputation() -> None:
     out, report = clean(messy(), impute="mean", drop_duplicates=False)
     assert report.imputed == {"a": 1, "b": 2}
     a_mean = (1 + 2 + 1 + 3 + 4 + 100 + 5 + 2) / 8
@@ -77,21 +92,27 @@ def test_mean_imputation():
     assert out.features[1, 1].item() == pytest.approx((10 + 10 + 20 + 30 + 40 + 50 + 60) / 7)
 
 
-def test_most_frequent_imputation():
+def test_most_frequent_imputation() -> None:
     x = np.array([[7, 1], [7, 2], [3, 2], [NAN, NAN], [9, 5]], dtype=np.float32)
     out, report = clean(Dataset(x), impute="most_frequent")
     assert report.imputed == {"x0": 1, "x1": 1}
     assert out.features[3].tolist() == [7.0, 2.0]
 
 
-def test_no_imputation_leaves_nans():
+def test_no_imputation_leaves_nans() -> None:
     out, report = clean(messy(), impute=None)
     assert report.imputed == {}
     assert int(torch.isnan(out.features).sum()) == 2
     assert out.preprocessing == []
 
 
-def test_regression_rows_with_missing_target_are_dropped():
+def test_duplicates_with_missing_values_are_found_without_imputation() -> None:
+    x = np.array([[1.0, NAN], [1.0, NAN], [1.0, 2.0]], dtype=np.float32)
+    _, report = clean(Dataset(x, np.array([0, 0, 1])), impute=None)
+    assert report.duplicates_dropped == 1
+
+
+def test_regression_rows_with_missing_target_are_dropped() -> None:
     x = np.array([[1, 2], [3, 4], [5, 6], [7, 8]], dtype=np.float32)
     y = np.array([0.5, NAN, 1.5, NAN], dtype=np.float32)
     out, report = clean(Dataset(x, y))
@@ -105,7 +126,10 @@ def test_regression_rows_with_missing_target_are_dropped():
     assert len(kept) == 4
 
 
-def test_conflicting_labels_are_reported():
+# --- label problems and refusals ---
+
+
+def test_conflicting_labels_are_reported() -> None:
     x = np.array([[1, 1], [1, 1], [2, 2], [2, 2], [3, 3]], dtype=np.float32)
     y = np.array([0, 1, 1, 0, 1])
     _out, report = clean(Dataset(x, y))
@@ -117,7 +141,7 @@ def test_conflicting_labels_are_reported():
     assert quiet.invalid_labels == []
 
 
-def test_single_sample_and_empty_classes_are_reported():
+def test_single_sample_and_empty_classes_are_reported() -> None:
     x = np.arange(8, dtype=np.float32).reshape(4, 2)
     ds = Dataset(x, np.array([0, 0, 0, 1]), classes=["cat", "dog", "emu"])
     _, report = clean(ds)
@@ -127,12 +151,15 @@ def test_single_sample_and_empty_classes_are_reported():
     ]
 
 
-def test_images_are_refused():
+def test_images_are_refused() -> None:
     with pytest.raises(DataFormatError, match=r"tabular data.*use standardize\(\)/normalize\(\)"):
         clean(Dataset(np.zeros((4, 1, 2, 2), dtype=np.float32)))
 
 
-def test_apply_preprocessing_replays_train_steps_exactly():
+# --- apply_preprocessing() replays the recorded steps ---
+
+
+def test_apply_preprocessing_replays_train_steps_exactly() -> None:
     train, _ = clean(messy(), clip_outliers=1.5)
     train = train.standardize()
     assert [s["op"] for s in train.preprocessing] == ["impute", "clip", "standardize"]
@@ -158,7 +185,7 @@ def test_apply_preprocessing_replays_train_steps_exactly():
     assert torch.equal(replayed.targets, test.targets)  # type: ignore[arg-type]
 
 
-def test_apply_preprocessing_replays_minmax():
+def test_apply_preprocessing_replays_minmax() -> None:
     train = Dataset(np.array([[0, 10], [4, 30]], dtype=np.float32)).normalize()
     other = apply_preprocessing(
         Dataset(np.array([[2, 20], [8, 50]], dtype=np.float32)), train.preprocessing
@@ -166,18 +193,6 @@ def test_apply_preprocessing_replays_minmax():
     assert other.features.tolist() == [[0.5, 0.5], [2.0, 2.0]]
 
 
-def test_unknown_step_is_refused():
+def test_unknown_step_is_refused() -> None:
     with pytest.raises(DataFormatError, match=r"unknown preprocessing step 'log'; known: impute"):
         apply_preprocessing(messy(), [{"op": "log"}])
-
-
-def test_report_reads_well():
-    _, report = clean(messy(), clip_outliers=1.5)
-    text = str(report)
-    lines = text.splitlines()
-    assert lines[0] == "rows in 9, rows out 7"
-    assert "duplicates dropped       2" in text
-    assert "values imputed           2  (a: 1, b: 1)" in text
-    assert "values clipped           1  (a: 1)" in text
-    noted = CleanReport(rows_in=3, rows_out=3, invalid_labels=["class 'x' has no samples"])
-    assert str(noted).endswith("label problem: class 'x' has no samples")

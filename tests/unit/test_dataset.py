@@ -23,7 +23,7 @@ def tabular(n: int = 120, seed: int = 0, classes: int = 3) -> Dataset:
 
 
 # -- construction ------------------------------------------------------------------------
-def test_features_are_zero_copy_views_of_the_numpy_array():
+def test_features_are_zero_copy_views_of_the_numpy_array() -> None:
     x = np.zeros((5, 3), dtype=np.float32)
     ds = Dataset(x, np.array([0, 1, 0, 1, 0]))
     x[2, 1] = 42.0
@@ -31,7 +31,7 @@ def test_features_are_zero_copy_views_of_the_numpy_array():
     assert np.shares_memory(ds.features.numpy(), x)
 
 
-def test_read_only_arrays_are_copied_so_the_dataset_stays_writable():
+def test_read_only_arrays_are_copied_so_the_dataset_stays_writable() -> None:
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
     x.flags.writeable = False
     ds = Dataset(x)
@@ -39,7 +39,7 @@ def test_read_only_arrays_are_copied_so_the_dataset_stays_writable():
     assert x[0, 0] == 0.0
 
 
-def test_read_only_memmaps_are_remapped_copy_on_write_not_loaded(tmp_path: Path):
+def test_read_only_memmaps_are_remapped_copy_on_write_not_loaded(tmp_path: Path) -> None:
     path = tmp_path / "big.npy"
     data = np.arange(400, dtype=np.float32).reshape(100, 4)
     np.save(path, data)
@@ -52,7 +52,7 @@ def test_read_only_memmaps_are_remapped_copy_on_write_not_loaded(tmp_path: Path)
     assert np.load(path)[0, 0] == 0.0  # copy-on-write
 
 
-def test_memmap_slices_keep_their_own_rows(tmp_path: Path):
+def test_memmap_slices_keep_their_own_rows(tmp_path: Path) -> None:
     path = tmp_path / "m.npy"
     data = np.arange(40, dtype=np.float32).reshape(10, 4)
     np.save(path, data)
@@ -61,7 +61,15 @@ def test_memmap_slices_keep_their_own_rows(tmp_path: Path):
         assert np.array_equal(Dataset(view).features.numpy(), expected)
 
 
-def test_integer_targets_mean_classification_and_floats_regression():
+def test_reversed_arrays_and_float64_regression_targets() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)[::-1]  # negative strides
+    ds = Dataset(x, np.linspace(0.0, 1.0, 6))  # float64 targets
+    assert ds.features[0].tolist() == [10.0, 11.0]
+    assert ds.targets is not None
+    assert ds.targets.dtype == torch.float32
+
+
+def test_integer_targets_mean_classification_and_floats_regression() -> None:
     cls = Dataset(np.zeros((4, 2)), np.array([0, 2, 1, 2], dtype=np.int32))
     assert cls.task == "classification"
     assert cls.targets is not None
@@ -74,29 +82,31 @@ def test_integer_targets_mean_classification_and_floats_regression():
     assert Dataset(np.zeros((3, 2))).task is None
 
 
-def test_integral_float_labels_are_accepted_for_classification():
+def test_integral_float_labels_are_accepted_for_classification() -> None:
     ds = Dataset(np.zeros((3, 1)), np.array([0.0, 1.0, 1.0]), task="classification")
     assert ds.targets is not None
     assert ds.targets.tolist() == [0, 1, 1]
     assert ds.num_classes == 2
 
 
-def test_non_integer_float_labels_for_classification_are_refused():
+def test_non_integer_float_labels_for_classification_are_refused() -> None:
     with pytest.raises(LabelError, match=r"non-integer floats; pass task='regression'"):
         Dataset(np.zeros((3, 1)), np.array([0.5, 1.0, 2.0]), task="classification")
 
 
-def test_nan_labels_for_classification_are_refused():
-    with pytest.raises(LabelError, match="non-integer"):
+def test_nan_labels_for_classification_are_refused() -> None:
+    with pytest.raises(
+        LabelError, match=r"non-integer floats; pass task='regression', or encode class labels"
+    ):
         Dataset(np.zeros((2, 1)), np.array([0.0, np.nan]), task="classification")
 
 
-def test_negative_labels_are_refused_with_a_way_out():
+def test_negative_labels_are_refused_with_a_way_out() -> None:
     with pytest.raises(LabelError, match=r"negative class -1; encode class labels as 0\.\.K-1"):
         Dataset(np.zeros((3, 1)), np.array([0, -1, 2]))
 
 
-def test_two_dimensional_classification_targets_are_refused():
+def test_two_dimensional_classification_targets_are_refused() -> None:
     with pytest.raises(LabelError, match=r"one label per sample \(N,\), got shape \(3, 2\)"):
         Dataset(np.zeros((3, 1)), np.zeros((3, 2), dtype=np.int64))
     # ... but are fine as multi-output regression, as the message suggests
@@ -105,13 +115,15 @@ def test_two_dimensional_classification_targets_are_refused():
     assert multi.targets.dtype == torch.float32
 
 
-def test_too_few_class_names_are_refused():
-    with pytest.raises(LabelError, match="one name per class"):
+def test_too_few_class_names_are_refused() -> None:
+    with pytest.raises(
+        LabelError, match="has label 2 but only 2 class names; pass one name per class"
+    ):
         Dataset(np.zeros((3, 1)), np.array([0, 1, 2]), classes=["a", "b"])
 
 
-def test_mismatched_lengths_are_a_format_error():
-    with pytest.raises(DataFormatError, match="4 feature rows but 3 targets"):
+def test_mismatched_lengths_are_a_format_error() -> None:
+    with pytest.raises(DataFormatError, match=r"4 feature rows but 3 targets.*one target per row"):
         Dataset(np.zeros((4, 2)), np.array([0, 1, 0]))
 
 
@@ -120,22 +132,22 @@ def test_mismatched_lengths_are_a_format_error():
     [np.array([["a", "b"], ["c", "d"]]), np.array([[1, None], [2, 3]], dtype=object)],
     ids=["strings", "objects"],
 )
-def test_string_and_object_features_are_refused(features: np.ndarray):
+def test_string_and_object_features_are_refused(features: np.ndarray) -> None:
     with pytest.raises(DataFormatError, match=r"must be numeric.*encode strings first"):
         Dataset(features)
 
 
-def test_string_targets_are_refused():
+def test_string_targets_are_refused() -> None:
     with pytest.raises(LabelError, match=r"targets must be numeric.*0\.\.K-1"):
         Dataset(np.zeros((2, 1)), np.array(["cat", "dog"]))
 
 
-def test_zero_rows_is_an_empty_dataset_error():
+def test_zero_rows_is_an_empty_dataset_error() -> None:
     with pytest.raises(EmptyDatasetError, match="has no rows; check the file or filter"):
         Dataset(np.zeros((0, 3), dtype=np.float32), np.zeros(0, dtype=np.int64))
 
 
-def test_basics_len_getitem_input_shape_repr():
+def test_basics_len_getitem_input_shape_repr() -> None:
     ds = tabular(10)
     assert len(ds) == 10
     assert ds.input_shape == (4,)
@@ -147,7 +159,7 @@ def test_basics_len_getitem_input_shape_repr():
 
 
 # -- subsets and batches -----------------------------------------------------------------
-def test_subset_with_slice_shares_memory():
+def test_subset_with_slice_shares_memory() -> None:
     ds = tabular(20)
     part = ds.subset(slice(5, 10))
     assert len(part) == 5
@@ -157,7 +169,7 @@ def test_subset_with_slice_shares_memory():
 
 
 @pytest.mark.parametrize("kind", ["list", "tensor"])
-def test_subset_with_indices(kind: str):
+def test_subset_with_indices(kind: str) -> None:
     ds = tabular(20)
     rows = [7, 1, 19]
     idx = rows if kind == "list" else torch.tensor(rows)
@@ -169,7 +181,7 @@ def test_subset_with_indices(kind: str):
     assert part.feature_names == ds.feature_names
 
 
-def test_shuffled_batches_cover_every_row_exactly_once():
+def test_shuffled_batches_cover_every_row_exactly_once() -> None:
     n = 103
     ds = Dataset(np.arange(n, dtype=np.float32)[:, None], np.arange(n) % 2)
     seen = [
@@ -181,14 +193,16 @@ def test_shuffled_batches_cover_every_row_exactly_once():
     assert seen != list(range(n))  # actually shuffled
 
 
-def test_batches_keep_features_and_targets_aligned():
+def test_batches_keep_features_and_targets_aligned() -> None:
     ds = Dataset(np.arange(50, dtype=np.float32)[:, None], np.arange(50) % 7)
-    for xb, yb in ds.batches(8, shuffle=True, generator=torch.Generator().manual_seed(3)):
+    batches = list(ds.batches(8, shuffle=True, generator=torch.Generator().manual_seed(3)))
+    assert len(batches) == 7
+    for xb, yb in batches:
         assert yb is not None
         assert torch.equal(xb[:, 0].long() % 7, yb)
 
 
-def test_seeded_shuffles_are_deterministic():
+def test_seeded_shuffles_are_deterministic() -> None:
     ds = Dataset(np.arange(40, dtype=np.float32)[:, None])
 
     def order(seed: int) -> list[float]:
@@ -201,7 +215,7 @@ def test_seeded_shuffles_are_deterministic():
     assert order(5) != order(6)
 
 
-def test_drop_last_drops_the_partial_batch():
+def test_drop_last_drops_the_partial_batch() -> None:
     ds = Dataset(np.zeros((23, 2), dtype=np.float32))
     sizes = [len(xb) for xb, _ in ds.batches(5, drop_last=True)]
     assert sizes == [5, 5, 5, 5]
@@ -210,12 +224,17 @@ def test_drop_last_drops_the_partial_batch():
     assert shuffled == [5, 5, 5, 5]
 
 
-def test_unlabelled_batches_yield_none_targets():
+def test_batch_size_must_be_positive() -> None:
+    with pytest.raises(DataFormatError, match="batch_size must be a positive integer, got 0"):
+        next(tabular(10).batches(0))
+
+
+def test_unlabelled_batches_yield_none_targets() -> None:
     ds = Dataset(np.zeros((4, 2), dtype=np.float32))
-    assert all(yb is None for _, yb in ds.batches(3))
+    assert [yb for _, yb in ds.batches(3)] == [None, None]
 
 
-def test_transform_is_applied_per_batch_not_to_the_stored_features():
+def test_transform_is_applied_per_batch_not_to_the_stored_features() -> None:
     calls: list[int] = []
 
     def double(xb: torch.Tensor) -> torch.Tensor:
@@ -230,16 +249,17 @@ def test_transform_is_applied_per_batch_not_to_the_stored_features():
     assert ds.with_transform(None).transform is None
 
 
-def test_unshuffled_batches_are_views_of_the_features():
+def test_unshuffled_batches_are_views_of_the_features() -> None:
     ds = tabular(30)
     xb, yb = next(ds.batches(8))
     assert np.shares_memory(xb.numpy(), ds.features.numpy())
     assert yb is not None
+    assert ds.targets is not None
     assert np.shares_memory(yb.numpy(), ds.targets.numpy())
 
 
 # -- split -------------------------------------------------------------------------------
-def test_split_is_stratified_within_one_per_class():
+def test_split_is_stratified_within_one_per_class() -> None:
     y = np.array([0] * 50 + [1] * 30 + [2] * 17)
     ds = Dataset(np.random.default_rng(0).normal(size=(len(y), 2)), y)
     train, test = ds.split(test_size=0.25, seed=0)
@@ -255,7 +275,15 @@ def test_split_is_stratified_within_one_per_class():
     ]
 
 
-def test_split_is_disjoint_complete_and_deterministic():
+def test_split_is_exact_when_every_class_divides_evenly() -> None:
+    y = np.array([0] * 200 + [1] * 70 + [2] * 30)
+    ds = Dataset(np.arange(300, dtype=np.float32)[:, None], y)
+    _, test = ds.split(test_size=0.2, seed=7)
+    assert test.targets is not None
+    assert torch.bincount(test.targets).tolist() == [40, 14, 6]
+
+
+def test_split_is_disjoint_complete_and_deterministic() -> None:
     n = 97
     ds = Dataset(np.arange(n, dtype=np.float32)[:, None], np.arange(n) % 3)
     train, test = ds.split(test_size=0.3, seed=11)
@@ -270,28 +298,30 @@ def test_split_is_disjoint_complete_and_deterministic():
     assert not torch.equal(other.features, test.features)
 
 
-def test_regression_split_is_random_not_stratified():
+def test_regression_split_is_random_not_stratified() -> None:
     ds = Dataset(np.arange(50, dtype=np.float32)[:, None], np.linspace(0, 1, 50))
     train, test = ds.split(test_size=0.2, seed=0)
     assert (len(train), len(test)) == (40, 10)
-    with pytest.raises(LabelError, match="stratify=False"):
+    with pytest.raises(
+        LabelError, match="stratify=True needs classification targets; pass stratify=False"
+    ):
         ds.split(stratify=True)
 
 
-def test_split_that_leaves_a_part_empty_is_refused():
+def test_split_that_leaves_a_part_empty_is_refused() -> None:
     ds = Dataset(np.zeros((2, 1), dtype=np.float32), np.array([0, 1]))
     with pytest.raises(EmptyDatasetError, match="leaves one part empty; use more data"):
         ds.split(test_size=0.2)
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5])
-def test_split_refuses_test_size_outside_zero_one(bad: float):
+def test_split_refuses_test_size_outside_zero_one(bad: float) -> None:
     with pytest.raises(DataFormatError, match=r"test_size must be in \(0, 1\).*e\.g\. 0\.2"):
         tabular(10).split(test_size=bad)
 
 
 # -- standardize / normalize -------------------------------------------------------------
-def test_standardize_uses_train_statistics_only():
+def test_standardize_uses_train_statistics_only() -> None:
     rng = np.random.default_rng(0)
     train = Dataset(rng.normal(5.0, 2.0, size=(400, 3)).astype(np.float32))
     test = Dataset(rng.normal(9.0, 2.0, size=(100, 3)).astype(np.float32))
@@ -308,7 +338,7 @@ def test_standardize_uses_train_statistics_only():
     assert abs(float(train.features.mean()) - 5.0) < 0.5  # the original is not changed
 
 
-def test_standardize_appends_a_replayable_record():
+def test_standardize_appends_a_replayable_record() -> None:
     ds = tabular(50)
     z = ds.standardize()
     assert ds.preprocessing == []
@@ -322,7 +352,7 @@ def test_standardize_appends_a_replayable_record():
     assert [p["op"] for p in twice.preprocessing] == ["standardize", "minmax"]
 
 
-def test_stats_round_trip_through_json():
+def test_stats_round_trip_through_json() -> None:
     z = tabular(50).standardize()
     assert z.stats is not None
     raw = json.loads(json.dumps(z.stats.to_dict()))
@@ -335,7 +365,7 @@ def test_stats_round_trip_through_json():
     assert torch.equal(back.apply(x), z.stats.apply(x))
 
 
-def test_normalize_maps_train_to_unit_range_per_feature():
+def test_normalize_maps_train_to_unit_range_per_feature() -> None:
     ds = Dataset(np.array([[0, 10], [5, 20], [10, 30]], dtype=np.float32))
     n = ds.normalize()
     assert torch.allclose(n.features, torch.tensor([[0, 0], [0.5, 0.5], [1, 1]]))
@@ -343,7 +373,7 @@ def test_normalize_maps_train_to_unit_range_per_feature():
     assert torch.allclose(other.features, torch.tensor([[2.0, 1.5]]))
 
 
-def test_channel_axis_standardizes_each_image_channel():
+def test_channel_axis_standardizes_each_image_channel() -> None:
     rng = np.random.default_rng(0)
     x = np.stack([rng.normal(0, 1, (20, 6, 6)), rng.normal(100, 10, (20, 6, 6))], axis=1).astype(
         np.float32
@@ -356,12 +386,22 @@ def test_channel_axis_standardizes_each_image_channel():
     assert torch.allclose(per_channel.std(1, unbiased=False), torch.ones(2), atol=1e-3)
 
 
-def test_channel_axis_needs_images():
+def test_channel_axis_normalizes_each_image_channel_to_unit_range() -> None:
+    images = Dataset(torch.rand(10, 3, 4, 4) * 5, torch.zeros(10, dtype=torch.int64))
+    per_channel = images.normalize(axis="channel")
+    assert per_channel.stats is not None
+    assert tuple(per_channel.stats.shift.shape) == (3, 1, 1)
+    by_channel = per_channel.features.transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(by_channel.amin(1), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(by_channel.amax(1), torch.ones(3), atol=1e-6)
+
+
+def test_channel_axis_needs_images() -> None:
     with pytest.raises(DataFormatError, match="use axis='feature' for tabular data"):
         tabular(10).standardize(axis="channel")
 
 
-def test_global_axis_uses_one_value():
+def test_global_axis_uses_one_value() -> None:
     x = np.array([[0, 2], [4, 6]], dtype=np.float32)
     ds = Dataset(x).standardize(axis="global")
     assert ds.stats is not None
@@ -374,14 +414,14 @@ def test_global_axis_uses_one_value():
     assert mm.features.max().item() == 1.0
 
 
-def test_zero_variance_feature_gives_finite_values():
+def test_zero_variance_feature_gives_finite_values() -> None:
     x = np.array([[1, 3], [2, 3], [3, 3]], dtype=np.float32)
     for scaled in (Dataset(x).standardize(), Dataset(x).normalize()):
         assert torch.isfinite(scaled.features).all()
         assert torch.all(scaled.features[:, 1] == 0)
 
 
-def test_stats_for_another_layout_are_refused():
+def test_stats_for_another_layout_are_refused() -> None:
     stats = Dataset(np.zeros((4, 2, 3, 3), dtype=np.float32)).standardize(axis="channel").stats
     assert stats is not None
     with pytest.raises(DataFormatError, match="compute them on data of the same layout"):
@@ -389,7 +429,7 @@ def test_stats_for_another_layout_are_refused():
 
 
 # -- map / with_transform ----------------------------------------------------------------
-def test_map_applies_now_in_chunks_and_keeps_metadata():
+def test_map_applies_now_in_chunks_and_keeps_metadata() -> None:
     ds = tabular(10)
     sizes: list[int] = []
 
@@ -405,7 +445,7 @@ def test_map_applies_now_in_chunks_and_keeps_metadata():
     assert mapped.classes == ds.classes
 
 
-def test_with_transform_is_lazy_and_survives_subsets():
+def test_with_transform_is_lazy_and_survives_subsets() -> None:
     ds = tabular(10).with_transform(lambda xb: xb * 0)
     assert not torch.all(ds.features == 0)
     part = ds.subset(slice(0, 4))
@@ -414,7 +454,7 @@ def test_with_transform_is_lazy_and_survives_subsets():
 
 
 # -- fingerprint / describe / save -------------------------------------------------------
-def test_fingerprint_is_content_based():
+def test_fingerprint_is_content_based() -> None:
     x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
     y = np.arange(20) % 2
     fp = Dataset(x, y, name="one").fingerprint()
@@ -430,7 +470,7 @@ def test_fingerprint_is_content_based():
     assert Dataset(x).fingerprint() != fp
 
 
-def test_describe_reports_rows_classes_missing_and_feature_stats():
+def test_describe_reports_rows_classes_missing_and_feature_stats() -> None:
     x = np.array([[1, 10], [2, np.nan], [3, 30], [np.nan, 40]], dtype=np.float32)
     ds = Dataset(x, np.array([0, 1, 1, 1]), classes=["no", "yes"], feature_names=["u", "v"])
     d = ds.describe()
@@ -448,14 +488,14 @@ def test_describe_reports_rows_classes_missing_and_feature_stats():
     assert d["fingerprint"] == ds.fingerprint()
 
 
-def test_describe_summarises_images_as_a_whole():
+def test_describe_summarises_images_as_a_whole() -> None:
     d = Dataset(np.full((3, 1, 4, 4), 0.5, dtype=np.float32)).describe()
     assert d["features"] == {"all": {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5}}
     assert d["num_classes"] is None
     assert "class_counts" not in d
 
 
-def test_save_and_from_npz_round_trip(tmp_path: Path):
+def test_save_and_from_npz_round_trip(tmp_path: Path) -> None:
     ds = tabular(30).standardize()
     path = ds.save(tmp_path / "tab.npz")
     back = from_npz(path)
@@ -467,9 +507,10 @@ def test_save_and_from_npz_round_trip(tmp_path: Path):
     assert back.feature_names == ds.feature_names
     assert back.preprocessing == ds.preprocessing
     assert back.fingerprint() == ds.fingerprint()
+    assert [p.name for p in tmp_path.iterdir()] == ["tab.npz"]  # no temporary file left
 
 
-def test_save_unlabelled_regression_round_trip(tmp_path: Path):
+def test_save_unlabelled_regression_round_trip(tmp_path: Path) -> None:
     reg = Dataset(np.ones((3, 2), dtype=np.float32), np.array([0.5, 1.5, 2.5]), name="r")
     back = from_npz(reg.save(tmp_path / "r.npz"))
     assert back.task == "regression"

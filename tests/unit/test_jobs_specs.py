@@ -12,12 +12,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from lepton import data as lp_data
 from lepton import models as lp_models
+from lepton.platform.jobs._executor import Capacity, ExitStatus
 from lepton.platform.jobs._files import _utf8_complete
-from lepton.platform.jobs._scheduler import (
+from lepton.platform.jobs._specs import (
     STATES,
-    Capacity,
     EvaluateJob,
-    ExitStatus,
     JobRequest,
     JobSpec,
     JobView,

@@ -1,8 +1,10 @@
 """The process helpers that jobs and deployments share: telling a process apart from a
-later one with the same pid, and stopping one with a grace. Real (short) processes."""
+later one with the same pid, and stopping one with a grace; and the one liveness rule
+(lepton._procs) that tracking and the registry use too. Real (short) processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lepton import _procs as liveness
 from lepton.platform import _procs
 
 pytestmark = pytest.mark.skipif(not _procs.HAVE_PROC, reason="needs /proc (Linux)")
@@ -107,3 +110,45 @@ def test_terminate_gives_a_grace_then_kills_the_group() -> None:
 def test_signal_names() -> None:
     assert _procs.signal_name(signal.SIGKILL) == "SIGKILL"
     assert _procs.signal_name(99) == "signal 99"
+
+
+def test_a_pid_is_alive_until_it_exits_and_ours_when_we_may_signal_it(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    assert liveness.pid_alive(os.getpid())
+    assert liveness.pid_ours(os.getpid())
+    assert liveness.pid_alive(sleeper.pid)
+    assert liveness.pid_ours(sleeper.pid)
+    assert not liveness.pid_alive(0)
+    assert not liveness.pid_alive(-1)
+    sleeper.kill()
+    _until_exited(sleeper.pid)
+    assert not liveness.pid_alive(sleeper.pid), "a zombie has exited"
+    assert not liveness.pid_ours(sleeper.pid)
+    sleeper.wait()
+    assert not liveness.pid_alive(sleeper.pid), "reaped: no such process"
+
+
+# Asked as root's child that drops to "nobody" after importing, so that kill(pid, 0)
+# meets another user's process (pid 1, and the root test process itself).
+_AS_NOBODY = """\
+import os, sys
+from lepton._procs import pid_alive, pid_ours
+if os.getuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+pids = (1, int(sys.argv[1]))
+print([pid_alive(p) for p in pids], [pid_ours(p) for p in pids])
+"""
+
+
+def test_another_users_process_is_alive_but_not_ours() -> None:
+    if os.getuid() != 0:
+        assert liveness.pid_alive(1), "init runs, as root"
+        assert not liveness.pid_ours(1), "but it is not ours to signal"
+        return
+    out = subprocess.run(
+        [sys.executable, "-c", _AS_NOBODY, str(os.getpid())],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert out.stdout.split("] [") == ["[True, True", "False, False]\n"]

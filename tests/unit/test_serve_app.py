@@ -44,7 +44,9 @@ def run_app(service: Service, scenario: Scenario, **asgi: Any) -> Any:
         app = service.asgi(**asgi)
         transport = httpx.ASGITransport(app=app)
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1:8100"
+            ) as client:
                 return await scenario(client, app)
         finally:
             await app.close()
@@ -126,11 +128,16 @@ def test_json_body_has_one_field_per_parameter():
             "/describe", json={"shape": {"name": "tri", "points": [{"x": 0, "y": 1}]}}
         )
         assert r.json() == {"name": "tri", "n": 1, "scale": 1.0}
-        # a JSON object sent as a form by `curl -d` is still read as JSON
+        # JSON only as JSON: a form (curl -d, or a cross-site web form) or no type is 415
+        for kind in ("application/x-www-form-urlencoded", "text/plain", None):
+            headers = {"content-type": kind} if kind else {}
+            r = await client.post("/add", content=b'{"a": 4}', headers=headers)
+            assert r.status_code == 415, kind
+            error = error_of(r)
+            assert error["code"] == "unsupported_media_type"
+            assert "Content-Type: application/json" in error["message"]
         r = await client.post(
-            "/add",
-            content=b'{"a": 4}',
-            headers={"content-type": "application/x-www-form-urlencoded"},
+            "/add", content=b'{"a": 4}', headers={"content-type": "Application/JSON; charset=utf-8"}
         )
         assert (r.status_code, r.json()) == (200, 6)
         r = await client.post(
@@ -181,16 +188,16 @@ def test_extra_and_invalid_fields_are_422_with_details():
     run_app(Bodies(), scenario)
 
 
-def test_empty_body_and_bad_content_type_are_400():
+def test_empty_body_is_400_and_bad_content_type_is_415():
     async def scenario(client: httpx.AsyncClient, app: Any) -> None:
         r = await client.post("/add")
         assert r.status_code == 400
         error = error_of(r)
         assert error["code"] == "bad_request"
         assert '{"a": ..., "b": ...}' in error["message"]
-        r = await client.post("/add", content=b"a=1", headers={"content-type": "text/plain"})
-        assert r.status_code == 400
-        assert "unsupported Content-Type 'text/plain'" in error_of(r)["message"]
+        r = await client.post("/add", content=b"a=1", headers={"content-type": "text/csv"})
+        assert r.status_code == 415
+        assert "unsupported Content-Type 'text/csv'" in error_of(r)["message"]
         # a raw image body fits only a handler with exactly one image field
         for path in ("/add", "/pair"):
             r = await client.post(path, content=png_bytes(), headers={"content-type": "image/png"})

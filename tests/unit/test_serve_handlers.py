@@ -541,10 +541,13 @@ class _Demo(Service):
 def test_client_routes_come_from_openapi_and_post_json():
     doc = openapi("Demo", _Demo.routes())
     seen: list[tuple[str, str, Any]] = []
+    types: list[str] = []
 
     def responder(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         seen.append((request.method, request.url.path, body))
+        if request.method == "POST":  # a service takes JSON only as application/json
+            types.append(request.headers.get("content-type", ""))
         if request.url.path == "/openapi.json":
             return httpx.Response(200, json=doc)
         if request.url.path == "/add":
@@ -566,6 +569,8 @@ def test_client_routes_come_from_openapi_and_post_json():
         with pytest.raises(RequestError, match="either one body or keyword"):
             client.add({"a": 1}, b=2)
     assert ("POST", "/add", {"a": 1, "b": 5}) in seen
+    assert len(types) >= 3
+    assert set(types) == {"application/json"}
     assert sum(1 for s in seen if s[1] == "/openapi.json") == 1  # fetched once
 
 

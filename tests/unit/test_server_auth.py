@@ -26,7 +26,6 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/login"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("POST", "/logout"): "viewer",
     ("GET", "/api/v1/me"): "viewer",
     ("GET", "/api/v1/datasets"): "viewer",

@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 import lepton as lp
 
 
-def test_classification_metrics_match_sklearn():
+def test_classification_metrics_match_sklearn() -> None:
     train = lp.data.load("digits", split="train")
     test = lp.data.load("digits", split="test")
     torch.manual_seed(0)
@@ -22,6 +22,7 @@ def test_classification_metrics_match_sklearn():
     with torch.no_grad():
         logits = model(test.features)
     proba = logits.softmax(dim=1).numpy()
+    assert test.targets is not None
     y = test.targets.numpy()
     pred = proba.argmax(axis=1)
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-6)
@@ -38,13 +39,14 @@ def test_classification_metrics_match_sklearn():
     assert 0.3 < got["accuracy"] < 1.0
 
 
-def test_regression_metrics_match_sklearn():
+def test_regression_metrics_match_sklearn() -> None:
     data = lp.data.load("diabetes", split="test")
     torch.manual_seed(0)
     model = lp.models.MLP(in_features=10, out_features=1, hidden=[4])
     got = lp.evaluate(model, data, batch_size=13)
     with torch.no_grad():
         pred = model(data.features).reshape(-1).numpy().astype(np.float64)
+    assert data.targets is not None
     y = data.targets.numpy().astype(np.float64)
     assert got["mse"] == pytest.approx(skm.mean_squared_error(y, pred), rel=1e-4)
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, pred), rel=1e-4)
@@ -52,7 +54,7 @@ def test_regression_metrics_match_sklearn():
     assert got["loss"] == pytest.approx(got["mse"], rel=1e-4)
 
 
-def test_evaluate_keeps_training_mode():
+def test_evaluate_keeps_training_mode() -> None:
     data = lp.data.load("iris", split="test")
     model = lp.models.MLP(in_features=4, num_classes=3)
     model.train()

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-import lepton
+from lepton._version import __version__
 from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
@@ -51,7 +51,7 @@ app.command()(predict)
 
 def _version(value: bool) -> None:
     if value:
-        print(f"lepton {lepton.__version__}")
+        print(f"lepton {__version__}")
         raise typer.Exit()
 
 

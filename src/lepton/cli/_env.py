@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import lepton
+from lepton._version import __version__
 from lepton.config import get_settings
 
 __all__ = ["collect_env", "env"]
@@ -25,7 +26,7 @@ PACKAGES = ("torch", "numpy", "torchmetrics", "safetensors", "scikit-learn", "py
 def collect_env() -> dict[str, Any]:
     """Everything a bug report needs, as a JSON-safe dict."""
     settings = get_settings()
-    versions = {"lepton": lepton.__version__, "python": sys.version.split()[0]}
+    versions = {"lepton": __version__, "python": sys.version.split()[0]}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)

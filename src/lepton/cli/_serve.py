@@ -22,6 +22,17 @@ _TOKEN_FILE = typer.Option(
 _MAX_BODY = typer.Option(10.0, help="Largest request body in MB (larger: 413).")
 _GRACE = typer.Option(30.0, help="Seconds a stopping replica lets requests in progress finish.")
 _THREADS = typer.Option(0, help="Torch threads per replica (0: cores / replicas).")
+_ALLOWED_HOST = typer.Option(
+    None, "--allowed-host",
+    help="Also answer requests for this Host (name or name:port; repeatable). By default "
+    "only the bound address is answered (127.0.0.1, localhost, [::1] on loopback).",
+)  # fmt: skip
+_MAX_CONNECTIONS = typer.Option(
+    1024, min=1, help="Open connections per replica beyond which new ones get 503."
+)
+_HEADER_TIMEOUT = typer.Option(10.0, help="Seconds a client may take to send request headers.")
+_BODY_TIMEOUT = typer.Option(30.0, help="Seconds a request body may stall before a 408.")
+_IDLE_TIMEOUT = typer.Option(15.0, help="Seconds an idle kept-alive connection stays open.")
 
 
 def _token(token_file: Path | None) -> str | None:
@@ -34,6 +45,16 @@ def _token(token_file: Path | None) -> str | None:
             raise ConfigError(f"--token-file {token_file} is empty")
         return token
     return os.environ.get("LEPTON_SERVE_TOKEN") or None
+
+
+def _limits(max_connections: int, header_timeout: float, body_timeout: float,
+            idle_timeout: float) -> Any:  # fmt: skip
+    from lepton.serve._connections import ConnectionLimits
+
+    return ConnectionLimits(
+        header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+        idle_timeout_s=idle_timeout, max_connections=max_connections,
+    )  # fmt: skip
 
 
 def _run(options: Any) -> None:
@@ -53,6 +74,11 @@ def serve(
     max_body_mb: float = _MAX_BODY,
     grace: float = _GRACE,
     threads: int = _THREADS,
+    allowed_host: list[str] | None = _ALLOWED_HOST,
+    max_connections: int = _MAX_CONNECTIONS,
+    header_timeout: float = _HEADER_TIMEOUT,
+    body_timeout: float = _BODY_TIMEOUT,
+    idle_timeout: float = _IDLE_TIMEOUT,
 ) -> None:
     """Serve an lp.Service class over HTTP (OpenAPI at /openapi.json, metrics at /metrics).
 
@@ -62,7 +88,9 @@ def serve(
 
     options = ServeOptions(target=target, host=host, port=port, replicas=replicas,
                            token=_token(token_file), max_body_bytes=int(max_body_mb * 2**20),
-                           grace_s=grace, threads=threads)  # fmt: skip
+                           grace_s=grace, threads=threads, allowed_hosts=allowed_host or [],
+                           limits=_limits(max_connections, header_timeout, body_timeout,
+                                          idle_timeout))  # fmt: skip
     options.validate()
     load_service_class(target).routes()  # fail here, once, not in every replica
     _run(options)
@@ -77,6 +105,11 @@ def deploy(
     max_body_mb: float = _MAX_BODY,
     grace: float = _GRACE,
     threads: int = _THREADS,
+    allowed_host: list[str] | None = _ALLOWED_HOST,
+    max_connections: int = _MAX_CONNECTIONS,
+    header_timeout: float = _HEADER_TIMEOUT,
+    body_timeout: float = _BODY_TIMEOUT,
+    idle_timeout: float = _IDLE_TIMEOUT,
 ) -> None:
     """Serve a registered model (PyTorch or ONNX) with a batched POST /predict.
 
@@ -90,7 +123,9 @@ def deploy(
     version = resolve(ref)
     options = ServeOptions(model=version.ref, host=host, port=port, replicas=replicas,
                            token=_token(token_file), max_body_bytes=int(max_body_mb * 2**20),
-                           grace_s=grace, threads=threads)  # fmt: skip
+                           grace_s=grace, threads=threads, allowed_hosts=allowed_host or [],
+                           limits=_limits(max_connections, header_timeout, body_timeout,
+                                          idle_timeout))  # fmt: skip
     options.validate()
     print(f"deploying {version.ref} (resolved from {ref})", file=sys.stderr)
     _run(options)

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-import lepton
+from lepton._version import __version__
 from lepton.platform import api, web
 from lepton.platform._guards import Guard
 from lepton.platform._http import authorize, check_rules, install_error_handlers, public
 from lepton.platform._state import Platform, ServerConfig
+from lepton.platform.web import _docs as web_docs
 
 __all__ = ["Platform", "ServerConfig", "create_app"]
 
@@ -36,12 +37,13 @@ def create_app(platform: Platform) -> FastAPI:
 
     app = FastAPI(
         title="Lepton platform",
-        version=lepton.__version__,
+        version=__version__,
         description="Datasets, runs, models, jobs, deployments, users and the audit log. "
         "Every route needs `Authorization: Bearer <token>` unless marked public.",
         lifespan=lifespan,
         dependencies=[Depends(authorize)],
-        docs_url="/docs",
+        # our own /docs page instead of Swagger UI, whose script would come from a CDN
+        docs_url=None,
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -49,13 +51,14 @@ def create_app(platform: Platform) -> FastAPI:
     install_error_handlers(app)
     api.install(app)
     web.install(app)
-    _mark_docs_public(app)
+    app.include_router(web_docs.router)
+    _mark_openapi_public(app)
     check_rules(app.routes)
     app.add_middleware(Guard)
     return app
 
 
-def _mark_docs_public(app: FastAPI) -> None:
+def _mark_openapi_public(app: FastAPI) -> None:
     for route in app.routes:
-        if getattr(route, "path", None) in ("/docs", "/openapi.json", "/docs/oauth2-redirect"):
+        if getattr(route, "path", None) == "/openapi.json":
             public(route.endpoint)  # type: ignore[attr-defined]

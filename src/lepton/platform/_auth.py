@@ -26,21 +26,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from lepton._fs import atomic_write
-from lepton.errors import ConflictError, NotFoundError, PlatformError
+from lepton._fs import atomic_write, private_dir
+from lepton.errors import ConflictError, ForbiddenError, NotFoundError, PlatformError
 from lepton.storage import Database
 from lepton.storage.schema import ApiTokenRow, UserRow
 
 __all__ = [
     "ROLES",
     "Auth",
+    "ChangedUser",
     "Principal",
     "Role",
     "TokenView",
     "UserView",
     "admin_token_path",
     "hash_secret",
+    "own_or_admin",
 ]
 
 Role = Literal["viewer", "editor", "admin"]
@@ -90,6 +93,15 @@ class UserView(BaseModel):
     role: Role
     active: bool
     created_at: float
+
+
+class ChangedUser(UserView):
+    """A user after a change, and how many of its tokens the change revoked."""
+
+    tokens_revoked: int = Field(
+        description="Tokens, login links and dashboard sessions revoked by this change: all "
+        "of a deactivated user's, for good (reactivating does not bring them back)."
+    )
 
 
 class TokenView(BaseModel):
@@ -156,6 +168,22 @@ def _token_view(row: ApiTokenRow) -> TokenView:
     )
 
 
+def own_or_admin(who: Principal, user_id: int) -> None:
+    """Refuse (403) unless ``who`` is user ``user_id`` or an admin: the same answer whether
+    that user exists or not."""
+    if who.user_id != user_id and not who.may("admin"):
+        raise ForbiddenError("you may manage only your own tokens; an admin may manage any")
+
+
+def _visible_token(s: Session, token_id: int, seen_by: Principal | None) -> ApiTokenRow:
+    row = s.get(ApiTokenRow, token_id)
+    if row is None or (
+        seen_by is not None and row.user_id != seen_by.user_id and not seen_by.may("admin")
+    ):
+        raise NotFoundError(f"no token with id {token_id}; see GET /api/v1/users/<id>/tokens")
+    return row
+
+
 class Auth:
     """Users and tokens in the metadata database.
 
@@ -197,9 +225,14 @@ class Auth:
             rows = s.scalars(select(UserRow).order_by(UserRow.id).offset(offset).limit(limit))
             return [_user_view(r) for r in rows], total
 
-    def change_user(self, user_id: int, change: UserChange, by: Principal) -> UserView:
+    def change_user(self, user_id: int, change: UserChange, by: Principal) -> ChangedUser:
         """Change a user's role or deactivate it; nobody can demote or lock out themselves,
-        so a server always keeps an admin who can undo a mistake."""
+        so a server always keeps an admin who can undo a mistake.
+
+        Deactivating revokes every token, login link and dashboard session of the user,
+        so reactivating it later brings none of them back: it needs new tokens.
+        """
+        now = time.time()
         with self.db.session() as s:
             row = s.get(UserRow, user_id)
             if row is None:
@@ -214,8 +247,17 @@ class Auth:
                 row.role = change.role
             if change.active is not None:
                 row.active = change.active
+            revoked = 0
+            if change.active is False:
+                live = s.scalars(
+                    select(ApiTokenRow).where(
+                        ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None)
+                    )
+                )
+                for token in live:
+                    token.revoked_at, revoked = now, revoked + 1
             s.flush()
-            return _user_view(row)
+            return ChangedUser(**_user_view(row).model_dump(), tokens_revoked=revoked)
 
     # -- tokens ---------------------------------------------------------------------------
     def create_token(
@@ -262,20 +304,22 @@ class Auth:
             )
             return [_token_view(r) for r in rows], total
 
-    def get_token(self, token_id: int) -> TokenView:
-        """One token's record, or :class:`NotFoundError`."""
-        with self.db.session() as s:
-            row = s.get(ApiTokenRow, token_id)
-            if row is None:
-                raise NotFoundError(f"no token with id {token_id}")
-            return _token_view(row)
+    def get_token(self, token_id: int, *, seen_by: Principal | None = None) -> TokenView:
+        """One token's record, or :class:`NotFoundError`.
 
-    def revoke(self, token_id: int) -> TokenView:
-        """Revoke a token at once (idempotent)."""
+        Args:
+            token_id: The token's id.
+            seen_by: The caller asking, if the answer goes to one: a token that is not
+                theirs (unless they are an admin) is not found, with the very message of
+                an id that does not exist, so ids tell nobody whose tokens exist.
+        """
         with self.db.session() as s:
-            row = s.get(ApiTokenRow, token_id)
-            if row is None:
-                raise NotFoundError(f"no token with id {token_id}")
+            return _token_view(_visible_token(s, token_id, seen_by))
+
+    def revoke(self, token_id: int, *, by: Principal | None = None) -> TokenView:
+        """Revoke a token at once (idempotent); ``by`` as ``seen_by`` of :meth:`get_token`."""
+        with self.db.session() as s:
+            row = _visible_token(s, token_id, by)
             row.revoked_at = row.revoked_at or time.time()
             s.flush()
             return _token_view(row)
@@ -321,7 +365,7 @@ class Auth:
                 return None
         user = self.create_user("admin", "admin")
         _, secret = self.create_token(user.id, "local admin (created at first start)")
-        home.mkdir(parents=True, exist_ok=True)
+        private_dir(home)
 
         def write(tmp: Path) -> None:  # mkstemp made it 0600 already; say so anyway
             os.chmod(tmp, 0o600)

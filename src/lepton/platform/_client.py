@@ -10,22 +10,11 @@ from typing import Any
 import httpx
 
 from lepton.config import get_settings
-from lepton.errors import (
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    PlatformError,
-    UnauthorizedError,
-)
+from lepton.errors import PlatformError, UnauthorizedError, error_from_answer
 from lepton.platform._auth import admin_token_path
 
 __all__ = ["PlatformClient"]
 
-_BY_STATUS: dict[int, type[PlatformError]] = {
-    403: ForbiddenError,
-    404: NotFoundError,
-    409: ConflictError,
-}
 ENDED = ("succeeded", "failed", "cancelled", "lost")
 
 
@@ -104,17 +93,10 @@ class PlatformClient:
                 f"`lepton server` or set LEPTON_SERVER_URL"
             ) from None
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                message = f"{error['message']} ({error['code']})"
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:500]
-            if response.status_code == 401:
-                raise UnauthorizedError(message)
-            cls = _BY_STATUS.get(response.status_code, PlatformError)
-            error_obj = cls(message)
-            error_obj.status = response.status_code
-            raise error_obj
+            raise error_from_answer(
+                response.status_code, response.text, answered_by=PlatformError,
+                reason=response.reason_phrase,
+            )  # fmt: skip
         return response.json() if response.content else None
 
     # -- conveniences ---------------------------------------------------------------------

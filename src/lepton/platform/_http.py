@@ -3,7 +3,9 @@
 Authorization is deny-by-default: a route answers only if its endpoint was declared with
 :func:`allow` (a minimum role) or :func:`public`. :func:`authorize` runs before every
 route and refuses one without a rule with 403, so a route someone forgets to declare is
-closed, not open (and ``tests/unit/test_server_rules.py`` lists every route's rule).
+closed, not open (and ``tests/unit/test_server_auth.py`` lists every route's rule). The
+caller is found from the request's headers by :mod:`~lepton.platform._guards` before any
+of the request is parsed; :func:`authorize` only reads what the guards found.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from lepton.errors import (
     ServingError,
     UnauthorizedError,
     UnsafeFormatError,
+    error_body,
 )
 from lepton.platform._auth import ROLES, Principal, Role
 
@@ -42,6 +45,7 @@ __all__ = [
     "caller",
     "error_body",
     "install_error_handlers",
+    "may_read",
     "public",
     "rule_of",
 ]
@@ -53,6 +57,9 @@ _RULE = "__lepton_rule__"
 _AUDIT = "__lepton_audit__"
 PUBLIC = "public"
 SESSION_COOKIE = "lepton_session"
+# Keys in the request's scope state, set by the guards before any route runs.
+PRINCIPAL = "principal"  # the caller (a Principal), or None
+REFUSAL = "lepton_refusal"  # why credentials that were sent are refused (a LeptonError)
 
 
 def allow(role: Role, *, audit: bool = True) -> Callable[[F], F]:
@@ -88,17 +95,18 @@ def audited(endpoint: Any) -> bool:
     return bool(getattr(endpoint, _AUDIT, True))
 
 
-def iter_routes(routes: Iterable[Any]) -> Iterator[tuple[str, str, Any]]:
+def iter_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str, Any]]:
     """``(method, path, endpoint)`` of every route, routers included in routers too."""
     for route in routes:
         included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps routers
         if included is not None:
-            yield from iter_routes(included.routes)
+            context = getattr(route, "include_context", None)
+            yield from iter_routes(included.routes, prefix + getattr(context, "prefix", ""))
             continue
         endpoint = getattr(route, "endpoint", None)
         for method in sorted(getattr(route, "methods", None) or ()):
             if method != "HEAD" and endpoint is not None:
-                yield method, route.path, endpoint
+                yield method, prefix + route.path, endpoint
 
 
 def check_rules(routes: Iterable[Any]) -> None:
@@ -108,11 +116,22 @@ def check_rules(routes: Iterable[Any]) -> None:
         raise RuntimeError(f"routes without an authorization rule: {', '.join(missing)}")
 
 
+def may_read(rule: str | None, principal: Principal | None) -> bool:
+    """Whether a request to a route with ``rule`` from ``principal`` (``None``: nobody
+    known) may go as far as reading its body: a public route, or a caller whose role the
+    rule allows. Everything else is refused before any of the request is parsed."""
+    if rule == PUBLIC:
+        return True
+    return rule is not None and principal is not None and principal.may(rule)
+
+
 def authorize(request: Request) -> None:
-    """Run before every route: find the caller and check the route's rule.
+    """Run before every route: check the route's rule against the caller that
+    :mod:`~lepton.platform._guards` found from the request's headers.
 
     Raises:
-        ForbiddenError: The route has no rule (deny by default) or the role is too low.
+        ForbiddenError: The route has no rule (deny by default), the role is too low, or a
+            dashboard cookie came with a state-changing request from another site.
         UnauthorizedError: No valid token (bearer header or dashboard session cookie).
     """
     rule = rule_of(request.scope.get("endpoint"))
@@ -120,13 +139,16 @@ def authorize(request: Request) -> None:
         raise ForbiddenError("this route has no authorization rule, so nobody may call it")
     if rule == PUBLIC:
         return
-    principal = request.app.state.platform.authenticate(request)
-    if principal is None:
+    state = request.scope.get("state") or {}
+    refusal = state.get(REFUSAL)
+    if isinstance(refusal, LeptonError):
+        raise refusal
+    principal = state.get(PRINCIPAL)
+    if not isinstance(principal, Principal):  # also when no guard ran: deny by default
         raise UnauthorizedError(
             "missing or invalid token: send 'Authorization: Bearer <token>' (the local admin "
             "token is in LEPTON_HOME/admin-token) or open the login link the server printed"
         )
-    request.state.principal = principal
     if not principal.may(rule):
         raise ForbiddenError(f"this needs the {rule} role; you are {principal.role}")
 
@@ -172,11 +194,6 @@ class Page(BaseModel, Generic[T]):
         return cls(items=items, total=total, offset=paging.offset, limit=paging.limit)
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """The JSON shape of every error: ``{"error": {"code", "message"}}``."""
-    return {"error": {"code": code, "message": message, **extra}}
-
-
 def status_of(exc: LeptonError) -> int:
     """The HTTP status for a Lepton error."""
     if isinstance(exc, PlatformError | ServingError):
@@ -209,14 +226,17 @@ def install_error_handlers(app: Any) -> None:
     async def lepton_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, LeptonError)
         status = status_of(exc)
+        message = exc.message
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
+        if status == 500:  # a fault of this server: its details (paths, files) stay in its log
+            message = "the server failed on this request; its log has the details"
         headers = {}
         if isinstance(exc, ServingError) and exc.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(error_body(exc.code, exc.message), status, headers=headers)
+        return JSONResponse(error_body(exc.code, message), status, headers=headers)
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -235,6 +255,7 @@ def install_error_handlers(app: Any) -> None:
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     async def crash(_: Request, exc: Exception) -> JSONResponse:
+        # never the exception's text: it may name files, paths or queries of this server
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(
             error_body(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
-from lepton.errors import ConflictError
+from lepton.errors import ServerBusyError
 from lepton.platform._procs import fingerprint, matches_fingerprint
 from lepton.storage import Database
 from lepton.storage.schema import ServerLeaseRow
@@ -37,12 +37,6 @@ __all__ = ["HEARTBEAT_S", "LEASE_TTL_S", "ManagerLease", "ServerBusyError"]
 LEASE_TTL_S = 30.0  # a holder on another host silent this long is taken as gone
 HEARTBEAT_S = 5.0
 log = logging.getLogger("lepton.platform")
-
-
-class ServerBusyError(ConflictError):
-    """Another running server already manages this database's jobs and deployments."""
-
-    code = "server_busy"
 
 
 class ManagerLease:
@@ -118,7 +112,7 @@ class ManagerLease:
                     raise ServerBusyError(
                         f"another Lepton server (pid {row.pid} on {row.host}, {row.url}) "
                         f"already manages the jobs and deployments of this database; stop "
-                        f"it first, or give this one its own LEPTON_HOME or LEPTON_DB_URL"
+                        f"it first, or give this one its own LEPTON_HOME or LEPTON_DATABASE_URL"
                     )
                 previous = (row.instance, row.pid, row.host)  # the update refreshes row
                 taken = s.execute(

@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 from rich.console import Console
 
+from lepton._fs import open_private
 from lepton.config import get_settings
 from lepton.platform._app import Platform, ServerConfig, create_app
 from lepton.platform._auth import admin_token_path
@@ -153,7 +154,7 @@ def _digit_png(home: Path) -> Path:
     test = lp_data.load("mnist", split="test")
     x, y = test[0]
     path = home / "demo" / f"mnist-test-0-label-{int(y)}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
     pixels = (x.squeeze(0).clamp(0, 1) * 255).round().byte().numpy()
-    Image.fromarray(pixels, mode="L").save(path)
+    with open_private(path, "wb") as out:  # 0600, in a 0700 folder, like all of home
+        Image.fromarray(pixels, mode="L").save(out, format="PNG")
     return path

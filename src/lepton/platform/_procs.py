@@ -6,7 +6,9 @@ say that a process the server started still runs. Its start time (clock ticks af
 boot, field 22 of ``/proc/<pid>/stat``), the boot id and the host name do: record them
 when the process starts (:func:`start_time`, :data:`BOOT_ID`), and :func:`is_alive`
 checks them later, also from a new server after a restart. Without ``/proc`` (not
-Linux) only whether the pid exists, and is ours to signal, can be told.
+Linux) only whether the pid exists and is ours to signal can be told
+(:func:`lepton._procs.pid_ours`: another user's process is alive, but not one the server
+started).
 
 Processes are started in their own session, so that one signal reaches a process and
 its children: :func:`terminate` asks it to stop and kills its group after a grace.
@@ -29,8 +31,9 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from lepton._procs import BOOT_ID, EXITED, HAVE_PROC, ProcStat, pid_ours, proc_stat, start_time
 
 __all__ = [
     "BOOT_ID",
@@ -48,65 +51,6 @@ __all__ = [
     "start_time",
     "terminate",
 ]
-
-HAVE_PROC = Path("/proc/self/stat").exists()
-_EXITED = frozenset({"Z", "X", "x"})  # zombie, dead ("x" on Linux 2.6.33 to 3.13)
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-BOOT_ID = _boot_id()  # a new one at every boot: start times only compare within a boot
-
-
-@dataclass(frozen=True)
-class ProcStat:
-    """What ``/proc/<pid>/stat`` tells of a process (fields 3, 5 and 22 of proc(5))."""
-
-    state: str  # R, S, D, ... or Z (zombie), X (dead)
-    group: int  # its process group
-    start_time: int  # clock ticks after boot
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """``/proc``'s line of ``pid``, ``None`` when there is none (no such pid, no ``/proc``).
-
-    A zombie still has one, until its parent reaps it.
-    """
-    if pid <= 0:
-        return None
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()  # the name in (...) may hold spaces and ")"
-    try:
-        return ProcStat(state=fields[0], group=int(fields[2]), start_time=int(fields[19]))
-    except (IndexError, ValueError):
-        return None
-
-
-def start_time(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks after boot; ``None`` without ``/proc``.
-
-    Read it right after starting a process and keep it with the pid, for :func:`is_alive`.
-    """
-    stat = proc_stat(pid)
-    return None if stat is None else stat.start_time
-
-
-def _ours_to_signal(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: not one the server started
-        return False
-    return True
 
 
 def is_alive(
@@ -130,11 +74,11 @@ def is_alive(
     if pid <= 0 or (host is not None and host != socket.gethostname()):
         return False
     if not HAVE_PROC:
-        return _ours_to_signal(pid)
+        return pid_ours(pid)
     if boot is not None and boot != BOOT_ID:
         return False
     stat = proc_stat(pid)
-    if stat is None or stat.state in _EXITED:
+    if stat is None or stat.state in EXITED:
         return False
     return started is None or stat.start_time == started
 
@@ -146,9 +90,9 @@ def fingerprint(pid: int) -> str:
     ``"alive"`` without ``/proc``; ``"unknown"`` when the process is already gone.
     """
     if not HAVE_PROC:
-        return "alive" if _ours_to_signal(pid) else "unknown"
+        return "alive" if pid_ours(pid) else "unknown"
     stat = proc_stat(pid)
-    if stat is None or stat.state in _EXITED:
+    if stat is None or stat.state in EXITED:
         return "unknown"
     return f"{BOOT_ID}:{stat.start_time}"
 
@@ -198,7 +142,7 @@ def group_memory_mb(group: int) -> float | None:
         if not entry.name.isdigit():
             continue
         stat = proc_stat(int(entry.name))
-        if stat is None or stat.group != group or stat.state in _EXITED:
+        if stat is None or stat.group != group or stat.state in EXITED:
             continue
         found = True
         total += _memory_kb(int(entry.name))

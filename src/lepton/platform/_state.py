@@ -8,12 +8,13 @@ over a :class:`Platform`, and routes reach it through :data:`lepton.platform._de
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from starlette.requests import cookie_parser
 
 from lepton.errors import ForbiddenError
 from lepton.platform._auth import Auth, Principal
@@ -24,7 +25,7 @@ from lepton.platform.jobs import JobManager
 from lepton.storage import Database
 from lepton.storage.schema import AuditRow
 
-__all__ = ["SAFE_METHODS", "Platform", "ServerConfig"]
+__all__ = ["SAFE_METHODS", "Platform", "ServerConfig", "has_credentials", "session_cookie"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -39,6 +40,8 @@ class ServerConfig:
         allowed_hosts: Extra ``Host`` values to accept (``name`` or ``name:port``), for a
             server reached through a proxy or by a DNS name.
         max_body_bytes: The largest request body accepted (413 above it).
+        max_anonymous_body_bytes: The largest body of a request without a valid token,
+            on the public routes (the others read no body before the caller is known).
         manage: Run the job scheduler and the deployment monitor (off in unit tests that
             need only the API).
     """
@@ -47,6 +50,7 @@ class ServerConfig:
     port: int = 8000
     allowed_hosts: list[str] = field(default_factory=list)
     max_body_bytes: int = 256 * 1024 * 1024
+    max_anonymous_body_bytes: int = 64 * 1024
     manage: bool = True
 
     @property
@@ -83,17 +87,27 @@ class Platform:
         self.lease = ManagerLease(db, config.url, on_lost=self._stop_managing)
         self.started_at = time.time()
 
-    def authenticate(self, request: Request) -> Principal | None:
-        """The caller, from a bearer token or the dashboard session cookie."""
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
+    def authenticate(self, headers: Mapping[str, str], method: str) -> Principal | None:
+        """The caller, from a bearer token or the dashboard session cookie: from the
+        request's headers only, so nothing else of a request is read before its caller is
+        known. It queries the database: call it off the event loop.
+
+        Args:
+            headers: The request's headers, by lowercase name.
+            method: The request's method.
+
+        Raises:
+            ForbiddenError: A session cookie with a state-changing request whose ``Origin``
+                (or ``Referer``) is not this server.
+        """
+        scheme, _, secret = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and secret:
             return self.auth.authenticate(secret.strip(), "api")
-        cookie = request.cookies.get(SESSION_COOKIE)
+        cookie = session_cookie(headers)
         if cookie:
             principal = self.auth.authenticate(cookie, "session")
-            if principal is not None and request.method not in SAFE_METHODS:
-                _check_origin(request)
+            if principal is not None and method not in SAFE_METHODS:
+                _check_origin(headers)
             return principal
         return None
 
@@ -124,24 +138,43 @@ class Platform:
         self.jobs.stop()
         self.deployments.stop_monitor()
 
-    def audit(self, actor: str, action: str, target: str, status: int, detail: Any) -> None:
-        """Append one entry to the audit log."""
+    def audit(self, actor: str, action: str, target: str, status: int, detail: Any) -> int:
+        """Append one entry to the audit log; returns its id."""
         with self.db.session() as s:
-            s.add(
-                AuditRow(
-                    at=time.time(),
-                    actor=actor[:64],
-                    action=action[:100],
-                    target=target[:500],
-                    status=status,
-                    detail=detail,
-                )
+            row = AuditRow(
+                at=time.time(),
+                actor=actor[:64],
+                action=action[:100],
+                target=target[:500],
+                status=status,
+                detail=detail,
             )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def recount_audit(self, entry_id: int, count: int) -> None:
+        """Set the ``count`` in an aggregated audit entry's detail (refused anonymous
+        requests share one entry per client and action a minute)."""
+        with self.db.session() as s:
+            row = s.get(AuditRow, entry_id)
+            if row is not None:
+                row.detail = {**(row.detail or {}), "count": count}
 
 
-def _check_origin(request: Request) -> None:
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    expected = request.headers.get("host", "")
+def has_credentials(headers: Mapping[str, str]) -> bool:
+    """Whether a request carries a bearer token or a session cookie (without checking it)."""
+    return bool(headers.get("authorization")) or bool(session_cookie(headers))
+
+
+def session_cookie(headers: Mapping[str, str]) -> str:
+    """The dashboard session cookie's value ("" for none)."""
+    return cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
+
+
+def _check_origin(headers: Mapping[str, str]) -> None:
+    origin = headers.get("origin") or headers.get("referer")
+    expected = headers.get("host", "")
     if not origin or urlsplit(origin).netloc != expected:
         raise ForbiddenError(
             "cross-site request refused: a state-changing dashboard request must come from "

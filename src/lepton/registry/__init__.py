@@ -18,6 +18,7 @@ from lepton.registry._load import (
     model_card_text,
 )
 from lepton.registry._onnx import OnnxModule, export_onnx, register_onnx
+from lepton.registry._queries import versions_by_dataset, versions_in_stage, versions_of_run
 from lepton.registry._registry import (
     STAGES,
     ModelVersion,
@@ -46,4 +47,7 @@ __all__ = [
     "resolve",
     "set_alias",
     "set_stage",
+    "versions_by_dataset",
+    "versions_in_stage",
+    "versions_of_run",
 ]

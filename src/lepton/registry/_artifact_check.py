@@ -73,12 +73,12 @@ def _messages(root: Any) -> Iterator[tuple[Any, str]]:
         for field, value in message.ListFields():
             if field.message_type is None:
                 continue
-            if isinstance(value, Mapping):
-                children: Any = value.values()
-            elif field.label == field.LABEL_REPEATED:
+            if hasattr(value, "DESCRIPTOR"):  # one message
+                children: Any = (value,)
+            elif isinstance(value, Mapping):
+                children = value.values()
+            else:  # a repeated field
                 children = value
-            else:
-                children = (value,)
             stack.extend((child, where) for child in children)
 
 

@@ -16,9 +16,8 @@ from lepton.models import build
 from lepton.registry._artifact_check import artifact_file
 from lepton.registry._onnx_runtime import OnnxModule
 from lepton.registry._registry import ModelVersion, _freeze, aliases_of, resolve
-from lepton.storage import Database, open_database
+from lepton.storage import Database, artifact_store, open_database
 from lepton.storage.schema import ModelAliasRow, ModelVersionRow, RegisteredModelRow
-from lepton.tracking._run import artifact_store
 
 __all__ = ["check_not_pickle", "delete_version", "list_models", "list_versions", "load_model"]
 

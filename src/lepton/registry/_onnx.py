@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-import lepton
 from lepton._fs import atomic_write_bytes
+from lepton._version import __version__
 from lepton.errors import RegistryError
 from lepton.registry._artifact_check import ARTIFACT_FILES, need_onnx, parse_onnx
 from lepton.registry._load import check_not_pickle, load_model
@@ -29,9 +29,8 @@ from lepton.registry._registry import (
     resolve,
     validate_name,
 )
-from lepton.storage import Database, open_database
+from lepton.storage import Database, artifact_store, open_database
 from lepton.storage.schema import ModelVersionRow
-from lepton.tracking._run import artifact_store
 
 __all__ = ["OnnxModule", "export_onnx", "register_onnx"]
 
@@ -147,7 +146,7 @@ def register_onnx(
         "metrics": {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)},
         "dataset": None,
         "run_id": None,
-        "lepton_version": lepton.__version__,
+        "lepton_version": __version__,
         "opset": [{"domain": o.domain, "version": o.version} for o in graph_model.opset_import],
         "files": {
             ARTIFACT_FILES["onnx"]: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}

@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from torch import nn
 
-import lepton
+from lepton._procs import pid_alive
+from lepton._version import __version__
 from lepton.errors import ModelNotFoundError, RegistryError, UnknownModelError
 from lepton.models import model_spec
 from lepton.registry._card import model_card
-from lepton.storage import Database, open_database
+from lepton.storage import Database, artifact_store, open_database
 from lepton.storage.schema import ModelAliasRow, ModelVersionRow, RegisteredModelRow
-from lepton.tracking._run import artifact_store
 
 __all__ = [
     "STAGES",
@@ -118,8 +118,6 @@ def reconcile_versions(db: Database) -> int:
     pending; this is how such a version stops blocking its number and never looks
     usable. Its files, if any were written, stay unreferenced. Returns how many were marked.
     """
-    from lepton.tracking._query import _alive
-
     host, marked = socket.gethostname(), 0
     with db.session() as s:
         rows = s.scalars(
@@ -129,7 +127,7 @@ def reconcile_versions(db: Database) -> int:
         )
         for row in rows:
             pid = row.owner_pid
-            if pid is not None and pid != os.getpid() and not _alive(pid):
+            if pid is not None and pid != os.getpid() and not pid_alive(pid):
                 row.state = "failed"
                 marked += 1
     return marked
@@ -249,7 +247,7 @@ def register(
             if dataset is not None
             else None,
             "run_id": run.id if run is not None else None,
-            "lepton_version": lepton.__version__,
+            "lepton_version": __version__,
             "torch_version": torch.__version__,
             "parameters": sum(p.numel() for p in model.parameters()),
             "files": {

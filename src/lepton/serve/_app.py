@@ -14,26 +14,28 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
 
 from lepton.errors import (
     DeadlineExceededError,
+    InvalidBodyError,
     LeptonError,
+    MethodNotAllowedError,
     OverloadedError,
     PayloadTooLargeError,
     RequestError,
     ServingError,
     UnauthorizedError,
+    error_body,
 )
-from lepton.serve._batcher import Batcher
 from lepton.serve._body import decode_body, validation_message
 from lepton.serve._handler import Route
+from lepton.serve._hosts import HostPolicy
 from lepton.serve._metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from lepton.serve._openapi import openapi
+from lepton.serve._runner import Runner
 
 __all__ = ["ServiceApp"]
 
@@ -46,96 +48,6 @@ _JSON = b"application/json"
 _BUILTIN = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
-class _Runner:
-    """Runs one route's handler: in a batcher, a thread pool, or the event loop."""
-
-    def __init__(self, route: Route, metrics: ServiceMetrics) -> None:
-        self.route = route
-        self.metrics = metrics
-        self.pending = 0
-        self.executor: ThreadPoolExecutor | None = None
-        if not route.is_async:
-            self.executor = ThreadPoolExecutor(
-                max_workers=route.options.workers, thread_name_prefix=f"lepton-{route.name}"
-            )
-        self.batcher: Batcher | None = None
-        if route.options.batched:
-            self.batcher = Batcher(
-                self._run_batch,
-                batch_size=route.options.batch_size,
-                max_wait_s=route.options.max_wait_ms / 1000,
-                max_queue=route.options.max_queue,
-                on_batch=lambda n: metrics.batch(route.path, n),
-            )
-
-    def _call_batch(self, values: list[dict[str, Any]]) -> Any:
-        return self.route.fn(**{p: [v[p] for v in values] for p in self.route.params})
-
-    async def _run_batch(self, values: list[dict[str, Any]]) -> list[Any]:
-        self.metrics.queue(self.route.path, self.batcher.depth if self.batcher else 0)
-        if self.route.is_async:
-            return await self._call_batch(values)  # type: ignore[no-any-return]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._call_batch, values)
-
-    def call(self, args: dict[str, Any], timeout: float) -> asyncio.Future[Any]:
-        """Start one request; the future resolves to its result or a ServingError."""
-        loop = asyncio.get_running_loop()
-        if self.batcher is not None:
-            outer = self.batcher.submit(args, time.monotonic() + timeout)
-            self.metrics.queue(self.route.path, self.batcher.depth)
-            stop: Callable[[], Any] = lambda: None  # noqa: E731 - queued items expire in the batcher
-        else:
-            limit = self.route.options.max_queue + self.route.options.workers
-            if self.pending >= limit:
-                raise OverloadedError(
-                    f"{self.pending} requests are already waiting; retry shortly", retry_after=1.0
-                )
-            outer = loop.create_future()
-            self.pending += 1
-            outer.add_done_callback(self._done)
-            if self.route.is_async:
-                task = loop.create_task(self.route.fn(**args))
-                task.add_done_callback(lambda t: _settle(outer, t))
-                stop = task.cancel
-            else:
-                assert self.executor is not None
-                job = self.executor.submit(self.route.fn, **args)
-                job.add_done_callback(lambda j: loop.call_soon_threadsafe(_settle, outer, j))
-                stop = job.cancel
-        timer = loop.call_later(timeout, _expire, outer, stop)
-        outer.add_done_callback(lambda _: timer.cancel())
-        return outer
-
-    def _done(self, _: Any) -> None:
-        self.pending -= 1
-
-    async def close(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _settle(outer: asyncio.Future[Any], job: ThreadFuture[Any] | asyncio.Future[Any]) -> None:
-    if outer.done():
-        return
-    if job.cancelled():
-        outer.set_exception(DeadlineExceededError("the request was cancelled at its deadline"))
-    elif (exc := job.exception()) is not None:
-        outer.set_exception(exc)
-    else:
-        outer.set_result(job.result())
-
-
-def _expire(outer: asyncio.Future[Any], stop: Callable[[], Any]) -> None:
-    if not outer.done():
-        stop()
-        outer.set_exception(
-            DeadlineExceededError("the request was not answered within its deadline")
-        )
-
-
 class ServiceApp:
     """An ASGI app serving one :class:`~lepton.Service` instance (already set up).
 
@@ -146,6 +58,9 @@ class ServiceApp:
             ``Authorization: Bearer <token>``.
         max_body_bytes: Larger bodies answer 413.
         title: The name shown in ``/`` and the OpenAPI document.
+        hosts: The ``Host`` (and ``Origin``) values answered; any other gets 400 (403
+            for an ``Origin``) on every route, built-ins included. Default: loopback
+            names on any port (an app served in-process).
     """
 
     def __init__(
@@ -156,12 +71,14 @@ class ServiceApp:
         token: str | None = None,
         max_body_bytes: int = 10 * 1024 * 1024,
         title: str | None = None,
+        hosts: HostPolicy | None = None,
     ) -> None:
         self.service = service
+        self.hosts = hosts or HostPolicy.loopback()
         self.title = title or type(service).__name__
         self.metrics = ServiceMetrics()
         self.routes = {(r.method, r.path): r for r in routes}
-        self.runners = {r.path: _Runner(r, self.metrics) for r in routes}
+        self.runners = {r.path: Runner(r, self.metrics) for r in routes}
         self._token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.ready = True
@@ -208,11 +125,13 @@ class ServiceApp:
         self.metrics.inflight.inc()
         status = 500
         try:
-            status = await self._dispatch(route, scope, receive, send)
+            headers = _headers(scope)
+            self._check_host(headers)
+            status = await self._dispatch(route, headers, scope, receive, send)
         except ServingError as exc:
             status = exc.status
             self.metrics.error(label, exc.code)
-            details = exc.details if isinstance(exc, _InvalidBodyError) else None
+            details = exc.details if isinstance(exc, InvalidBodyError) else None
             await _error(send, exc.status, exc.code, exc.message, retry_after=exc.retry_after,
                          details=details, close=self.draining)  # fmt: skip
         except LeptonError as exc:
@@ -231,12 +150,12 @@ class ServiceApp:
             self.metrics.observe(label, status, time.perf_counter() - started)
 
     async def _dispatch(
-        self, route: Route | None, scope: Scope, receive: Receive, send: Send
-    ) -> int:
+        self, route: Route | None, headers: dict[bytes, bytes], scope: Scope, receive: Receive,
+        send: Send,
+    ) -> int:  # fmt: skip
         path: str = scope["path"]
         if route is None:
-            return await self._builtin(path, scope, receive, send)
-        headers = _headers(scope)
+            return await self._builtin(path, headers, scope, send)
         if self._token is not None:
             self._authorize(headers)
         if self.draining:
@@ -246,6 +165,8 @@ class ServiceApp:
         try:
             body = await self._read_body(headers, receive)
             args = _arguments(route, headers, body)
+            if route.check is not None:  # refuse a bad input alone, before it joins a batch
+                route.check(**args)
             timeout = _timeout(headers, route.options.timeout_s)
             if route.stream:
                 return await self._stream(route, args, send, timeout)
@@ -256,7 +177,9 @@ class ServiceApp:
         finally:
             self.working -= 1
 
-    async def _builtin(self, path: str, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _builtin(
+        self, path: str, headers: dict[bytes, bytes], scope: Scope, send: Send
+    ) -> int:
         method = scope["method"]
         if path == "/healthz" and method == "GET":
             await _respond(send, 200, b'{"status":"ok"}', _JSON)
@@ -269,7 +192,7 @@ class ServiceApp:
             await _respond(send, 503, b'{"status":"' + state + b'"}', _JSON, close=self.draining)
             return 503
         if self._token is not None:
-            self._authorize(_headers(scope))
+            self._authorize(headers)
         if path == "/metrics" and method == "GET":
             await _respond(send, 200, self.metrics.exposition(), CONTENT_TYPE_LATEST.encode())
             return 200
@@ -296,8 +219,25 @@ class ServiceApp:
             await _respond(send, 200, json.dumps(index).encode(), _JSON)
             return 200
         if path in _BUILTIN or any(p == path for _, p in self.routes):
-            raise _MethodNotAllowedError(f"{method} is not allowed on {path}")
-        raise _NotFoundError(f"no route {path}; GET / lists the routes")
+            raise MethodNotAllowedError(f"{method} is not allowed on {path}")
+        raise ServingError(f"no route {path}; GET / lists the routes", status=404, code="not_found")
+
+    def _check_host(self, headers: dict[bytes, bytes]) -> None:
+        host = headers.get(b"host")
+        if host is None or not self.hosts.allows(host):
+            given = host.decode("latin-1")[:100] if host is not None else "no Host header"
+            raise RequestError(
+                f"Host {given!r} is not this service's address ({self.hosts.describe()}); "
+                f"call it by its address, or start it with --allowed-host NAME",
+                code="invalid_host",
+            )
+        origin = headers.get(b"origin")
+        if origin is not None and not self.hosts.allows_origin(origin):
+            raise ServingError(
+                f"requests from the web page at {origin.decode('latin-1')[:100]!r} are refused: "
+                f"a page of another site may not call this service",
+                status=403, code="forbidden_origin",
+            )  # fmt: skip
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         assert self._token is not None
@@ -321,6 +261,8 @@ class ServiceApp:
                     f"the body has {size:,} bytes; this service accepts at most {limit:,}"
                 )
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError("the client disconnected")
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False):
             if len(body) > limit:
@@ -368,19 +310,10 @@ class ServiceApp:
                 log.error("stream %s failed:\n%s", route.path, traceback.format_exc())
             code = exc.code if isinstance(exc, LeptonError) else "internal_error"
             if not route.text_stream:
-                line = json.dumps({"error": {"code": code, "message": str(exc)}}) + "\n"
+                line = json.dumps(error_body(code, str(exc))) + "\n"
                 await send({"type": "http.response.body", "body": line.encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
-
-
-class _InvalidBodyError(RequestError):
-    code = "validation_error"
-    status = 422
-
-    def __init__(self, exc: ValidationError) -> None:
-        message, self.details = validation_message(exc)
-        super().__init__(message)
 
 
 def _arguments(route: Route, headers: dict[bytes, bytes], body: bytes) -> dict[str, Any]:
@@ -391,17 +324,8 @@ def _arguments(route: Route, headers: dict[bytes, bytes], body: bytes) -> dict[s
     try:
         return route.arguments(decode_body(route, headers.get(b"content-type", b""), body))
     except ValidationError as exc:
-        raise _InvalidBodyError(exc) from None
-
-
-class _NotFoundError(ServingError):
-    code = "not_found"
-    status = 404
-
-
-class _MethodNotAllowedError(ServingError):
-    code = "method_not_allowed"
-    status = 405
+        message, details = validation_message(exc)
+        raise InvalidBodyError(message, details=details) from None
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -438,9 +362,7 @@ async def _error(
     send: Send, status: int, code: str, message: str, *, retry_after: float | None = None,
     details: list[dict[str, Any]] | None = None, close: bool = False,
 ) -> None:  # fmt: skip
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
+    body = error_body(code, message, **({"details": details} if details else {}))
     extra = [(b"retry-after", str(max(1, round(retry_after))).encode())] if retry_after else None
-    await _respond(send, status, json.dumps({"error": error}).encode(), _JSON, extra=extra,
+    await _respond(send, status, json.dumps(body).encode(), _JSON, extra=extra,
                    close=close)  # fmt: skip

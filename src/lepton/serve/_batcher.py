@@ -5,21 +5,34 @@ that already waited while the model was busy is not held again, and it ends earl
 the recent arrival rate says the batch cannot fill within what is left of it: under a
 light load a request goes straight to the model, under a heavy one batches fill up.
 Load shedding is a separate setting (``max_queue``), never mixed with the wait window.
+
+One bad input must not fail its neighbours: when the handler raises on a batch, each
+half is run again, down to single requests, and only the requests it fails on alone
+fail (a 422 when it answered the others, since then the input is the problem).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lepton.errors import DeadlineExceededError, OverloadedError, ServingError
+from lepton.errors import (
+    DeadlineExceededError,
+    LeptonError,
+    OverloadedError,
+    RequestError,
+    ServingError,
+)
 
 __all__ = ["Batcher"]
+
+log = logging.getLogger("lepton.serve")
 
 
 @dataclass(slots=True)
@@ -36,7 +49,9 @@ class Batcher:
     Args:
         run: Called with a list of request values; returns a list of results of the same
             length (awaited: the caller decides whether it runs in a thread). An exception
-            in place of a result fails only that request.
+            in place of a result fails only that request. When it raises, it is called
+            again on each half of the batch, down to single requests, so that only the
+            requests it fails on fail (see :meth:`_execute`).
         batch_size: The largest batch.
         max_wait_s: The longest the oldest request waits for the batch to fill.
         max_queue: Waiting requests beyond this are refused with :class:`OverloadedError`.
@@ -153,27 +168,58 @@ class Batcher:
             self._on_batch(len(batch))
         self.busy_since = time.monotonic()
         try:
-            results = await self._run([item.value for item in batch])
-            if not isinstance(results, (list, tuple)) or len(results) != len(batch):
-                got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
-                raise ServingError(
-                    f"a batched handler must return a list with one result per input "
-                    f"(got {got} for {len(batch)})"
-                )
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else OverloadedError("stopping")
+            answered, failures = await self._isolate(batch)
+        except BaseException:  # cancelled: the service stops
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-            return
+                    item.future.set_exception(OverloadedError("the service is stopping"))
+            raise
         finally:
             self.busy_since = None
-        for item, result in zip(batch, results, strict=False):
+        for item, exc in failures:
+            if item.future.done():
+                continue
+            if answered and not isinstance(exc, LeptonError):
+                # The handler ran on other inputs of this batch: this one is the problem.
+                log.warning("a batched handler failed on one input of %d: %r",
+                            len(batch), exc, exc_info=exc)  # fmt: skip
+                exc = RequestError(
+                    f"the handler failed on this input ({type(exc).__name__}) while it "
+                    f"answered others; check the input's shape and values",
+                    status=422, code="invalid_input",
+                )  # fmt: skip
+            item.future.set_exception(exc)
+
+    async def _isolate(self, items: list[_Item]) -> tuple[int, list[tuple[_Item, Exception]]]:
+        """Run ``items``; when the call fails, run each half again, down to single items.
+
+        Returns how many items the handler answered, and each item it failed on alone.
+        """
+        items = [item for item in items if not item.future.done()]
+        if not items:
+            return 0, []
+        try:
+            results = await self._run([item.value for item in items])
+        except Exception as exc:
+            if len(items) == 1:
+                return 0, [(items[0], exc)]
+            middle = len(items) // 2
+            first, first_failures = await self._isolate(items[:middle])
+            second, second_failures = await self._isolate(items[middle:])
+            return first + second, first_failures + second_failures
+        if not isinstance(results, (list, tuple)) or len(results) != len(items):
+            # The handler's bug, whatever the inputs: splitting the batch would not help.
+            got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+            error = ServingError(
+                f"a batched handler must return a list with one result per input "
+                f"(got {got} for {len(items)})"
+            )
+            return 0, [(item, error) for item in items]
+        for item, result in zip(items, results, strict=False):
             if item.future.done():
                 continue
             if isinstance(result, Exception):  # the handler rejected just this request
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+        return len(items), []

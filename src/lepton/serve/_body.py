@@ -36,12 +36,19 @@ def decode_body(route: Route, content_type: bytes, body: bytes) -> Any:
     """
     assert route.request is not None
     kind = content_type.split(b";", 1)[0].strip().lower()
-    # curl -d sends JSON as a form unless told otherwise: take it when it is a JSON object.
-    curl_json = kind == b"application/x-www-form-urlencoded" and body[:1] == b"{"
-    if kind in (b"", b"application/json") or kind.endswith(b"+json") or curl_json:
-        if not body:
-            raise RequestError(f"{route.path} needs a JSON body, e.g. {_example(route)}")
+    json_type = kind == b"application/json" or kind.endswith(b"+json")
+    if not body and (json_type or not kind):
+        raise RequestError(f"{route.path} needs a JSON body, e.g. {_example(route)}")
+    if json_type:
         return route.request.validate_json(body)
+    if kind in (b"", b"application/x-www-form-urlencoded", b"text/plain"):
+        # A web page can send these cross-site without asking (a "simple" request):
+        # taking them as JSON would let any site call a loopback service.
+        sent = kind.decode() if kind else "no Content-Type"
+        raise _unsupported(
+            f"the body was sent as {sent}; send JSON with 'Content-Type: application/json' "
+            f"(curl: --json '{{...}}', or -H 'Content-Type: application/json' -d '{{...}}')"
+        )
     if kind == b"multipart/form-data":
         return route.request.validate_python(_form(route, content_type, body))
     if kind in _RAW_IMAGE_TYPES:
@@ -51,10 +58,14 @@ def decode_body(route: Route, content_type: bytes, body: bytes) -> Any:
                 f"body fits only a handler with exactly one image field"
             )
         return route.request.validate_python({route.image_fields[0]: body})
-    raise RequestError(
+    raise _unsupported(
         f"unsupported Content-Type {kind.decode(errors='replace')!r}; send application/json, "
         f"multipart/form-data or image/png|jpeg"
     )
+
+
+def _unsupported(message: str) -> RequestError:
+    return RequestError(message, status=415, code="unsupported_media_type")
 
 
 def _example(route: Route) -> str:

@@ -24,18 +24,13 @@ from lepton.errors import (
     DeadlineExceededError,
     LeptonError,
     OverloadedError,
-    PayloadTooLargeError,
     RequestError,
     ServingError,
-    UnauthorizedError,
+    error_from_answer,
 )
 
 __all__ = ["Client"]
 
-_BY_STATUS: dict[int, type[ServingError]] = {
-    400: RequestError, 401: UnauthorizedError, 413: PayloadTooLargeError, 422: RequestError,
-    429: OverloadedError, 503: OverloadedError, 504: DeadlineExceededError,
-}  # fmt: skip
 _RETRY_STATUS = frozenset({429, 503})
 
 
@@ -210,13 +205,7 @@ class Client:
 
 
 def _error(response: httpx.Response) -> LeptonError:
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = "http_error", response.text[:200] or response.reason_phrase
-    cls = _BY_STATUS.get(response.status_code, ServingError)
-    exc = cls(f"{response.status_code} {code}: {message}")
-    exc.code = code
-    exc.status = response.status_code
-    return exc
+    return error_from_answer(
+        response.status_code, response.text, answered_by=ServingError,
+        reason=response.reason_phrase,
+    )  # fmt: skip

@@ -37,6 +37,7 @@ class HandlerOptions:
     path: str | None = None
     method: str = "POST"
     workers: int = 1
+    check: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -47,7 +48,9 @@ class HandlerOptions:
             (self.workers >= 1, "workers must be >= 1, e.g. workers=2"),
             (self.method in ("GET", "POST"), "method must be 'GET' or 'POST'"),
             (self.path is None or self.path.startswith("/"), "path must start with '/'"),
-        ]
+            (self.check is None or self.check.isidentifier(), "check names a method, e.g. "
+             "check='check_input'"),
+        ]  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"@lp.handler: {message}")
@@ -69,6 +72,7 @@ def handler(
     path: str | None = None,
     method: str = "POST",
     workers: int = 1,
+    check: str | None = None,
 ) -> Callable[[F], F]: ...
 def handler(fn: Any = None, /, **options: Any) -> Any:
     """Mark a :class:`~lepton.Service` method as an HTTP route.
@@ -84,6 +88,14 @@ def handler(fn: Any = None, /, **options: Any) -> Any:
         path: The route's path; default ``/<method name>``.
         method: ``"POST"`` (default) or ``"GET"`` for handlers without parameters.
         workers: Threads running a synchronous, unbatched handler concurrently.
+        check: The name of a method of the service called with each request's own
+            arguments (one element each, not lists) before the request joins a batch;
+            it raises :class:`~lepton.errors.RequestError` (400) or
+            :class:`~lepton.errors.ShapeError` (422) to refuse that request alone.
+
+    A batched handler that raises is called again on halves of its batch, down to
+    single requests, so that only the requests it fails on fail: with a plain
+    exception, a 422 when others of the batch succeeded, else a 500.
 
     Example:
         >>> import lepton as lp
@@ -126,6 +138,7 @@ class Route:
     is_async: bool = False
     image_fields: list[str] = field(default_factory=list)
     request_schema: type[BaseModel] | None = None
+    check: Callable[..., Any] | None = None
 
     def arguments(self, body: Any) -> dict[str, Any]:
         """The keyword arguments for one request, from its validated body."""
@@ -180,6 +193,8 @@ def build_route(owner: type, name: str, fn: Callable[..., Any], options: Handler
         raise ConfigError(f"{where}: a streaming (generator) handler cannot be batched")
     if options.method == "GET" and params:
         raise ConfigError(f"{where}: a GET handler takes no parameters; use POST")
+    if options.check is not None and not callable(getattr(owner, options.check, None)):
+        raise ConfigError(f"{where}: check={options.check!r} is not a method of {owner.__name__}")
     returns = hints.get("return", Any)
     if options.batched:
         types = {p.name: _element(hints[p.name], f"{where}({p.name})") for p in params}

@@ -4,11 +4,14 @@ The generated ``POST /predict`` takes one input per request (JSON ``{"inputs": .
 in the training data's raw feature space, or an image: base64 in ``{"image": ...}``, a
 ``multipart/form-data`` upload or a raw ``image/png`` body), applies the version's
 recorded preprocessing, and answers a :class:`~lepton.Prediction`. Requests are
-dynamically batched; one bad input fails alone, never its batch.
+dynamically batched; one bad input fails alone, never its batch: each input is checked
+before it joins one (:meth:`ModelService.check_input`), and inputs of different shapes
+are never stacked together.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -21,6 +24,9 @@ from lepton.serve._service import Service
 from lepton.serve._types import Image, Prediction, Tensor
 
 __all__ = ["ModelInput", "ModelService"]
+
+log = logging.getLogger("lepton.serve")
+_MAX_SHAPES = 64  # input shapes remembered as working, for a model without a recorded one
 
 
 class ModelInput(BaseModel):
@@ -66,6 +72,7 @@ class ModelService(Service):
         output = manifest.get("output_schema", {})
         self.classifier = output.get("kind") == "logits"
         self.classes: list[Any] | None = output.get("classes")
+        self.good_shapes: set[tuple[int, ...]] = set()
 
     @handler(method="GET")
     def info(self) -> dict[str, Any]:
@@ -104,19 +111,63 @@ class ModelService(Service):
             x = x.reshape(shape)
         return x
 
-    @handler(batch_size=32, max_wait_ms=5)
+    def check_input(self, item: ModelInput) -> None:
+        """Refuse one malformed input before it joins a batch.
+
+        Raises:
+            RequestError: An image for a model that does not take images, or values
+                that are not finite numbers (400).
+            ShapeError: An empty input, or one that does not fit the recorded shape (422).
+        """
+        if item.image is not None:
+            if self.shape is None or len(self.shape) != 3:
+                raise RequestError(
+                    f"{self.version.ref} takes {self.shape or 'tensor'} inputs, not images; "
+                    f'send {{"inputs": [...]}}'
+                )
+            return
+        assert item.inputs is not None
+        if item.inputs.numel() == 0:
+            raise ShapeError('"inputs" is empty; send the numbers of one input')
+        if not bool(torch.isfinite(item.inputs).all()):
+            raise RequestError('"inputs" holds NaN or infinity; send finite numbers')
+        self._tensor(item)  # the recorded shape, when there is one
+
+    @handler(batch_size=32, max_wait_ms=5, check="check_input")
     def predict(self, item: list[ModelInput]) -> list[Prediction]:
         """Predict one input (batched with others on the server)."""
-        tensors: list[torch.Tensor | Exception] = []
-        for one in item:
+        results: list[Prediction | Exception | None] = [None] * len(item)
+        groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+        for i, one in enumerate(item):
             try:
-                tensors.append(self._tensor(one))
+                x = self._tensor(one)
             except (RequestError, ShapeError) as exc:
-                tensors.append(exc)
-        good = [t for t in tensors if isinstance(t, torch.Tensor)]
-        predictions = iter(self._predict(torch.stack(good)) if good else [])
+                results[i] = exc
+                continue
+            groups.setdefault(tuple(x.shape), []).append((i, x))
+        # Inputs of different shapes cannot be stacked: each shape is a batch of its own,
+        # so an input of a wrong shape (for a model without a recorded one) fails alone.
+        for shape, members in groups.items():
+            try:
+                predictions = self._predict(torch.stack([x for _, x in members]))
+            except Exception as exc:
+                if self.shape is not None or shape in self.good_shapes:
+                    raise  # not the shape: the batcher isolates the input that fails
+                log.warning("%s failed on inputs of shape %s: %r", self.version.ref,
+                            list(shape), exc)  # fmt: skip
+                error = ShapeError(
+                    f"{self.version.ref} cannot take inputs of shape {list(shape)} "
+                    f"({type(exc).__name__}); send inputs shaped like its training data"
+                )
+                for i, _ in members:
+                    results[i] = error
+                continue
+            if len(self.good_shapes) < _MAX_SHAPES:
+                self.good_shapes.add(shape)
+            for (i, _), prediction in zip(members, predictions, strict=True):
+                results[i] = prediction
         # An exception in place of a result fails only that request (see Batcher).
-        return [t if isinstance(t, Exception) else next(predictions) for t in tensors]  # type: ignore[misc]
+        return results  # type: ignore[return-value]
 
     def _predict(self, x: torch.Tensor) -> list[Prediction]:
         from lepton.data import replay_preprocessing

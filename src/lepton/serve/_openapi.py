@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lepton._version import __version__
 from lepton.serve._handler import Route
 
 __all__ = ["openapi"]
@@ -78,8 +79,6 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
 
 def openapi(title: str, routes: list[Route]) -> dict[str, Any]:
     """Build the document: one operation per route, plus the built-in endpoints."""
-    import lepton
-
     components: dict[str, Any] = {"Error": _ERROR}
     paths: dict[str, Any] = {}
     for route in routes:
@@ -93,7 +92,7 @@ def openapi(title: str, routes: list[Route]) -> dict[str, Any]:
         paths[path] = {"get": {"summary": text, "responses": {"200": {"description": text}}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": lepton.__version__},
+        "info": {"title": title, "version": __version__},
         "paths": paths,
         "components": {
             "schemas": components,

@@ -10,8 +10,9 @@ from typing import Any
 
 from lepton.errors import ConfigError
 from lepton.serve._handler import Route, build_route, handler_options
+from lepton.serve._hosts import HostPolicy
 
-__all__ = ["Service", "load_service_class"]
+__all__ = ["Service", "absolute_target", "load_service_class"]
 
 
 class Service:
@@ -55,16 +56,39 @@ class Service:
                 raise ConfigError(f"{cls.__name__}: route {route.path} is taken; pass path=...")
         return routes
 
-    def asgi(self, *, token: str | None = None, max_body_bytes: int = 10 * 1024 * 1024) -> Any:
-        """Run :meth:`setup` and return the ASGI app that serves this instance."""
+    def asgi(
+        self, *, token: str | None = None, max_body_bytes: int = 10 * 1024 * 1024,
+        hosts: HostPolicy | None = None,
+    ) -> Any:  # fmt: skip
+        """Run :meth:`setup` and return the ASGI app that serves this instance.
+
+        Args:
+            token: The bearer token every route but the probes needs.
+            max_body_bytes: Larger request bodies answer 413.
+            hosts: The ``Host`` values answered; default: loopback names, any port.
+        """
         from lepton.serve._app import ServiceApp
 
         routes = self.routes()
         self.setup()
         for route in routes:
             route.fn = getattr(self, route.name)
+            if route.options.check is not None:
+                route.check = getattr(self, route.options.check)
         return ServiceApp(self, routes, token=token, max_body_bytes=max_body_bytes,
-                          title=type(self).__name__)  # fmt: skip
+                          title=type(self).__name__, hosts=hosts)  # fmt: skip
+
+
+def _is_file_target(module_name: str) -> bool:
+    return module_name.endswith(".py") or "/" in module_name
+
+
+def absolute_target(target: str) -> str:
+    """``"app.py:Class"`` with the file's absolute path (a module target is unchanged)."""
+    module_name, sep, class_name = target.rpartition(":")
+    if sep and module_name and _is_file_target(module_name):
+        return f"{Path(module_name).resolve()}:{class_name}"
+    return target
 
 
 def load_service_class(target: str) -> type[Service]:
@@ -76,7 +100,7 @@ def load_service_class(target: str) -> type[Service]:
     module_name, sep, class_name = target.rpartition(":")
     if not sep or not module_name or not class_name:
         raise ConfigError(f"{target!r}: name the class as FILE.py:Class or module:Class")
-    if module_name.endswith(".py") or "/" in module_name:
+    if _is_file_target(module_name):
         path = Path(module_name).resolve()
         if not path.is_file():
             raise ConfigError(f"{module_name}: no such file")

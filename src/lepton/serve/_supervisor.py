@@ -5,10 +5,16 @@ kernel queues connections for whichever replica accepts next and a replica that 
 loses nothing still waiting in the queue. A replica that crashes is restarted (with a
 backoff); one that cannot start at all stops the service with its error. SIGTERM is
 passed on to every replica, which drains; after the grace period they are killed.
+
+Each replica runs in a fresh, empty, private working directory (removed when it exits),
+so code that opens relative paths cannot read the launcher's files; what the launcher's
+working directory decides (the service file, relative paths in the environment) is
+resolved to absolute paths before a replica starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -20,12 +26,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lepton.errors import ConfigError
+from lepton.serve._connections import ConnectionLimits
+from lepton.serve._hosts import check_allowed_host
 
-__all__ = ["ServeOptions", "Supervisor", "is_loopback"]
+__all__ = ["ServeOptions", "Supervisor", "absolute_env", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -52,6 +61,9 @@ class ServeOptions:
         max_body_bytes: Larger request bodies answer 413.
         grace_s: How long a draining replica waits for requests in progress.
         threads: Torch threads per replica (0: the cores divided among replicas).
+        allowed_hosts: ``Host`` values accepted besides the bound address
+            (``--allowed-host``: ``name``, ``name:port``, or ``*`` with a token).
+        limits: Connection timeouts and the connection limit of each replica.
     """
 
     target: str | None = None
@@ -63,6 +75,8 @@ class ServeOptions:
     max_body_bytes: int = 10 * 1024 * 1024
     grace_s: float = 30.0
     threads: int = 0
+    allowed_hosts: list[str] = field(default_factory=list)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def validate(self) -> None:
         """Refuse unsafe or impossible settings before anything binds."""
@@ -80,6 +94,12 @@ class ServeOptions:
                 f"reach it could use the model. Set LEPTON_SERVE_TOKEN (or --token-file), "
                 f"or bind 127.0.0.1"
             )
+        hosts = [check_allowed_host(h) for h in self.allowed_hosts]
+        if "*" in hosts and not self.token:
+            raise ConfigError(
+                "--allowed-host '*' accepts any Host, which lets any web page reach a "
+                "service without a token (DNS rebinding); set a token, or name the hosts"
+            )
 
 
 @dataclass
@@ -88,6 +108,7 @@ class _Replica:
     process: subprocess.Popen[bytes]
     ready_fd: int
     started: float
+    workdir: str
     ready: bool = False
 
 
@@ -140,25 +161,37 @@ class Supervisor:
             "target": opts.target, "model": opts.model, "fd": self._sock.fileno(),
             "ready_fd": write_fd, "max_body_bytes": opts.max_body_bytes, "grace_s": opts.grace_s,
             "threads": threads, "replica": index, "supervisor": os.getpid(),
+            "allowed_hosts": opts.allowed_hosts, "limits": dataclasses.asdict(opts.limits),
         }  # fmt: skip
-        env = dict(os.environ, LEPTON_SERVE_SPEC=json.dumps(spec),
+        env = dict(absolute_env(os.environ), LEPTON_SERVE_SPEC=json.dumps(spec),
                    PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)  # fmt: skip
         env.pop("LEPTON_SERVE_TOKEN", None)
         if opts.token:
             env["LEPTON_SERVE_TOKEN"] = opts.token
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lepton.serve._worker"],
-            pass_fds=(self._sock.fileno(), write_fd),
-            env=env,
-        )
-        os.close(write_fd)
-        return _Replica(index, process, read_fd, time.monotonic())
+        workdir = tempfile.mkdtemp(prefix=f"lepton-replica-{index}-")  # mode 0700
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lepton.serve._worker"],
+                pass_fds=(self._sock.fileno(), write_fd),
+                env=env,
+                cwd=workdir,
+            )
+        except OSError:
+            os.close(read_fd)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        finally:
+            os.close(write_fd)
+        return _Replica(index, process, read_fd, time.monotonic(), workdir)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit status."""
+        from lepton.serve._service import absolute_target
         from lepton.serve._worker import EXIT_CONFIG
 
         self.options.validate()
+        if self.options.target is not None:  # replicas do not run in this directory
+            self.options.target = absolute_target(self.options.target)
         self.bind()
         self._metrics_dir = tempfile.mkdtemp(prefix="lepton-metrics-")
         previous = {
@@ -250,9 +283,44 @@ class Supervisor:
 
 
 def _close(replica: _Replica) -> None:
+    """Release what an exited replica leaves: its pipe and its working directory."""
     if replica.ready_fd >= 0:
         os.close(replica.ready_fd)
         replica.ready_fd = -1
+    shutil.rmtree(replica.workdir, ignore_errors=True)
+
+
+_PATH_VARIABLES = ("LEPTON_HOME", "LEPTON_DATA_DIR", "LEPTON_ENCRYPTION_KEY_FILE")
+
+
+def absolute_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with the relative paths it holds made absolute (from this directory).
+
+    Covers Lepton's path settings, ``PYTHONPATH`` entries and a relative SQLite file in
+    ``LEPTON_DATABASE_URL``: a replica runs elsewhere and must see the same files.
+    """
+    env = dict(environ)
+    for name in _PATH_VARIABLES:
+        if env.get(name):
+            env[name] = os.path.abspath(os.path.expanduser(env[name]))
+    if env.get("PYTHONPATH"):
+        parts = env["PYTHONPATH"].split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in parts)
+    url = env.get("LEPTON_DATABASE_URL", "")
+    if url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        try:
+            parsed = make_url(url)
+        except Exception:  # an invalid URL: the replica reports it as the launcher would
+            return env
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            absolute = os.path.abspath(os.path.expanduser(database))
+            env["LEPTON_DATABASE_URL"] = parsed.set(database=absolute).render_as_string(
+                hide_password=False
+            )
+    return env
 
 
 def _describe(code: int) -> str:

@@ -23,6 +23,9 @@ from typing import Any
 import uvicorn
 
 from lepton.errors import LeptonError
+from lepton.serve._connections import ConnectionLimits
+from lepton.serve._hosts import HostPolicy
+from lepton.serve._http_server import server_config
 
 __all__ = ["EXIT_CONFIG", "build_service", "main"]
 
@@ -48,14 +51,13 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(app: Any, sock: socket.socket, spec: dict[str, Any]) -> None:
-    config = uvicorn.Config(
+    config = server_config(
         app,
+        limits=ConnectionLimits(**spec.get("limits", {})),
         lifespan="off",
         loop="none",
-        http="httptools" if _has("httptools") else "h11",
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=30,
         timeout_graceful_shutdown=max(1, int(spec["grace_s"])),
         backlog=2048,
     )
@@ -124,17 +126,19 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ["LEPTON_SERVE_SPEC"])
     _die_with_parent(spec.get("supervisor"))
+    sock = socket.socket(fileno=int(spec["fd"]))
     try:
         import torch
 
+        host, port = sock.getsockname()[:2]
+        hosts = HostPolicy.for_address(host, port, spec.get("allowed_hosts") or [])
         torch.set_num_threads(int(spec.get("threads") or 1))
         service = build_service(spec)
         app = service.asgi(token=os.environ.get("LEPTON_SERVE_TOKEN") or None,
-                           max_body_bytes=int(spec["max_body_bytes"]))  # fmt: skip
+                           max_body_bytes=int(spec["max_body_bytes"]), hosts=hosts)  # fmt: skip
     except LeptonError as exc:
         print(f"error ({exc.code}): {exc.message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
-    sock = socket.socket(fileno=int(spec["fd"]))
     if _has("uvloop"):
         import uvloop
 

@@ -8,6 +8,7 @@ Example:
 
 from lepton.storage._artifacts import ArtifactInfo, ArtifactStore, LocalArtifactStore
 from lepton.storage._crypto import Cipher, generate_key
+from lepton.storage._current import artifact_store, use_artifact_store
 from lepton.storage._db import Database, default_url, open_database
 from lepton.storage._keys import validate_key
 
@@ -17,8 +18,10 @@ __all__ = [
     "Cipher",
     "Database",
     "LocalArtifactStore",
+    "artifact_store",
     "default_url",
     "generate_key",
     "open_database",
+    "use_artifact_store",
     "validate_key",
 ]

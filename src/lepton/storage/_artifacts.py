@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lepton._fs import atomic_write_bytes
+from lepton._fs import atomic_write_bytes, private_dir
 from lepton.errors import ArtifactNotFoundError, EncryptionError, IntegrityError, LeptonError
 from lepton.storage._crypto import Cipher
 from lepton.storage._keys import resolve_inside, validate_key
@@ -106,8 +106,9 @@ class LocalArtifactStore(ArtifactStore):
     def __init__(self, root: str | os.PathLike[str], *, cipher: Cipher | None = None) -> None:
         self.root = Path(root).expanduser()
         self.cipher = cipher
+        private_dir(self.root)  # model weights and run artifacts: for the user alone
         for sub in ("blobs", "refs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.root / sub)
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r}, encrypted={self.cipher is not None})"

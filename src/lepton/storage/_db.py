@@ -8,6 +8,7 @@ is older than this Lepton (the message says to run ``lepton db upgrade``) or new
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lepton._fs import PRIVATE_FILE
 from lepton.config import get_settings
 from lepton.errors import DatabaseError, StaleSchemaError
 
@@ -33,8 +35,30 @@ def default_url() -> str:
     settings = get_settings()
     if settings.database_url:
         return settings.database_url.get_secret_value()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{settings.home / 'lepton.db'}"
+    return f"sqlite:///{settings.ensure_home() / 'lepton.db'}"
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create an SQLite database file as ``0600`` before SQLite does (with the umask's
+    ``0644``), or make an existing one ``0600``; SQLite gives its ``-wal`` and ``-shm``
+    files the database file's mode."""
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return  # create_engine reports the bad URL
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE)
+    except OSError:
+        return  # a missing folder, say: SQLite's own error says which when it connects
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+    except OSError:
+        pass  # someone else's file: leave its mode to them
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,6 +82,7 @@ class Database:
         self.url = url or default_url()
         try:
             if self.url.startswith("sqlite"):
+                _private_sqlite_file(self.url)
                 self.engine: Engine = create_engine(self.url, connect_args={"timeout": 30})
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:

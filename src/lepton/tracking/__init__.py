@@ -7,17 +7,21 @@ Example:
 """
 
 from lepton.tracking._plot import plot_curves
-from lepton.tracking._query import compare_runs, get_run, list_runs, metric_history, reconcile
-from lepton.tracking._run import Run, RunRecord, active_run, artifact_store, start_run
+from lepton.tracking._query import compare_runs, get_run, list_runs, metric_history
+from lepton.tracking._reconcile import reconcile
+from lepton.tracking._run import Run, RunRecord, active_run, start_run
+from lepton.tracking._stats import RUN_STATES, count_runs, metric_histories
 
 __all__ = [
+    "RUN_STATES",
     "Run",
     "RunRecord",
     "active_run",
-    "artifact_store",
     "compare_runs",
+    "count_runs",
     "get_run",
     "list_runs",
+    "metric_histories",
     "metric_history",
     "plot_curves",
     "reconcile",

@@ -1,10 +1,8 @@
-"""Reading runs back: list, get, metric histories, comparisons, and crash reconciliation."""
+"""Reading runs back: list, get, metric histories and comparisons (each reconciles
+crashed runs first, see :mod:`lepton.tracking._reconcile`)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from typing import Any
 
 from sqlalchemy import select
@@ -12,40 +10,10 @@ from sqlalchemy import select
 from lepton.errors import RunNotFoundError, TrackingError
 from lepton.storage import Database, open_database
 from lepton.storage.schema import MetricRow, RunRow
+from lepton.tracking._reconcile import reconcile
 from lepton.tracking._run import STATES, RunRecord, last_metrics, rows_to_record
 
-__all__ = ["compare_runs", "get_run", "list_runs", "metric_history", "reconcile"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def reconcile(db: Database) -> int:
-    """Mark ``running`` runs of this host whose process is gone as ``failed``.
-
-    A process killed by SIGKILL or a power cut cannot close its run; this is how such a
-    run stops looking "running" forever. Returns how many runs were marked.
-    """
-    host = socket.gethostname()
-    marked = 0
-    with db.session() as s:
-        rows = s.scalars(select(RunRow).where(RunRow.state == "running", RunRow.host == host))
-        for row in rows:
-            if row.pid is not None and row.pid != os.getpid() and not _alive(row.pid):
-                row.state, row.ended_at = "failed", time.time()
-                row.tags = {
-                    **row.tags,
-                    "lepton.error": f"process {row.pid} died without ending the run",
-                }
-                marked += 1
-    return marked
+__all__ = ["compare_runs", "get_run", "list_runs", "metric_history"]
 
 
 def get_run(run_id: int, *, database: Database | None = None) -> RunRecord:

@@ -17,15 +17,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from lepton.config import get_settings
+from lepton._context import ActiveRun, reset_active_run, set_active_run
+from lepton._context import active_run as _active_run
+from lepton._version import __version__
 from lepton.errors import LeptonError, TrackingError
-from lepton.storage import Cipher, Database, LocalArtifactStore, open_database
+from lepton.storage import ArtifactStore, Database, artifact_store, open_database
 from lepton.storage.schema import MetricRow, RunArtifactRow, RunRow
+from lepton.tracking._reconcile import reconcile
 
 __all__ = ["Run", "RunRecord", "active_run", "start_run"]
 
 STATES = ("running", "finished", "failed", "killed")
-_ACTIVE: contextvars.ContextVar[Run | None] = contextvars.ContextVar("lepton_run", default=None)
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,10 @@ def _git_sha() -> str | None:
 def _system() -> dict[str, Any]:
     import torch
 
-    import lepton
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "lepton": lepton.__version__,
+        "lepton": __version__,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
@@ -92,12 +92,15 @@ class Run:
     leaving the block is marked ``failed`` the next time runs are read.
     """
 
-    def __init__(self, db: Database, row_id: int, name: str) -> None:
+    def __init__(
+        self, db: Database, row_id: int, name: str, store: ArtifactStore | None = None
+    ) -> None:
         self._db = db
+        self._store = store
         self.id = row_id
         self.name = name
         self._steps: dict[str, int] = {}
-        self._token: contextvars.Token[Run | None] | None = None
+        self._token: contextvars.Token[ActiveRun | None] | None = None
         self.state = "running"
 
     def __repr__(self) -> str:
@@ -166,7 +169,7 @@ class Run:
             data = Path(source).read_bytes()
             name = name or Path(source).name
         key = f"runs/{self.id}/{name}"
-        info = artifact_store().put(key, data)
+        info = (self._store or artifact_store()).put(key, data)
         with self._db.session() as s:
             s.merge(RunArtifactRow(run_id=self.id, key=key, sha256=info.sha256, size=info.size))
         return key
@@ -179,7 +182,7 @@ class Run:
             self._update(state=state, ended_at=time.time())
             self.state = state
         if self._token is not None:
-            _ACTIVE.reset(self._token)
+            reset_active_run(self._token)
             self._token = None
 
     def __enter__(self) -> Run:
@@ -199,34 +202,29 @@ class Run:
             self.end("failed")
 
 
-_STORES: dict[Path, LocalArtifactStore] = {}
-
-
-def artifact_store() -> LocalArtifactStore:
-    """The artifact store under ``LEPTON_HOME`` (encrypted when a key is configured)."""
-    root = get_settings().artifacts_dir
-    store = _STORES.get(root)
-    if store is None:
-        store = _STORES[root] = LocalArtifactStore(root, cipher=Cipher.from_settings())
-    return store
-
-
 def start_run(
     name: str | None = None,
     *,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     database: Database | None = None,
+    store: ArtifactStore | None = None,
 ) -> Run:
     """Start a run and make it the active one (``lp.fit`` logs to it by itself).
+
+    Args:
+        name: Shown in lists (default: ``run-YYYYmmdd-HHMMSS``).
+        params: Hyper-parameters to record at once.
+        tags: Free-form labels.
+        database: The metadata database (default: ``LEPTON_DATABASE_URL``'s).
+        store: Where :meth:`Run.log_artifact` writes (default:
+            :func:`lepton.storage.artifact_store`).
 
     Example:
         >>> with lp.start_run("mnist-baseline", params={"lr": 1e-3}) as run:  # doctest: +SKIP
         ...     lp.fit(model, train, epochs=3)  # per-epoch metrics go to the run
     """
     db = database or open_database()
-    from lepton.tracking._query import reconcile
-
     reconcile(db)
     with db.session() as s:
         row = RunRow(
@@ -242,14 +240,15 @@ def start_run(
         )
         s.add(row)
         s.flush()
-        run = Run(db, row.id, row.name)
-    run._token = _ACTIVE.set(run)
+        run = Run(db, row.id, row.name, store)
+    run._token = set_active_run(run)
     return run
 
 
 def active_run() -> Run | None:
     """The innermost run started with :func:`start_run` and not yet ended, if any."""
-    return _ACTIVE.get()
+    run = _active_run()
+    return run if isinstance(run, Run) else None
 
 
 def rows_to_record(row: RunRow, metrics: dict[str, float]) -> RunRecord:

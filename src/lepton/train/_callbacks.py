@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lepton._context import ActiveRun
 from lepton.errors import TrainingError
 
 __all__ = ["Callback", "EarlyStopping", "EpochRecord", "RunLogger", "TrainState"]
@@ -198,7 +199,7 @@ class RunLogger(Callback):
     ``fit`` adds one by itself when a run is active (``with lp.start_run(...)``).
     """
 
-    def __init__(self, run: Any, settings: dict[str, Any], datasets: dict[str, Any]) -> None:
+    def __init__(self, run: ActiveRun, settings: dict[str, Any], datasets: dict[str, Any]) -> None:
         self.run = run
         self.settings = settings
         self.datasets = datasets

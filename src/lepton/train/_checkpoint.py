@@ -29,7 +29,7 @@ from torch import nn
 from lepton._fs import atomic_dir, atomic_write_bytes
 from lepton.errors import CheckpointError
 
-__all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "latest_epoch", "load_checkpoint", "save_checkpoint"]
 
 KEEP = 2  # epoch folders kept; older ones are removed after a new one lands
 
@@ -141,3 +141,17 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
             f"over, or pass resume=False"
         ) from None
     return Checkpoint(path=path, state=state, model=model, trainer=trainer)
+
+
+def latest_epoch(directory: Path) -> int:
+    """The epoch of the newest checkpoint in ``directory``, ``0`` when there is none
+    (reads only ``latest.json``, not the tensors)."""
+    try:
+        return int(json.loads((directory / "latest.json").read_text())["epoch"])
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint pointer {directory / 'latest.json'} is unreadable ({exc}); delete "
+            f"the folder to start over"
+        ) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lepton._context import active_run
 from lepton.config import get_settings
 from lepton.data import Dataset
 from lepton.errors import (
@@ -248,8 +248,7 @@ def fit(
     model.to(dev)
     _check_compatible(model, train_ds, dev)
     callbacks = list(callbacks)
-    tracking = sys.modules.get("lepton.tracking._run")  # no run can be active if never imported
-    run = tracking.active_run() if tracking is not None else None
+    run = active_run()  # set by lp.start_run
     if run is not None:
         settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                     "weight_decay": weight_decay, "schedule": schedule, "seed": seed,

@@ -1,6 +1,7 @@
-"""The REST API under ``/api/v1``: one router per noun (datasets, runs and models; jobs and
+"""The REST API under ``/api/v1``: one router per noun (health, datasets, runs, models, jobs,
 deployments; users, tokens and the audit log). Routes validate with pydantic models, call
-the SDK or the platform's services, and declare who may call them (``allow``/``public``).
+the SDK or the platform's services (never a database table), and declare who may call
+them (``allow``/``public``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ __all__ = ["install"]
 
 def install(app: FastAPI) -> None:
     """Mount every API router (and the dashboard's login link) on ``app``."""
-    from lepton.platform.api import _jobs, _models, _users
+    from lepton.platform.api import (
+        _datasets,
+        _deployments,
+        _jobs,
+        _models,
+        _runs,
+        _server,
+        _users,
+    )
 
-    for module in (_models, _jobs, _users):
+    for module in (_server, _datasets, _runs, _models, _jobs, _deployments, _users):
         app.include_router(module.router)
     app.include_router(_users.login_router)

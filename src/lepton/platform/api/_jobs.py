@@ -1,30 +1,42 @@
-"""``/api/v1``: jobs (typed specs, never shell strings) and deployments."""
+"""``/api/v1/jobs``: submit a job (a typed spec, never a shell string), list, read, cancel,
+and follow its log."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
+from lepton.errors import QuotaExceededError
 from lepton.platform._deps import Caller, P
-from lepton.platform._http import Page, PageQuery, RecordId, allow
-from lepton.platform.deployments._specs import DeploymentRequest, DeploymentView
+from lepton.platform._http import Page, PageQuery, RecordId, allow, error_body
 from lepton.platform.jobs._specs import JobRequest, JobState, JobView
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
-DeploymentName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
-# -- jobs ---------------------------------------------------------------------------------
-@router.post("/jobs", tags=["jobs"], status_code=201)
+@router.post(
+    "/jobs",
+    tags=["jobs"],
+    status_code=201,
+    response_model=JobView,
+    responses={429: {"description": "Too many jobs queued: wait (Retry-After) or cancel some."}},
+)
 @allow("editor")
-def submit_job(p: P, who: Caller, body: JobRequest) -> JobView:
-    """Queue a job. The spec is typed (``kind``: train or evaluate); no command strings."""
-    return p.jobs.submit(body, who.name)
+def submit_job(p: P, who: Caller, body: JobRequest) -> JobView | JSONResponse:
+    """Queue a job. The spec is typed (``kind``: train or evaluate); no command strings.
+    When the caller, or everyone, has as many jobs queued as the server allows: 429."""
+    try:
+        return p.jobs.submit(body, who.name)
+    except QuotaExceededError as exc:  # the shared handler gives Retry-After to ServingError only
+        wait = str(max(1, round(exc.retry_after)))
+        return JSONResponse(
+            error_body(exc.code, exc.message), exc.status, headers={"Retry-After": wait}
+        )
 
 
 @router.get("/jobs", tags=["jobs"])
@@ -69,92 +81,3 @@ def job_logs(
     """The job's output from byte ``offset`` on (poll it for live logs)."""
     text, next_offset, finished = p.jobs.logs(job_id, offset=offset, limit=limit)
     return LogChunk(text=text, next_offset=next_offset, finished=finished)
-
-
-# -- deployments --------------------------------------------------------------------------
-@router.post("/deployments", tags=["deployments"], status_code=201)
-@allow("editor")
-def create_deployment(p: P, who: Caller, body: DeploymentRequest) -> DeploymentView:
-    """Serve a registered version (the reference is pinned to its version number)."""
-    return p.deployments.create(body, who.name)
-
-
-@router.get("/deployments", tags=["deployments"])
-@allow("viewer")
-def deployments(p: P, paging: PageQuery) -> Page[DeploymentView]:
-    """Deployments, by name."""
-    return Page.of(p.deployments.list(paging.offset, paging.limit), paging)
-
-
-@router.get("/deployments/{name}", tags=["deployments"])
-@allow("viewer")
-def deployment(p: P, name: DeploymentName) -> DeploymentView:
-    """One deployment: its version, replicas, port, state and restarts."""
-    return p.deployments.get(name)
-
-
-class Scale(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    replicas: int = Field(ge=1, le=16)
-
-
-@router.patch("/deployments/{name}", tags=["deployments"])
-@allow("editor")
-def scale_deployment(p: P, who: Caller, name: DeploymentName, body: Scale) -> DeploymentView:
-    """Change the number of replicas."""
-    return p.deployments.scale(name, body.replicas, who.name)
-
-
-@router.post("/deployments/{name}/stop", tags=["deployments"])
-@allow("editor")
-def stop_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
-    """Stop serving (requests in flight finish first)."""
-    return p.deployments.stop(name, who.name)
-
-
-@router.post("/deployments/{name}/start", tags=["deployments"])
-@allow("editor")
-def start_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
-    """Serve a stopped deployment again."""
-    return p.deployments.start(name, who.name)
-
-
-@router.delete("/deployments/{name}", tags=["deployments"])
-@allow("editor")
-def delete_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
-    """Stop a deployment and forget it; answers its last record."""
-    last = p.deployments.get(name)
-    p.deployments.delete(name, who.name)
-    return last
-
-
-@router.get("/deployments/{name}/metrics", tags=["deployments"])
-@allow("viewer")
-def deployment_metrics(p: P, name: DeploymentName) -> dict[str, Any]:
-    """Live figures: requests, errors, req/s, latency percentiles, and recent samples."""
-    return p.deployments.metrics(name)
-
-
-@router.post(
-    "/deployments/{name}/predict",
-    tags=["deployments"],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-                "multipart/form-data": {"schema": {"type": "object"}},
-            },
-        }
-    },
-)
-@allow("viewer", audit=False)
-async def predict(p: P, name: DeploymentName, request: Request) -> Response:
-    """Forward a prediction to the deployment: the same body its own ``/predict`` takes
-    (``{"inputs": ...}``, an image, or a multipart upload)."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json")
-    )
-    return Response(answer, status, media_type=content_type)

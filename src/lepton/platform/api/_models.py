@@ -1,4 +1,5 @@
-"""``/api/v1``: datasets, runs, registered models and their versions."""
+"""``/api/v1/models``: registered models and their versions: read, register (from a job or
+an uploaded ONNX file), move between stages, alias, delete."""
 
 from __future__ import annotations
 
@@ -8,143 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
-from lepton import data as lp_data
 from lepton import registry
 from lepton.errors import ConflictError
 from lepton.platform._deps import Caller, P
-from lepton.platform._http import Page, PageQuery, RecordId, allow, public
-from lepton.platform._state import Platform
-from lepton.storage.schema import ModelVersionRow
-from lepton.tracking import RunRecord, get_run, list_runs, metric_history
-from lepton.tracking._run import last_metrics
+from lepton.platform._http import Page, PageQuery, RecordId, allow
+from lepton.platform._queries import deployments_of
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
-NAME = r"^[a-z0-9][a-z0-9._-]{0,99}$"
-ModelName = Annotated[str, Field(pattern=NAME)]
 
 
-# -- health -------------------------------------------------------------------------------
-class Health(BaseModel):
-    status: str
-    version: str
-    uptime_s: float
-
-
-@router.get("/health", tags=["server"])
-@public
-def health(p: P) -> Health:
-    """Alive (no token needed)."""
-    import time
-
-    import lepton
-
-    return Health(status="ok", version=lepton.__version__, uptime_s=time.time() - p.started_at)
-
-
-# -- datasets -----------------------------------------------------------------------------
-class DatasetView(BaseModel):
-    name: str
-    title: str
-    task: str
-    num_classes: int | None
-    input_shape: list[int]
-    splits: dict[str, int]
-    source: str
-    available: bool = Field(description="Whether its files are on this machine.")
-    how_to_get: str
-    models: list[str] = Field(default=[], description="Registered versions trained on it.")
-
-
-def _dataset_view(info: Any, models: list[str]) -> DatasetView:
-    return DatasetView(
-        name=info.name,
-        title=info.title,
-        task=info.task,
-        num_classes=info.num_classes,
-        input_shape=list(info.input_shape),
-        splits=dict(info.splits),
-        source=info.source,
-        available=info.locate() is not None,
-        how_to_get=info.how_to_get,
-        models=models,
-    )
-
-
-def _lineage(p: Platform) -> dict[str, list[str]]:
-    """Dataset name -> refs of the ready versions trained on it."""
-    out: dict[str, list[str]] = {}
-    with p.db.session() as s:
-        for name, version, manifest in s.execute(
-            select(
-                ModelVersionRow.model_name, ModelVersionRow.version, ModelVersionRow.manifest
-            ).where(ModelVersionRow.state == "ready")
-        ):
-            dataset = (manifest or {}).get("dataset") or {}
-            if dataset.get("name"):
-                out.setdefault(str(dataset["name"]), []).append(f"{name}:{version}")
-    return out
-
-
-@router.get("/datasets", tags=["datasets"])
-@allow("viewer")
-def datasets(p: P, paging: PageQuery) -> Page[DatasetView]:
-    """The built-in datasets, whether each is on this machine, and the models trained on it."""
-    lineage = _lineage(p)
-    views = [_dataset_view(i, lineage.get(i.name, [])) for i in lp_data.list_datasets()]
-    return Page.of((views[paging.offset : paging.offset + paging.limit], len(views)), paging)
-
-
-@router.get("/datasets/{name}", tags=["datasets"])
-@allow("viewer")
-def dataset(p: P, name: Annotated[str, Field(max_length=100)]) -> DatasetView:
-    """One dataset of the catalog."""
-    info = lp_data.info(name)
-    return _dataset_view(info, _lineage(p).get(info.name, []))
-
-
-# -- runs ---------------------------------------------------------------------------------
-@router.get("/runs", tags=["runs"])
-@allow("viewer")
-def runs(
-    p: P,
-    paging: PageQuery,
-    state: Annotated[str | None, Query(pattern="^(running|finished|failed|killed)$")] = None,
-) -> Page[RunRecord]:
-    """Tracked runs, newest first."""
-    from sqlalchemy import func
-
-    from lepton.storage.schema import RunRow
-
-    records = list_runs(state=state, limit=paging.limit, offset=paging.offset, database=p.db)
-    with p.db.session() as s:
-        query = select(func.count()).select_from(RunRow)
-        if state is not None:
-            query = query.where(RunRow.state == state)
-        total = s.scalar(query) or 0
-    return Page.of((records, total), paging)
-
-
-@router.get("/runs/{run_id}", tags=["runs"])
-@allow("viewer")
-def run(p: P, run_id: RecordId) -> RunRecord:
-    """One run with the last value of each metric."""
-    return get_run(run_id, database=p.db)
-
-
-@router.get("/runs/{run_id}/metrics", tags=["runs"])
-@allow("viewer")
-def run_metrics(p: P, run_id: RecordId) -> dict[str, list[tuple[int, float]]]:
-    """Every metric's history: ``{key: [[step, value], ...]}``."""
-    get_run(run_id, database=p.db)  # 404 for an unknown run
-    keys = sorted(last_metrics(p.db, run_id))
-    return {key: metric_history(run_id, key, database=p.db) for key in keys}
-
-
-# -- models -------------------------------------------------------------------------------
 class ModelSummary(BaseModel):
     name: str
     versions: int
@@ -249,7 +125,7 @@ def upload_onnx(
 
 class StageChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    stage: str = Field(pattern="^(staging|production|archived)$")
+    stage: str = Field(pattern=f"^({'|'.join(registry.STAGES)})$")
 
 
 @router.put("/models/{name}/versions/{version}/stage", tags=["models"])
@@ -275,9 +151,9 @@ def set_alias(
 @allow("admin")
 def delete_version(p: P, name: str, version: RecordId) -> VersionView:
     """Delete a version and its files (admins only; not while a deployment uses it)."""
-    for d in p.deployments.list(0, 10_000)[0]:
-        if d.model_name == name and d.version == version:
-            raise ConflictError(
-                f"deployment {d.name!r} uses {name}:{version}; delete the deployment first"
-            )
+    serving = deployments_of(p.deployments, name, version)
+    if serving:
+        raise ConflictError(
+            f"deployment {serving[0].name!r} uses {name}:{version}; delete the deployment first"
+        )
     return _version_view(registry.delete_version(f"{name}:{version}", database=p.db))

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from pydantic import BaseModel, Field
 
-from lepton.errors import ForbiddenError, UnauthorizedError
-from lepton.platform._auth import SESSION_TTL_S, NewToken, NewUser, TokenView, UserChange, UserView
+from lepton.errors import UnauthorizedError
+from lepton.platform._audit import AuditView, audit_entries
+from lepton.platform._auth import (
+    SESSION_TTL_S,
+    ChangedUser,
+    NewToken,
+    NewUser,
+    TokenView,
+    UserChange,
+    UserView,
+    own_or_admin,
+)
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import SESSION_COOKIE, Page, PageQuery, RecordId, allow, public
-from lepton.storage.schema import AuditRow
 
-__all__ = ["AuditView", "audit_entries", "login_router", "own_or_admin", "router"]
+__all__ = ["login_router", "router"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -57,15 +65,14 @@ def user(p: P, user_id: RecordId) -> UserView:
 
 @router.patch("/users/{user_id}", tags=["users"])
 @allow("admin")
-def change_user(p: P, who: Caller, user_id: RecordId, body: UserChange) -> UserView:
-    """Change a user's role, or (de)activate it; a deactivated user's tokens stop working."""
+def change_user(p: P, who: Caller, user_id: RecordId, body: UserChange) -> ChangedUser:
+    """Change a user's role, or (de)activate it.
+
+    Deactivating revokes every API token, login link and dashboard session of the user at
+    once and for good (``tokens_revoked`` in the answer says how many): reactivating the
+    user brings none of them back, so give the user new tokens then.
+    """
     return p.auth.change_user(user_id, body, who)
-
-
-def own_or_admin(who: Any, user_id: int) -> None:
-    """Refuse (403) unless ``who`` is user ``user_id`` or an admin."""
-    if who.user_id != user_id and not who.may("admin"):
-        raise ForbiddenError("you may manage only your own tokens; an admin may manage any")
 
 
 @router.get("/users/{user_id}/tokens", tags=["tokens"])
@@ -95,38 +102,9 @@ def create_token(p: P, who: Caller, user_id: RecordId, body: NewToken) -> Create
 @router.delete("/tokens/{token_id}", tags=["tokens"])
 @allow("viewer")
 def revoke_token(p: P, who: Caller, token_id: RecordId) -> TokenView:
-    """Revoke a token at once. Yours, or anyone's for an admin."""
-    own_or_admin(who, p.auth.get_token(token_id).user_id)
-    return p.auth.revoke(token_id)
-
-
-class AuditView(BaseModel):
-    model_config = ConfigDict(from_attributes=True)  # read straight from an AuditEntry row
-
-    id: int
-    at: float
-    actor: str
-    action: str
-    target: str
-    status: int
-    detail: dict[str, Any]
-
-
-def audit_entries(
-    db: Any, offset: int, limit: int, *, actor: str | None = None, refused: bool = False
-) -> tuple[list[AuditView], int]:
-    """Audit entries, newest first, and how many match: of ``actor`` only, or only the
-    ``refused`` ones (status 400 or more)."""
-    where: list[Any] = [AuditRow.actor == actor] if actor else []
-    if refused:
-        where.append(AuditRow.status >= 400)
-    with db.session() as s:
-        total = s.scalar(select(func.count()).select_from(AuditRow).where(*where)) or 0
-        rows = s.scalars(
-            select(AuditRow).where(*where).order_by(AuditRow.id.desc()).offset(offset).limit(limit)
-        )
-        items = [AuditView.model_validate(r) for r in rows]
-    return items, total
+    """Revoke a token at once. Yours, or anyone's for an admin (another user's token is
+    not found, exactly like one that does not exist)."""
+    return p.auth.revoke(token_id, by=who)
 
 
 @router.get("/audit", tags=["audit"])

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 
@@ -27,7 +26,6 @@ __all__ = [
     "DeploymentView",
     "base_url",
     "describe_exit",
-    "json_error",
     "port_free",
     "view_of",
 ]
@@ -120,12 +118,6 @@ def view_of(row: DeploymentRow, host: str) -> DeploymentView:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-
-
-def json_error(status: int, code: str, message: str) -> tuple[int, str, bytes]:
-    """An error answer of the API's shape: ``(status, content type, body)``."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return status, "application/json", body
 
 
 def port_free(host: str, port: int) -> bool:

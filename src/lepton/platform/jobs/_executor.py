@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lepton._fs import make_dirs, open_private
 from lepton.platform import _procs
 
 __all__ = ["Capacity", "Executor", "ExitStatus", "LocalExecutor"]
@@ -137,8 +138,8 @@ class LocalExecutor:
         self, job_id: int, spec: dict[str, Any], workdir: Path, env: Mapping[str, str]
     ) -> dict[str, Any]:
         """Start ``worker JOB_ID`` in ``workdir``; see :meth:`Executor.start`."""
-        workdir.mkdir(parents=True, exist_ok=True)
-        with open(workdir / "log.txt", "ab") as log:
+        make_dirs(workdir)
+        with open_private(workdir / "log.txt", "ab") as log:
             process = subprocess.Popen(
                 [*self.worker, str(int(job_id))],
                 stdin=subprocess.DEVNULL,

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lepton._fs import make_dirs, open_private
+
 __all__ = ["DatasetSummary", "JobFolder"]
 
 logger = logging.getLogger("lepton.platform.jobs")
@@ -56,7 +58,7 @@ class JobFolder:
 
     def new_attempt(self) -> None:
         """Make the folder, and remove a former attempt's outcome."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path)
         (self.path / "result.json").unlink(missing_ok=True)
 
     def result(self) -> dict[str, Any] | None:
@@ -73,8 +75,7 @@ class JobFolder:
             return
         path = self.path / "log.txt"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as log:
+            with open_private(path, "a", encoding="utf-8") as log:
                 log.write(f"[lepton {time.strftime('%H:%M:%S')}] {text}\n")
         except OSError as exc:
             logger.warning("cannot write to the log of job %s: %s", self.job_id, exc)

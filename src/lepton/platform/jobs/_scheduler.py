@@ -1,18 +1,17 @@
 """Jobs: the scheduler that runs them in CPU, GPU and memory slots with priorities,
-retries and resume.
+retries and resume, behind bounds on the queue.
 
-A job is a typed spec (:class:`TrainJob`, :class:`EvaluateJob`), never a shell string.
-Each attempt runs in a worker process, ``python -m lepton.platform.jobs._worker JOB_ID``, which
-reads the spec from the database and keeps everything in the job's folder
-(:mod:`lepton.platform.jobs._files`: log, ``result.json``, checkpoints, output). The specs
-live in :mod:`lepton.platform.jobs._specs`, the executor contract and the local executor in
-:mod:`lepton.platform.jobs._executor`; this module re-exports them.
-
-States: ``queued`` -> ``running`` -> ``succeeded`` | ``failed`` | ``cancelled`` |
-``lost``; ``running`` -> ``cancelling`` -> ``cancelled``. A crash (a signal such as the
-OOM killer's SIGKILL, an unexpected exit) puts the job back to ``queued`` after a backoff
-while attempts remain; a deterministic failure (a :class:`~lepton.errors.LeptonError` in
-the worker, exit code 3) does not, since it would fail the same way again.
+A job is a typed spec (:class:`~lepton.platform.jobs._specs.TrainJob`,
+:class:`~lepton.platform.jobs._specs.EvaluateJob`), never a shell string. Each attempt
+runs in a worker process, ``python -m lepton.platform.jobs._worker JOB_ID``, which reads
+the spec from the database and keeps everything in the job's folder
+(:mod:`lepton.platform.jobs._files`). This module does what follows from a job's events:
+it starts workers while slots are free, watches their memory, signals cancelled ones,
+and settles ended ones. The events and the states they lead to are
+:mod:`lepton.platform.jobs._states`; which event happened is
+:mod:`lepton.platform.jobs._outcomes`; reading jobs is
+:mod:`lepton.platform.jobs._queries`; the queue's bounds are
+:mod:`lepton.platform.jobs._quotas`.
 
 Example:
     >>> manager = JobManager(open_database(), get_settings().home)  # doctest: +SKIP
@@ -28,57 +27,31 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
-from lepton import models as lp_models
-from lepton.errors import ConflictError, JobError, NotFoundError
+from lepton.errors import JobError
 from lepton.platform.jobs._executor import Capacity, Executor, ExitStatus, LocalExecutor
-from lepton.platform.jobs._files import JobFolder
-from lepton.platform.jobs._specs import (
-    ACTIVE,
-    DETERMINISTIC_EXIT,
-    STATES,
-    TERMINAL,
-    EvaluateJob,
-    JobRequest,
-    JobSpec,
-    JobState,
-    JobView,
-    TrainJob,
-)
-from lepton.registry import ModelVersion
+from lepton.platform.jobs._outcomes import Backoff, decide_cancel, decide_exit
+from lepton.platform.jobs._queries import JobQueries
+from lepton.platform.jobs._quotas import QueueQuota
+from lepton.platform.jobs._specs import ACTIVE, JobRequest, JobView
+from lepton.platform.jobs._states import Change, transition
 from lepton.storage import Database
 from lepton.storage.schema import JobRow
 
-__all__ = [
-    "DETERMINISTIC_EXIT",
-    "STATES",
-    "Capacity",
-    "EvaluateJob",
-    "Executor",
-    "ExitStatus",
-    "JobManager",
-    "JobRequest",
-    "JobSpec",
-    "JobState",
-    "JobView",
-    "LocalExecutor",
-    "TrainJob",
-]
+__all__ = ["JobManager"]
 
 logger = logging.getLogger("lepton.platform.jobs")
 
+# How recover() counts what it settled, by event; any other event counts as "finished".
+_RECOVERED_AS = {"crashed_retryable": "requeued", "process_lost": "lost"}
+_ADOPTED = Change("adopted", note="a restarted server adopted the worker")
 
-@dataclass(frozen=True)
-class _RunRef:
-    id: int  # what register() reads of a run
 
-
-class JobManager:
+class JobManager(JobQueries):
     """Queue, schedule, watch, cancel, retry and recover jobs; one per database.
 
     Args:
@@ -94,6 +67,7 @@ class JobManager:
         memory_check_s: How often a running worker's memory is measured; one that uses
             more than its job's ``memory_mb`` is killed and the job fails (no retry:
             it would use as much again). Its peak is written to the job's log.
+        quota: Bounds on queued jobs (default: :meth:`QueueQuota.from_settings`).
     """
 
     def __init__(
@@ -108,13 +82,15 @@ class JobManager:
         max_backoff_s: float = 300.0,
         tick_s: float = 0.5,
         memory_check_s: float = 1.0,
+        quota: QueueQuota | None = None,
     ) -> None:
         self.db = db
         self.home = Path(home)
         self.jobs_dir = self.home / "jobs"
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.capacity = capacity if capacity is not None else Capacity.detect()
-        self.grace_s, self.backoff_s, self.max_backoff_s = grace_s, backoff_s, max_backoff_s
+        self.quota = quota if quota is not None else QueueQuota.from_settings()
+        self.grace_s, self.backoff = grace_s, Backoff(backoff_s, max_backoff_s)
         self.tick_s, self.memory_check_s = tick_s, memory_check_s
         self._lock = threading.RLock()
         self._deadlines: dict[int, float] = {}  # cancelling job -> when SIGKILL is due
@@ -132,6 +108,8 @@ class JobManager:
 
         Raises:
             JobError: It asks for more than this server has, so it could never start.
+            QuotaExceededError: ``user``, or everyone together, has as many jobs queued
+                as :attr:`quota` allows.
         """
         cap, too_big = self.capacity, []
         if request.cpus > cap.cpus:
@@ -153,32 +131,10 @@ class JobManager:
                 memory_mb=request.memory_mb, attempts=0, max_retries=request.max_retries,
                 executor=self.executor.name, handle={}, created_by=user, created_at=time.time(),
             )  # fmt: skip
-            s.add(row)
-            s.flush()
+            self.quota.add(s, row)
             view = JobView.from_row(row)
         self._wake.set()
         return view
-
-    def get(self, job_id: int) -> JobView:
-        """One job. Raises :class:`NotFoundError` if there is none with this id."""
-        with self.db.session() as s:
-            return JobView.from_row(self._row(s, job_id))
-
-    def list(
-        self, state: str | None = None, offset: int = 0, limit: int = 50
-    ) -> tuple[builtins.list[JobView], int]:
-        """Jobs, newest first, and how many match in all (for paging)."""
-        if state is not None and state not in STATES:
-            raise JobError(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        if offset < 0 or not 1 <= limit <= 1000:
-            raise JobError(f"need offset >= 0 and 1 <= limit <= 1000, got {offset}, {limit}")
-        where = [JobRow.state == state] if state is not None else []
-        with self.db.session() as s:
-            total = s.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
-            rows = s.scalars(
-                select(JobRow).where(*where).order_by(JobRow.id.desc()).offset(offset).limit(limit)
-            )
-            return [JobView.from_row(r) for r in rows], total
 
     def cancel(self, job_id: int, user: str) -> JobView:
         """Cancel a job: a queued one at once, a running one with SIGTERM, then SIGKILL
@@ -186,77 +142,18 @@ class JobManager:
 
         Raises:
             ConflictError: The job has already ended.
+            NotFoundError: There is no such job.
         """
         with self._lock:
-            with self.db.session() as s:
-                row = self._row(s, job_id)
-                handle, force = dict(row.handle or {}), row.state == "cancelling"
-                if row.state == "queued":
-                    row.state, row.ended_at = "cancelled", time.time()
-                    row.error = f"cancelled by {user} before it started"
-                elif row.state == "running":
-                    row.state, row.error = "cancelling", f"cancelled by {user}"
-                elif row.state != "cancelling":
-                    raise ConflictError(
-                        f"job {job_id} has already ended ({row.state}); only queued or running "
-                        f"jobs can be cancelled"
-                    )
-                state = row.state
-            if state == "cancelling":
-                how = "SIGKILL" if force else f"SIGTERM, SIGKILL in {self.grace_s:g}s"
-                self._folder(job_id).note(f"cancelled by {user}: {how}")
-                self.executor.cancel(handle, force=force)
+            applied = transition(
+                self.db, self._folder(job_id), job_id,
+                lambda row: decide_cancel(row, user, self.grace_s),
+            )  # fmt: skip
+            if applied is not None and applied.after == "cancelling":
+                force = applied.before == "cancelling"
+                self.executor.cancel(applied.handle, force=force)
                 self._deadlines[job_id] = time.time() + (0 if force else self.grace_s)
         return self.get(job_id)
-
-    def logs(self, job_id: int, offset: int = 0, limit: int = 65536) -> tuple[str, int, bool]:
-        """Read the job's log from byte ``offset``.
-
-        Returns:
-            ``(text, next_offset, finished)``: pass ``next_offset`` to the next call;
-            ``finished`` is true once the job has ended and everything was read.
-        """
-        if offset < 0 or not 1 <= limit <= 2**20:
-            raise JobError(f"need offset >= 0 and 1 <= limit <= 1048576, got {offset}, {limit}")
-        ended = self.get(job_id).state in TERMINAL  # before reading: no last line is missed
-        try:
-            chunk = self._folder(job_id).read_log(offset, limit)
-        except OSError as exc:
-            raise JobError(f"cannot read the log of job {job_id} ({exc.strerror})") from None
-        if chunk is None:
-            return "", offset, ended
-        text, end, size = chunk
-        return text, end, ended and end >= size
-
-    def register_output(self, job_id: int, name: str, user: str) -> ModelVersion:
-        """Register the model a succeeded train job saved, as the next version of ``name``.
-
-        Raises:
-            ConflictError: The job is not a train job, has not succeeded, or its output
-                folder is gone.
-        """
-        view = self.get(job_id)
-        if view.kind != "train":
-            raise ConflictError(f"job {job_id} is an {view.kind} job; only train jobs make models")
-        if view.state != "succeeded":
-            raise ConflictError(
-                f"job {job_id} is {view.state}; register its model once it has succeeded"
-            )
-        from lepton.registry import register
-
-        try:
-            manifest, dataset, weights = self._folder(job_id).output()
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConflictError(
-                f"the output of job {job_id} is missing or damaged ({exc}); run the job again"
-            ) from None
-        model = lp_models.build(manifest["model"])
-        model.load_state_dict(weights)
-        return register(
-            model.eval(), name, metrics=manifest.get("metrics"), dataset=dataset,
-            run=_RunRef(view.run_id) if view.run_id is not None else None,
-            description=f"Trained by job {job_id}; registered by {user}.", database=self.db,
-        )  # fmt: skip
 
     # -- the loop -----------------------------------------------------------------------
     def start(self) -> None:
@@ -302,7 +199,7 @@ class JobManager:
             for job_id, state, handle, reserved in active:
                 status = self.executor.poll(handle)
                 if status is not None:
-                    self._finish(job_id, status)
+                    self._settle(job_id, status)
                 elif measure and state == "running":
                     self._check_memory(job_id, handle, reserved)
                 elif state == "cancelling":
@@ -347,78 +244,39 @@ class JobManager:
             for job_id, state, executor, handle in active:
                 if executor == self.executor.name and self.executor.adopt(handle):
                     counts["adopted"] += 1
+                    transition(self.db, self._folder(job_id), job_id, lambda _: _ADOPTED)
                     if state == "cancelling":  # the grace period starts again
                         self.executor.cancel(handle, force=False)
                         self._deadlines[job_id] = time.time() + self.grace_s
                     continue
-                counts[self._finish(job_id, ExitStatus(), restarted=True)] += 1
+                counts[self._settle(job_id, ExitStatus(), restarted=True)] += 1
             self._recovered = True
         if any(counts.values()):
             logger.info("recovered jobs: %s", counts)
         return counts
 
-    # -- state changes ------------------------------------------------------------------
-    def _finish(self, job_id: int, status: ExitStatus, *, restarted: bool = False) -> str:
-        """Settle a job whose worker has ended, in one transaction; returns what happened:
-        ``finished`` (an end state), ``requeued`` or ``lost``."""
-        result = self._folder(job_id).result()
+    # -- what follows from an event ---------------------------------------------------
+    def _settle(self, job_id: int, status: ExitStatus, *, restarted: bool = False) -> str:
+        """Apply the event of a job whose worker has ended and forget what was kept about
+        its worker; returns how :meth:`recover` counts it."""
+        folder = self._folder(job_id)
+        result = folder.result()
         self._deadlines.pop(job_id, None)
         over_memory = self._over_memory.pop(job_id, None)
         peak = self._peak_mb.pop(job_id, None)
         if peak is not None:
-            self._folder(job_id).note(f"peak memory {peak:,.0f} MiB")
-        now, note, outcome = time.time(), "", "finished"
-        with self.db.session() as s:
-            row = s.get(JobRow, job_id, with_for_update=True)
-            if row is None or row.state not in ACTIVE:
-                return outcome
-            pid = (row.handle or {}).get("pid")
-            ok = result is not None and result.get("ok") is True
-            deterministic = status.code == DETERMINISTIC_EXIT or bool(
-                result and result.get("deterministic")
-            )
-            if ok:
-                assert result is not None
-                row.state, row.result, row.error = "succeeded", result, None
-                row.run_id = result.get("run_id") if isinstance(result.get("run_id"), int) else None
-            elif row.state == "cancelling":
-                row.state = "cancelled"
-            elif over_memory is not None:
-                row.state, row.error = "failed", over_memory
-            elif deterministic:
-                row.state = "failed"
-                row.error = str((result or {}).get("error") or f"failed ({status.describe()})")
-            else:
-                reason = (
-                    f"the worker (pid {pid}) was gone when the server restarted"
-                    if restarted and result is None
-                    else str((result or {}).get("error") or _describe(status))
-                )
-                if row.attempts <= row.max_retries:
-                    wait = 0.0 if restarted else self._backoff(row.attempts)
-                    row.state, row.handle, row.not_before = "queued", {}, now + wait
-                    row.error = f"attempt {row.attempts}: {reason}"
-                    note = f"attempt {row.attempts} ended: {reason}; retrying in {wait:g}s"
-                    outcome = "requeued"
-                elif restarted and result is None:
-                    row.state, outcome = "lost", "lost"
-                    row.error = (
-                        f"the worker (pid {pid}) disappeared while the server was down and no "
-                        f"retries are left (max_retries={row.max_retries}); submit it again"
-                    )
-                else:
-                    row.state = "failed"
-                    row.error = (
-                        f"{reason}; gave up after {row.attempts} attempts "
-                        f"(max_retries={row.max_retries})"
-                    )
-            if row.error is not None:
-                row.error = row.error[:4000]
-            if row.state in TERMINAL:
-                row.ended_at = now
-                note = note or f"job {row.state}" + (f": {row.error}" if row.error else "")
-        self._folder(job_id).note(note)
-        return outcome
+            folder.note(f"peak memory {peak:,.0f} MiB")
+
+        def decide(row: JobRow) -> Change | None:
+            if row.state not in ACTIVE:
+                return None
+            return decide_exit(
+                row, status, result, backoff=self.backoff, over_memory=over_memory,
+                restarted=restarted,
+            )  # fmt: skip
+
+        applied = transition(self.db, folder, job_id, decide)
+        return _RECOVERED_AS.get(applied.event, "finished") if applied else "finished"
 
     def _start_queued(self) -> None:
         now, cap = time.time(), self.capacity
@@ -447,10 +305,10 @@ class JobManager:
     def _launch(self, job_id: int, gpu_ids: builtins.list[int]) -> bool:
         folder = self._folder(job_id)
         folder.new_attempt()
-        with self.db.session() as s:
-            row = s.get(JobRow, job_id, with_for_update=True)
-            if row is None or row.state != "queued":
-                return False
+
+        def start_worker(row: JobRow) -> Change | None:
+            if row.state != "queued":
+                return None
             attempt, now = row.attempts + 1, time.time()
             threads = max(1, math.ceil(row.cpus))
             env = {
@@ -465,35 +323,20 @@ class JobManager:
             try:
                 handle = self.executor.start(job_id, dict(row.spec), folder.path, env)
             except OSError as exc:
-                row.state, row.ended_at = "failed", now
-                row.error = f"the worker could not be started ({exc}); check the server's logs"
-                return False
-            row.state, row.attempts, row.started_at = "running", attempt, now
-            row.executor = self.executor.name
-            row.handle, row.not_before = {**handle, "gpu_ids": gpu_ids}, None
-        return True
+                why = f"the worker could not be started ({exc}); check the server's logs"
+                return Change("start_failed", {"error": why})
+            return Change(
+                "started",
+                {
+                    "attempts": attempt, "started_at": now, "executor": self.executor.name,
+                    "handle": {**handle, "gpu_ids": gpu_ids}, "not_before": None,
+                },
+            )  # fmt: skip
+
+        applied = transition(self.db, folder, job_id, start_worker)
+        return applied is not None and applied.after == "running"
 
     # -- helpers ------------------------------------------------------------------------
     @staticmethod
-    def _row(s: Any, job_id: int) -> JobRow:
-        row = s.get(JobRow, job_id)
-        if row is None:
-            raise NotFoundError(f"no job with id {job_id}; see `lepton jobs list`")
-        assert isinstance(row, JobRow)
-        return row
-
-    @staticmethod
     def _active(s: Any) -> Sequence[JobRow]:
         return s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)).all()  # type: ignore[no-any-return]
-
-    def _backoff(self, attempts: int) -> float:
-        return float(min(self.backoff_s * 2 ** max(attempts - 1, 0), self.max_backoff_s))
-
-    def _folder(self, job_id: int) -> JobFolder:
-        return JobFolder(self.jobs_dir, job_id)
-
-
-def _describe(status: ExitStatus) -> str:
-    if status == ExitStatus():
-        return "the worker ended without writing its result"
-    return status.describe()

@@ -3,8 +3,8 @@ string), what it asks of the scheduler (:class:`JobRequest`), its states, and ho
 shows it (:class:`JobView`).
 
 States: ``queued`` -> ``running`` -> ``succeeded`` | ``failed`` | ``cancelled`` |
-``lost``; ``running`` -> ``cancelling`` -> ``cancelled``. See :mod:`lepton.platform.jobs._scheduler`
-for what moves a job between them.
+``lost``; ``running`` -> ``cancelling`` -> ``cancelled``. The transition table in
+:mod:`lepton.platform.jobs._states` says which event moves a job between them.
 
 Example:
     >>> request = JobRequest(spec=TrainJob(model="mlp", epochs=2), cpus=2)  # doctest: +SKIP
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lepton import data as lp_data
-from lepton import models as lp_models
 from lepton.errors import RegistryError
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
+from lepton.train.recipe import TrainConfig, catalog_name
 
 __all__ = [
     "ACTIVE",
@@ -46,69 +45,22 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
 DETERMINISTIC_EXIT = 3  # the worker's exit code for a failure that a retry would repeat
 
 # -- specs ------------------------------------------------------------------------------
-JsonScalar: TypeAlias = str | int | float | bool | None
-ConfigValue: TypeAlias = JsonScalar | list[JsonScalar]
 _MODEL_REF = r"^[a-z0-9][a-z0-9._-]{0,99}(:[0-9]{1,9}|@[a-z0-9_-]{1,64})?$"
-
-
-def _dataset_name(value: str) -> str:
-    names = [d.name for d in lp_data.list_datasets()]
-    key = value.strip().lower().replace("_", "-")
-    if key not in names:
-        raise ValueError(
-            f"unknown dataset {value!r}; use one of {', '.join(names)} (`lepton data list`)"
-        )
-    return key
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class TrainJob(_Spec):
-    """Train a zoo model on a catalog dataset, test it, save it, optionally register it.
+class TrainJob(TrainConfig):
+    """Train a zoo model on a catalog dataset, test it, save it, optionally register it:
+    the recipe's :class:`~lepton.train.recipe.TrainConfig` (every field and default) plus
+    its ``kind``, run by :func:`lepton.train.recipe.run` in the worker.
 
     Example: ``{"kind": "train", "model": "mlp", "data": "mnist", "epochs": 2}``.
     """
 
-    model_config = ConfigDict(serialize_by_alias=True)
-
     kind: Literal["train"] = "train"
-    model: str = Field("convnet", description="Zoo model (`lepton models zoo`).")
-    data: str = Field("mnist", description="Catalog dataset (`lepton data list`).")
-    epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=65536)
-    optimizer: Literal["adamw", "adam", "sgd", "adagrad", "rmsprop"] = "adamw"
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float | None = Field(None, ge=0, le=1, description="None: 0.01 for adamw.")
-    schedule: Literal["cosine", "onecycle", "step", "plateau"] | None = None
-    early_stopping: int | None = Field(None, ge=1, le=1000, description="Patience in epochs.")
-    grad_clip: float | None = Field(None, gt=0, le=1e6)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    val: Literal["holdout", "test", "none"] = "holdout"
-    config: dict[str, ConfigValue] = Field(
-        default_factory=dict, max_length=32, description="Model arguments, e.g. dropout."
-    )
-    # "register" is the field's name on the wire; as an attribute it would shadow
-    # BaseModel.register (from ABCMeta)
-    register_as: str | None = Field(
-        None, alias="register", description="Register the result under this model name."
-    )
-    limit: int | None = Field(None, ge=1, le=100_000_000, description="Train on N samples.")
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in lp_models.available_models():
-            raise ValueError(
-                f"unknown model {value!r}; use one of {', '.join(lp_models.available_models())}"
-            )
-        return value
-
-    @field_validator("data")
-    @classmethod
-    def _known_data(cls, value: str) -> str:
-        return _dataset_name(value)
 
     @field_validator("register_as")
     @classmethod
@@ -119,19 +71,6 @@ class TrainJob(_Spec):
             except RegistryError as exc:
                 raise ValueError(exc.message) from None
         return value
-
-    @model_validator(mode="after")
-    def _config_fits_model(self) -> TrainJob:
-        accepted = lp_models.model_parameters(self.model)
-        unknown = sorted(set(self.config) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"config keys {unknown} are not arguments of {self.model!r}; it takes "
-                f"{', '.join(accepted)}"
-            )
-        if any(isinstance(v, list) and len(v) > 64 for v in self.config.values()):
-            raise ValueError("config lists hold at most 64 values")
-        return self
 
 
 class EvaluateJob(_Spec):
@@ -151,7 +90,7 @@ class EvaluateJob(_Spec):
     @field_validator("data")
     @classmethod
     def _known_data(cls, value: str) -> str:
-        return _dataset_name(value)
+        return catalog_name(value)
 
 
 JobSpec = Annotated[TrainJob | EvaluateJob, Field(discriminator="kind")]

@@ -30,19 +30,16 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from lepton import data as lp_data
 from lepton._fs import atomic_write_bytes
-from lepton.cli._train import _save, _split_val, build_for
 from lepton.config import get_settings
-from lepton.data import Dataset, apply_preprocessing
+from lepton.data import apply_preprocessing
 from lepton.errors import JobError, LeptonError
 from lepton.platform.jobs._specs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob
 from lepton.registry import load_model, register, resolve
 from lepton.storage import Database, open_database
 from lepton.storage.schema import JobRow
 from lepton.tracking import start_run
-from lepton.train import evaluate, fit, resolve_device
-from lepton.train._checkpoint import load_checkpoint
+from lepton.train import evaluate, recipe, resolve_device
 from lepton.train._progress import format_metrics
 
 __all__ = ["main"]
@@ -91,64 +88,34 @@ def _record_run(db: Database, job_id: int, run_id: int) -> None:
             row.run_id = run_id
 
 
-def _limited(ds: Dataset, limit: int | None) -> Dataset:
-    return ds.subset(slice(0, limit)) if limit is not None and limit < len(ds) else ds
-
-
 def _train(db: Database, job_id: int, spec: TrainJob, workdir: Path) -> dict[str, Any]:
-    full = _limited(lp_data.load(spec.data, split="train"), spec.limit)
-    train_ds, val_ds, test = _split_val(full, spec.val, spec.data)
-    _say(f"train {spec.model} on {spec.data}: {len(train_ds)} samples, {spec.epochs} epochs")
-    torch.manual_seed(spec.seed)  # the seed covers the initial weights too
-    net = build_for(spec.model, train_ds, dict(spec.config))
-    checkpoints = workdir / "checkpoints"
-    previous = load_checkpoint(checkpoints)
-    resumed = previous.epoch if previous is not None else 0
-    if resumed:
-        _say(f"resuming from the checkpoint of epoch {resumed}")
     out = workdir / "output"
-    with start_run(
-        f"job-{job_id}-{spec.model}-{spec.data}", tags={"job": job_id}, database=db
-    ) as run:
-        _record_run(db, job_id, run.id)
-        result = fit(
-            net, train_ds, val_ds, epochs=spec.epochs, batch_size=spec.batch_size,
-            optimizer=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay,
-            schedule=spec.schedule, early_stopping=spec.early_stopping,
-            grad_clip=spec.grad_clip, seed=spec.seed, checkpoint_dir=checkpoints,
-            resume=resumed > 0,
-        )  # fmt: skip
-        metrics = evaluate(net, test)
-        run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, step=len(result.history))
-        _say(f"test ({len(test)} samples): {format_metrics(metrics)}")
-        if out.exists():  # saved by an attempt that died before its result.json
-            shutil.rmtree(out)
-        _save(out, net, train_ds, metrics, result)
-        summary = {
-            "name": train_ds.name, "rows": len(train_ds), "fingerprint": train_ds.fingerprint(),
-            "preprocessing": train_ds.preprocessing, "input_shape": list(train_ds.input_shape),
-            "task": train_ds.task, "classes": train_ds.classes,
-        }  # fmt: skip
-        atomic_write_bytes(out / "dataset.json", json.dumps(summary, indent=1).encode())
-        version = (
-            register(net, spec.register_as, metrics=metrics, dataset=train_ds, run=run, database=db)
-            if spec.register_as
-            else None
-        )
-    if version is not None:
-        _say(f"registered as {version.ref}")
-    fit_info = {k: v for k, v in result.to_dict().items() if k != "checkpoint"}
+    if out.exists():  # saved by an attempt that died before its result.json
+        shutil.rmtree(out)
+    outcome = recipe.run(
+        spec,
+        registrar=register,
+        save_to=out,
+        checkpoint_dir=workdir / "checkpoints",
+        resume=True,  # a retry continues from the last epoch the killed attempt finished
+        run_name=f"job-{job_id}-{spec.model}-{spec.data}",
+        tags={"job": job_id},
+        database=db,
+        on_start=lambda run: _record_run(db, job_id, run.id),
+        say=_say,
+    )
+    fit_info = {k: v for k, v in outcome.fit.to_dict().items() if k != "checkpoint"}
     return {
-        "kind": "train", "metrics": metrics, "fit": fit_info, "epochs": len(result.history),
-        "resumed_from_epoch": resumed, "run_id": run.id, "output": "output",
-        "registered": version.ref if version is not None else None,
+        "kind": "train", "metrics": outcome.metrics, "fit": fit_info,
+        "epochs": len(outcome.fit.history), "resumed_from_epoch": outcome.resumed_from_epoch,
+        "run_id": outcome.run_id, "output": "output", "registered": outcome.registered,
     }  # fmt: skip
 
 
 def _evaluate(db: Database, job_id: int, spec: EvaluateJob) -> dict[str, Any]:
     version = resolve(spec.model_ref, database=db)
     model = load_model(version.ref, database=db).to(resolve_device("auto"))
-    ds = _limited(lp_data.load(spec.data, split=spec.split), spec.limit)
+    ds = recipe.load_data(spec.data, spec.split, spec.limit)
     steps = version.manifest.get("preprocessing") or []
     if steps and not ds.preprocessing:  # the treatment the training data had
         ds = apply_preprocessing(ds, steps)

@@ -1,9 +1,47 @@
-"""The web dashboard: server-rendered pages by noun, their templates, charts, Markdown and
-static files. Pages call the SDK or the platform's services, never the API's routes.
+"""The web dashboard: server-rendered pages by noun (overview, datasets, runs, models, jobs,
+deployments; users and the audit log), their templates, charts, Markdown and static files.
+Pages call the SDK or the platform's services, never a database table or the API's routes.
+
+Every form is a plain ``method=post`` form, which browsers send with an ``Origin`` header
+that :meth:`~lepton.platform._state.Platform.authenticate` checks against this server.
 """
 
 from __future__ import annotations
 
-from lepton.platform.web._pages import install
+from typing import Any
+
+from fastapi import FastAPI
 
 __all__ = ["install"]
+
+_API_DOCS = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect"})
+
+
+def install(app: FastAPI) -> None:
+    """Mount the dashboard's pages and static files on ``app``.
+
+    Call it after the app's error handlers and the API's routers are installed: it wraps
+    the handlers so that errors on every route outside ``/api/`` (the pages, and the login
+    link the API's router serves) become pages, while the API keeps its JSON errors.
+    """
+    from lepton.platform._http import iter_routes
+    from lepton.platform.web import (
+        _datasets,
+        _deployments,
+        _jobs,
+        _models,
+        _overview,
+        _runs,
+        _site,
+        _users,
+    )
+    from lepton.platform.web._render import errors_as_pages
+
+    for module in (_site, _overview, _datasets, _runs, _models, _jobs, _deployments, _users):
+        app.include_router(module.router)
+    pages: set[Any] = {
+        endpoint
+        for _, path, endpoint in iter_routes(app.routes)
+        if not path.startswith("/api/") and path not in _API_DOCS
+    }
+    errors_as_pages(app, pages)

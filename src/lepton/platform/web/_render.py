@@ -9,18 +9,24 @@ a value that slipped past escaping could not run.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from fastapi import Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import lepton
-from lepton.errors import PlatformError
+from lepton._version import __version__
+from lepton.errors import LeptonError, PlatformError, UnauthorizedError
+from lepton.platform._http import status_of
 from lepton.platform.web._markdown import render_markdown
 
 __all__ = [
@@ -29,13 +35,18 @@ __all__ = [
     "FormText",
     "ago",
     "duration",
+    "errors_as_pages",
+    "form_problems",
+    "local_path",
     "num",
+    "number",
     "optional_int",
     "redirect",
     "render",
     "when",
 ]
 
+log = logging.getLogger("lepton.platform")
 TEMPLATES = Path(__file__).parent / "templates"
 FormText = Annotated[str, Form(max_length=300)]  # a text field of a dashboard form
 PER_PAGE = 50  # rows of a paginated dashboard table
@@ -148,6 +159,25 @@ def optional_int(value: str, name: str) -> int | None:
         raise PlatformError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def number(value: str, name: str) -> float:
+    """A form field as a number."""
+    try:
+        return float(value.strip())
+    except ValueError:
+        raise PlatformError(f"{name} must be a number, got {value!r}") from None
+
+
+def form_problems(exc: ValidationError) -> str:
+    """A form's validation error as one line per field, without pydantic's prefixes (the
+    ``spec`` and ``train`` levels of a job request are left out of the field's name)."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"] if p not in ("spec", "train"))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -159,7 +189,7 @@ def _environment() -> Environment:
     env.filters.update(
         ago=ago, when=when, num=num, pretty=_pretty, markdown=render_markdown, duration=duration
     )
-    env.globals.update(version=lepton.__version__)
+    env.globals.update(version=__version__)
     return env
 
 
@@ -186,3 +216,84 @@ def render(
 def redirect(path: str) -> RedirectResponse:
     """After a form post: go to ``path`` (303, so a reload does not post again)."""
     return RedirectResponse(path, status_code=303, headers=SECURITY_HEADERS)
+
+
+# -- errors on pages ----------------------------------------------------------------------
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+def _page_error(request: Request, exc: Exception) -> Response:
+    """The page shown for ``exc`` on a dashboard route."""
+    if isinstance(exc, UnauthorizedError):
+        if request.scope.get("path") == "/login":  # a used or expired link: say so, 401
+            return render(request, "login_help.html", reason="expired", status=401)
+        return RedirectResponse("/login-help", status_code=303)
+    if isinstance(exc, LeptonError):
+        status, message = status_of(exc), exc.message
+        if status == 500:  # a fault of this server: its details stay in its log
+            log.error("%s: %s", type(exc).__name__, exc.message)
+            message = "the server failed on this page; its log has the details"
+    elif isinstance(exc, StarletteHTTPException):
+        status, message = exc.status_code, str(exc.detail)
+    elif hasattr(exc, "errors"):  # a form or path value that failed validation
+        status = 422
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'value'}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+    else:
+        status, message = 500, "the server failed on this page; its log has the details"
+    return render(
+        request,
+        "error.html",
+        status=status,
+        code=status,
+        message=message,
+        back=_same_site_path(request),
+        section="",
+    )
+
+
+def _same_site_path(request: Request) -> str:
+    """The path of the page that led here, if it is one of ours (for a "back" link)."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc != request.headers.get("host") or referer.scheme not in ("http", "https"):
+        return ""
+    return local_path(referer.path + (f"?{referer.query}" if referer.query else ""))
+
+
+def local_path(value: str) -> str:
+    """``value`` if it is a path on this server (one ``/`` first, no scheme, no host), else
+    ``""``. A browser reads ``//host/x``, ``/\\host/x`` and ``/<tab>/host/x`` as another
+    site, so none of them may become a link of ours."""
+    if not value.startswith("/") or value.startswith("//"):
+        return ""
+    if "\\" in value or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return ""
+    return value
+
+
+def _wrap(original: Handler, pages: set[Any]) -> Handler:
+    async def handle(request: Request, exc: Any) -> Response:
+        endpoint = request.scope.get("endpoint")
+        wants_html = "text/html" in request.headers.get("accept", "")
+        is_api = request.url.path.startswith("/api/")
+        if endpoint in pages or (endpoint is None and wants_html and not is_api):
+            try:
+                return _page_error(request, exc)
+            except Exception:  # a page about an error must never fail itself
+                log.exception("could not render the error page")
+        answer = original(request, exc)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return handle
+
+
+def errors_as_pages(app: FastAPI, pages: set[Any]) -> None:
+    """Make errors on the endpoints in ``pages`` (and on unknown paths a browser asks for)
+    pages with their message: a visitor who is not signed in is sent to ``/login-help``,
+    while the API keeps its JSON errors. Call it after the app's error handlers are
+    installed: it wraps them."""
+    for exc_class, handler in list(app.exception_handlers.items()):
+        if isinstance(exc_class, type):
+            app.exception_handlers[exc_class] = _wrap(handler, pages)

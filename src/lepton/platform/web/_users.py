@@ -18,9 +18,10 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from lepton.errors import PlatformError
+from lepton.platform._audit import audit_entries
+from lepton.platform._auth import own_or_admin
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import RecordId, allow
-from lepton.platform.api._users import audit_entries, own_or_admin
 from lepton.platform.web._render import PER_PAGE, FormText, optional_int, redirect, render
 
 __all__ = ["router"]
@@ -119,7 +120,8 @@ def change_user(
     role: Annotated[str | None, Form(pattern="^(viewer|editor|admin)$")] = None,
     active: Annotated[str | None, Form(pattern="^(yes|no)$")] = None,
 ) -> Response:
-    """Change a user's role, or (de)activate it."""
+    """Change a user's role, or (de)activate it (which revokes all of its tokens and
+    sessions for good)."""
     from lepton.platform._auth import UserChange
 
     change = UserChange(role=role, active=None if active is None else active == "yes")  # type: ignore[arg-type]
@@ -148,9 +150,9 @@ def create_token(
 @router.post("/tokens/{token_id}/revoke")
 @allow("viewer")
 def revoke_token(p: P, who: Caller, token_id: RecordId) -> Response:
-    """Revoke a token at once (yours, or anyone's for an admin)."""
-    own_or_admin(who, p.auth.get_token(token_id).user_id)
-    token = p.auth.revoke(token_id)
+    """Revoke a token at once (yours, or anyone's for an admin; another user's token is
+    not found, like one that does not exist)."""
+    token = p.auth.revoke(token_id, by=who)
     return redirect(f"/users/{token.user_id}")
 
 

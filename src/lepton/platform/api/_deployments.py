@@ -1,0 +1,112 @@
+"""``/api/v1/deployments``: serve a registered version, scale, stop, start, delete, read
+its live figures, and forward predictions to it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from lepton.platform._deps import Caller, P
+from lepton.platform._http import Page, PageQuery, allow
+from lepton.platform.deployments._specs import (
+    MAX_REPLICAS,
+    NAME,
+    DeploymentRequest,
+    DeploymentView,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1")
+DeploymentName = Annotated[str, Path(pattern=f"^{NAME.pattern}$")]
+
+
+@router.post("/deployments", tags=["deployments"], status_code=201)
+@allow("editor")
+def create_deployment(p: P, who: Caller, body: DeploymentRequest) -> DeploymentView:
+    """Serve a registered version (the reference is pinned to its version number)."""
+    return p.deployments.create(body, who.name)
+
+
+@router.get("/deployments", tags=["deployments"])
+@allow("viewer")
+def deployments(p: P, paging: PageQuery) -> Page[DeploymentView]:
+    """Deployments, by name."""
+    return Page.of(p.deployments.list(paging.offset, paging.limit), paging)
+
+
+@router.get("/deployments/{name}", tags=["deployments"])
+@allow("viewer")
+def deployment(p: P, name: DeploymentName) -> DeploymentView:
+    """One deployment: its version, replicas, port, state and restarts."""
+    return p.deployments.get(name)
+
+
+class Scale(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    replicas: int = Field(ge=1, le=MAX_REPLICAS)
+
+
+@router.patch("/deployments/{name}", tags=["deployments"])
+@allow("editor")
+def scale_deployment(p: P, who: Caller, name: DeploymentName, body: Scale) -> DeploymentView:
+    """Change the number of replicas."""
+    return p.deployments.scale(name, body.replicas, who.name)
+
+
+@router.post("/deployments/{name}/stop", tags=["deployments"])
+@allow("editor")
+def stop_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
+    """Stop serving (requests in flight finish first)."""
+    return p.deployments.stop(name, who.name)
+
+
+@router.post("/deployments/{name}/start", tags=["deployments"])
+@allow("editor")
+def start_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
+    """Serve a stopped deployment again."""
+    return p.deployments.start(name, who.name)
+
+
+@router.delete("/deployments/{name}", tags=["deployments"])
+@allow("editor")
+def delete_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
+    """Stop a deployment and forget it; answers its last record."""
+    last = p.deployments.get(name)
+    p.deployments.delete(name, who.name)
+    return last
+
+
+@router.get("/deployments/{name}/metrics", tags=["deployments"])
+@allow("viewer")
+def deployment_metrics(p: P, name: DeploymentName) -> dict[str, Any]:
+    """Live figures: requests, errors, req/s, latency percentiles, and recent samples."""
+    return p.deployments.metrics(name)
+
+
+@router.post(
+    "/deployments/{name}/predict",
+    tags=["deployments"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+@allow("viewer", audit=False)
+async def predict(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward a prediction to the deployment: the same body its own ``/predict`` takes
+    (``{"inputs": ...}``, an image, or a multipart upload)."""
+    body = await request.body()
+    status, content_type, answer = await p.deployments.predict(
+        name, body, request.headers.get("content-type", "application/json")
+    )
+    return Response(answer, status, media_type=content_type)

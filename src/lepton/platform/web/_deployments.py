@@ -1,0 +1,198 @@
+"""The Deployments pages: deployments and the form that deploys a registered version; one
+deployment with its live throughput and latency, its log, scaling, stopping, starting,
+deleting, and trying it with an uploaded image.
+
+Forms post plain fields; the handlers build the same typed
+:class:`~lepton.platform.deployments._specs.DeploymentRequest` the REST API takes, and the
+name's pattern and the replica limit come from that module, so the rules are the API's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Path, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from lepton import registry
+from lepton.errors import LeptonError, PlatformError
+from lepton.platform._deps import Caller, P
+from lepton.platform._http import allow
+from lepton.platform._state import Platform
+from lepton.platform.deployments._specs import MAX_REPLICAS, NAME, DeploymentRequest
+from lepton.platform.web._charts import time_chart
+from lepton.platform.web._render import FormText, form_problems, optional_int, redirect, render
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+MAX_UPLOAD = 8 * 1024 * 1024
+DeploymentName = Annotated[str, Path(pattern=f"^{NAME.pattern}$")]
+
+
+def _deployments_page(
+    p: Platform, request: Request, *, form: dict[str, str] | None = None, error: str = ""
+) -> Response:
+    found, total = p.deployments.list(0, 500)
+    refs = [
+        f"{m['name']}:{m['latest']}" for m in registry.list_models(database=p.db) if m["latest"]
+    ]
+    return render(
+        request,
+        "deployments.html",
+        section="/deployments",
+        status=422 if error else 200,
+        deployments=found,
+        total=total,
+        refs=refs,
+        max_replicas=MAX_REPLICAS,
+        form=form or {"name": "", "model": request.query_params.get("model", ""), "replicas": "1"},
+        error=error,
+    )
+
+
+@router.get("/deployments")
+@allow("viewer")
+def deployments(p: P, request: Request) -> Response:
+    """Deployments, and the form that deploys a registered version."""
+    return _deployments_page(p, request)
+
+
+@router.post("/deployments")
+@allow("editor")
+def create_deployment(
+    p: P, who: Caller, request: Request, name: FormText, model: FormText, replicas: FormText = "1"
+) -> Response:
+    """Deploy a registered version (blocks until its process has started)."""
+    form = {"name": name, "model": model, "replicas": replicas}
+    try:
+        body = DeploymentRequest.model_validate(
+            {
+                "name": name.strip(),
+                "model": model.strip(),
+                "replicas": optional_int(replicas, "replicas") or 1,
+            }
+        )
+        p.deployments.create(body, who.name)
+    except ValidationError as exc:
+        return _deployments_page(p, request, form=form, error=form_problems(exc))
+    except LeptonError as exc:
+        return _deployments_page(p, request, form=form, error=exc.message)
+    return redirect(f"/deployments/{body.name}")
+
+
+def _deployment_page(
+    p: Platform, request: Request, name: str, *, answer: dict[str, Any] | None = None,
+    answer_error: str = "",
+) -> Response:  # fmt: skip
+    found = p.deployments.get(name)
+    figures = p.deployments.metrics(name)
+    now = time.time()
+    series = figures.get("series") or []
+    charts = [
+        time_chart(
+            [(s["t"], s["rps"]) for s in series if s.get("rps") is not None],
+            title="Throughput", unit="req/s", now=now,
+        ),
+        time_chart(
+            [(s["t"], s["latency_ms"]) for s in series if s.get("latency_ms") is not None],
+            title="Mean latency", unit="ms", now=now, color="#dc2626",
+        ),
+    ]  # fmt: skip
+    return render(
+        request,
+        "deployment.html",
+        section="/deployments",
+        status=422 if answer_error else 200,
+        d=found,
+        m=figures,
+        charts=charts,
+        log_tail=p.deployments.log_tail(name, 8 * 1024),
+        max_replicas=MAX_REPLICAS,
+        answer=answer,
+        answer_error=answer_error,
+    )
+
+
+@router.get("/deployments/{name}")
+@allow("viewer")
+def deployment(p: P, request: Request, name: DeploymentName) -> Response:
+    """One deployment: state, version, replicas, live throughput and latency, try it."""
+    return _deployment_page(p, request, name)
+
+
+@router.post("/deployments/{name}/scale")
+@allow("editor")
+def scale_deployment(p: P, who: Caller, name: DeploymentName, replicas: FormText) -> Response:
+    """Change the number of replicas."""
+    count = optional_int(replicas, "replicas")
+    if count is None or not 1 <= count <= MAX_REPLICAS:
+        raise PlatformError(f"replicas must be 1 to {MAX_REPLICAS}, got {replicas!r}")
+    p.deployments.scale(name, count, who.name)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/stop")
+@allow("editor")
+def stop_deployment(p: P, who: Caller, name: DeploymentName) -> Response:
+    """Stop serving (requests in flight finish first)."""
+    p.deployments.stop(name, who.name)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/start")
+@allow("editor")
+def start_deployment(p: P, who: Caller, name: DeploymentName) -> Response:
+    """Serve a stopped deployment again."""
+    p.deployments.start(name, who.name)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/delete")
+@allow("editor")
+def delete_deployment(p: P, who: Caller, name: DeploymentName) -> Response:
+    """Stop a deployment and forget it."""
+    p.deployments.delete(name, who.name)
+    return redirect("/deployments")
+
+
+@router.post("/deployments/{name}/predict")
+@allow("viewer", audit=False)
+async def try_deployment(
+    p: P, request: Request, name: DeploymentName, image: Annotated[UploadFile, File()]
+) -> Response:
+    """Send an uploaded image to the deployment's ``/predict`` and show its answer."""
+    data = await image.read(MAX_UPLOAD + 1)
+    answer: dict[str, Any] | None = None
+    problem = ""
+    if not data:
+        problem = "choose an image file (PNG or JPEG) first"
+    elif len(data) > MAX_UPLOAD:
+        problem = f"the image is over {MAX_UPLOAD // 2**20} MB; send a smaller one"
+    else:
+        kind = image.content_type if image.content_type in ("image/png", "image/jpeg") else None
+        status, _, body = await p.deployments.predict(name, data, kind or "image/png")
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if status == 200 and isinstance(parsed, dict):
+            answer = _top_classes(parsed)
+        elif isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            problem = f"{status}: {parsed['error'].get('message', 'the deployment failed')}"
+        else:
+            problem = f"the deployment answered {status} without a readable body"
+    return await run_in_threadpool(
+        _deployment_page, p, request, name, answer=answer, answer_error=problem
+    )
+
+
+def _top_classes(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer, plus its three most likely classes for the page."""
+    probabilities = answer.get("probabilities") or []
+    ranked = sorted(enumerate(probabilities), key=lambda item: -float(item[1]))[:3]
+    return {**answer, "top": [(i, float(prob)) for i, prob in ranked]}

@@ -1,0 +1,74 @@
+"""The Models pages: registered models and who holds production, a model's versions, one
+version (metrics, lineage, deployments, model card), and moving a version to a stage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Path, Request
+from fastapi.responses import Response
+
+from lepton import registry
+from lepton.errors import LeptonError
+from lepton.platform._deps import P
+from lepton.platform._http import RecordId, allow
+from lepton.platform._queries import deployments_of, jobs_of_run
+from lepton.platform.web._render import redirect, render
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+ModelName = Annotated[str, Path(max_length=100)]
+Stage = Annotated[str, Form(pattern=f"^({'|'.join(registry.STAGES)})$")]
+
+
+@router.get("/models")
+@allow("viewer")
+def models(p: P, request: Request) -> Response:
+    """Registered models with their latest version and who holds production."""
+    production = {
+        name: versions[0]
+        for name, versions in registry.versions_in_stage("production", database=p.db).items()
+    }
+    found = registry.list_models(database=p.db)
+    return render(request, "models.html", section="/models", models=found, production=production)
+
+
+@router.get("/models/{name}")
+@allow("viewer")
+def model(p: P, request: Request, name: ModelName) -> Response:
+    """A model's versions: metrics, stage, aliases, lineage."""
+    versions = registry.list_versions(name, database=p.db)
+    keys = sorted({k for v in versions for k in v.metrics})
+    return render(
+        request, "model.html", section="/models", name=name, versions=versions, metric_keys=keys
+    )
+
+
+@router.get("/models/{name}/{version}")
+@allow("viewer")
+def model_version(p: P, request: Request, name: ModelName, version: RecordId) -> Response:
+    """One version: metrics, lineage (dataset, run, job), deployments, its model card."""
+    found = registry.resolve(f"{name}:{version}", database=p.db)
+    try:
+        card = registry.model_card_text(found.ref, database=p.db)
+    except LeptonError as exc:
+        card = f"(the model card could not be read: {exc.message})"
+    return render(
+        request,
+        "model_version.html",
+        section="/models",
+        v=found,
+        card=card,
+        jobs=jobs_of_run(p.db, found.run_id),
+        deployments=deployments_of(p.deployments, found.name, found.version),
+        stages=registry.STAGES,
+    )
+
+
+@router.post("/models/{name}/{version}/stage")
+@allow("editor")
+def set_stage(p: P, name: ModelName, version: RecordId, stage: Stage) -> Response:
+    """Move a version to a stage."""
+    registry.set_stage(f"{name}:{version}", stage, database=p.db)
+    return redirect(f"/models/{name}/{version}")
