@@ -117,7 +117,7 @@ def test_pickles_are_refused_and_never_run(tmp_path: Path):
     with pytest.raises(UnsafeFormatError, match="safetensors"):
         registry.check_not_pickle(disguised)
     torch.save({"w": torch.zeros(2)}, tmp_path / "zipped.weights")  # torch's zip-of-pickle
-    with pytest.raises(UnsafeFormatError):
+    with pytest.raises(UnsafeFormatError, match="pickle"):
         registry.check_not_pickle(tmp_path / "zipped.weights")
     assert not canary.exists()
 

@@ -265,7 +265,8 @@ class JobManager(JobQueries):
         over_memory = self._over_memory.pop(job_id, None)
         peak = self._peak_mb.pop(job_id, None)
         if peak is not None:
-            folder.note(f"peak memory {peak:,.0f} MiB")
+            # rounded up: a peak of 200.3 over a 200 MiB slot must not read "200"
+            folder.note(f"peak memory {math.ceil(peak):,} MiB")
 
         def decide(row: JobRow) -> Change | None:
             if row.state not in ACTIVE:
