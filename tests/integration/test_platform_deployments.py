@@ -73,8 +73,13 @@ def managers(db: Database, home: Path) -> Iterator[Callable[[], DeploymentManage
     made: list[DeploymentManager] = []
 
     def make() -> DeploymentManager:
-        made.append(DeploymentManager(db, Path(home.name), port_range=(_free_port(), 65000)))
-        return made[-1]
+        # A new supervisor takes seconds to bind its port on an idle machine, but half a
+        # minute on a busy two-core one: the proxy waits that long rather than failing.
+        manager = DeploymentManager(
+            db, Path(home.name), port_range=(_free_port(), 65000), proxy_wait_s=120
+        )
+        made.append(manager)
+        return manager
 
     yield make
     pids: set[int] = set()
@@ -149,7 +154,7 @@ def _traffic(manager: DeploymentManager, name: str, row: list[float]) -> Iterato
         yield statuses
     finally:
         done.set()
-        thread.join(timeout=60)
+        thread.join(timeout=300)
 
 
 def _replicas(pid: int) -> list[int]:
