@@ -40,6 +40,11 @@ class Tiny(lp.Service):
         time.sleep(seconds)
         return {"slept": seconds, "pid": os.getpid()}
 
+    @lp.handler(workers=8, max_queue=2, timeout_s=10.0)
+    def hold(self, seconds: float) -> dict[str, float]:
+        time.sleep(seconds)
+        return {"slept": seconds, "pid": os.getpid()}
+
     @lp.handler
     def count(self, n: int) -> Iterator[dict[str, int]]:
         for i in range(n):

@@ -32,7 +32,9 @@ def run_app(service: Service, scenario: Scenario, **asgi: Any) -> Any:
         app = service.asgi(**asgi)
         transport = httpx.ASGITransport(app=app)
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8100") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1:8100"
+            ) as client:
                 return await scenario(client, app)
         finally:
             await app.close()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lepton.config import get_settings
@@ -98,7 +99,7 @@ def test_every_dashboard_page_has_a_rule(app: Any) -> None:
     assert all(rule in (PUBLIC, *ROLES) for _, _, rule in pages), pages
 
 
-def test_a_route_without_a_rule_is_closed(app: Any, platform: Platform) -> None:
+def test_a_route_without_a_rule_is_closed(app: FastAPI, platform: Platform) -> None:
     @app.get("/api/v1/forgotten")
     def forgotten() -> dict[str, str]:
         return {"secret": "data"}
@@ -138,6 +139,7 @@ def test_authorization_matrix_over_every_route_and_role(app: Any, platform: Plat
         rule = rule_of(endpoint)
         if rule == PUBLIC or not path.startswith("/api/") or path == "/api/v1/tokens/{token_id}":
             continue  # revoking token 1 would log the admin out for the rest of the test
+        assert rule is not None, (method, path)
         for who, token in tokens.items():
             with _client(app, token) as client:
                 answer = client.request(method, _fill(path, ids[who]), json={})

@@ -16,6 +16,7 @@ from lepton._fs import open_private
 from lepton.config import get_settings
 from lepton.platform._app import Platform, ServerConfig, create_app
 from lepton.platform._auth import admin_token_path
+from lepton.serve._http_server import server_config
 from lepton.storage import open_database
 
 __all__ = ["login_link", "run_server"]
@@ -72,7 +73,7 @@ def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2
             ).start()
 
     server = _Server(
-        uvicorn.Config(
+        server_config(  # header, body and idle timeouts and a connection limit
             app,
             host=config.host,
             port=config.port,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from lepton import registry
-from lepton.errors import ConflictError
+from lepton.errors import ConflictError, RegistryError, UnsafeFormatError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import Page, PageQuery, RecordId, allow
 from lepton.platform._queries import deployments_of
@@ -117,10 +117,19 @@ def upload_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.onnx"
         path.write_bytes(data)
-        registry.check_not_pickle(path)
-        return _version_view(
-            registry.register_onnx(path, name, classes=classes or None, database=p.db)
-        )
+        try:
+            registry.check_not_pickle(path)
+        except UnsafeFormatError:
+            raise UnsafeFormatError(
+                "the uploaded file is a pickle or a torch.save archive (by its first bytes); "
+                "Lepton never loads pickles because they can run code. Export the model to "
+                "ONNX (torch.onnx.export) and upload that file"
+            ) from None
+        try:
+            version = registry.register_onnx(path, name, classes=classes or None, database=p.db)
+        except RegistryError as exc:  # its message may name our temporary file
+            raise type(exc)(exc.message.replace(str(path), "the uploaded file")) from None
+    return _version_view(version)
 
 
 class StageChange(BaseModel):

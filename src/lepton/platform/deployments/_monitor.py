@@ -144,8 +144,8 @@ class Monitor:
         except OSError as exc:
             self.store.update(
                 row.name, rt, state="failed", pid=None,
-                error=f"cannot start `lepton deploy` ({exc}); check the server's Python "
-                f"environment and start the deployment again",
+                error=f"cannot start `lepton deploy` ({exc.strerror or type(exc).__name__}); "
+                "check the server's Python environment and start the deployment again",
             )  # fmt: skip
             raise DeploymentError(f"cannot start deployment {row.name!r}: {exc}") from None
         return self.store.update(row.name, rt, state=state, pid=pid)

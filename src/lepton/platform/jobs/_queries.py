@@ -97,7 +97,8 @@ class JobQueries:
             manifest, dataset, weights = self._folder(job_id).output()
         except (OSError, ValueError, KeyError) as exc:
             raise ConflictError(
-                f"the output of job {job_id} is missing or damaged ({exc}); run the job again"
+                f"the output of job {job_id} is missing or damaged ({type(exc).__name__}); "
+                "run the job again"
             ) from None
         model = lp_models.build(manifest["model"])
         model.load_state_dict(weights)
