@@ -6,4 +6,4 @@ Inside the package read it from here (``from lepton._version import __version__`
 
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"  # keep equal to pyproject.toml's [project] version
+__version__ = "0.1.0"  # pyproject.toml reads it from here (dynamic version)

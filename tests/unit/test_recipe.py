@@ -150,6 +150,22 @@ def test_the_cli_options_default_to_the_config() -> None:
     assert compared == len(_SHARED) - 1, "every field but the model arguments is an option"
 
 
+def test_lepton_jobs_train_defaults_to_the_config_and_the_job_request() -> None:
+    from lepton.cli._jobs import submit_train
+    from lepton.platform.jobs._specs import JobRequest
+
+    compared = 0
+    for option, param in inspect.signature(submit_train).parameters.items():
+        name = {"register": "register_as"}.get(option, option)
+        if name in TrainConfig.model_fields:
+            assert param.default.default == getattr(TrainConfig(), name), option
+            compared += 1
+        elif name in JobRequest.model_fields:
+            assert param.default.default == JobRequest.model_fields[name].default, option
+            compared += 1
+    assert compared >= 10, "the job command's train and slot options are all compared"
+
+
 def test_the_dashboard_form_starts_from_the_config() -> None:
     form, config = form_defaults(), TrainConfig()
     for name in ("model", "data", "epochs", "batch_size", "lr"):

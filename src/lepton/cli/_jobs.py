@@ -11,9 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lepton.platform.jobs._specs import JobRequest
+from lepton.train.recipe import TrainConfig
+
 __all__ = ["jobs_app"]
 
 console = Console(highlight=False, soft_wrap=True)
+TRAIN = TrainConfig.model_construct()  # the recipe's defaults, defined once
+SLOTS = {name: field.default for name, field in JobRequest.model_fields.items()}
 jobs_app = typer.Typer(
     help="Jobs on the platform server (LEPTON_SERVER_URL, default http://127.0.0.1:8000; "
     "token from LEPTON_TOKEN or LEPTON_HOME/admin-token).",
@@ -29,19 +34,20 @@ def _client() -> Any:
 
 @jobs_app.command("train")
 def submit_train(
-    model: str = typer.Option("convnet", "--model", "-m", help="Zoo model (mlp, convnet, ...)."),
-    data: str = typer.Option("mnist", "--data", "-d", help="Catalog dataset."),
-    epochs: int = typer.Option(3, help="Passes over the training data."),
-    batch_size: int = typer.Option(64, help="Samples per optimizer step."),
-    lr: float = typer.Option(1e-3, help="Learning rate."),
+    model: str = typer.Option(TRAIN.model, "--model", "-m", help="Zoo model (mlp, convnet, ...)."),
+    data: str = typer.Option(TRAIN.data, "--data", "-d", help="Catalog dataset."),
+    epochs: int = typer.Option(TRAIN.epochs, help="Passes over the training data."),
+    batch_size: int = typer.Option(TRAIN.batch_size, help="Samples per optimizer step."),
+    lr: float = typer.Option(TRAIN.lr, help="Learning rate."),
     limit: int | None = typer.Option(None, help="Train on the first N samples only."),
     register: str | None = typer.Option(None, help="Register the result under this name."),
-    priority: int = typer.Option(0, help="Higher runs first (-100..100)."),
-    cpus: float = typer.Option(1.0, help="CPU slots (also the worker's torch threads)."),
+    priority: int = typer.Option(SLOTS["priority"], help="Higher runs first (-100..100)."),
+    cpus: float = typer.Option(SLOTS["cpus"], help="CPU slots (also the worker's torch threads)."),
     memory_mb: int = typer.Option(
-        2048, help="MiB reserved; a worker that uses more is stopped and the job fails."
+        SLOTS["memory_mb"],
+        help="MiB reserved; a worker that uses more is stopped and the job fails.",
     ),
-    max_retries: int = typer.Option(2, help="Retries after a crash (0..10)."),
+    max_retries: int = typer.Option(SLOTS["max_retries"], help="Retries after a crash (0..10)."),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Stream the log until it ends; exit 1 unless it succeeded."
     ),

@@ -67,7 +67,7 @@ def show(
 @models_app.command()
 def promote(
     ref: str = typer.Argument(..., help="'name:VERSION'."),
-    stage: str = typer.Argument(..., help="staging, production or archived."),
+    stage: str = typer.Argument(..., help=f"One of: {', '.join(registry.STAGES)}."),
 ) -> None:
     """Move a version to a stage (then load it as name@stage)."""
     version = registry.set_stage(ref, stage)

@@ -22,19 +22,21 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lepton.errors import ConfigError
 from lepton.serve._connections import ConnectionLimits
 from lepton.serve._hosts import check_allowed_host
 
-__all__ = ["ServeOptions", "Supervisor", "absolute_env", "is_loopback"]
+__all__ = ["ServeOptions", "Supervisor", "absolute_env", "is_loopback", "sweep_stale_dirs"]
 
 
 def is_loopback(host: str) -> bool:
@@ -157,18 +159,19 @@ class Supervisor:
         opts = self.options
         read_fd, write_fd = os.pipe()
         threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.replicas)
+        workdir = tempfile.mkdtemp(prefix=f"lepton-replica-{os.getpid()}-{index}-")  # 0700
         spec = {
             "target": opts.target, "model": opts.model, "fd": self._sock.fileno(),
             "ready_fd": write_fd, "max_body_bytes": opts.max_body_bytes, "grace_s": opts.grace_s,
             "threads": threads, "replica": index, "supervisor": os.getpid(),
             "allowed_hosts": opts.allowed_hosts, "limits": dataclasses.asdict(opts.limits),
+            "workdir": workdir,
         }  # fmt: skip
         env = dict(absolute_env(os.environ), LEPTON_SERVE_SPEC=json.dumps(spec),
                    PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)  # fmt: skip
         env.pop("LEPTON_SERVE_TOKEN", None)
         if opts.token:
             env["LEPTON_SERVE_TOKEN"] = opts.token
-        workdir = tempfile.mkdtemp(prefix=f"lepton-replica-{index}-")  # mode 0700
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "lepton.serve._worker"],
@@ -193,7 +196,8 @@ class Supervisor:
         if self.options.target is not None:  # replicas do not run in this directory
             self.options.target = absolute_target(self.options.target)
         self.bind()
-        self._metrics_dir = tempfile.mkdtemp(prefix="lepton-metrics-")
+        sweep_stale_dirs()
+        self._metrics_dir = tempfile.mkdtemp(prefix=f"lepton-metrics-{os.getpid()}-")
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -288,6 +292,45 @@ def _close(replica: _Replica) -> None:
         os.close(replica.ready_fd)
         replica.ready_fd = -1
     shutil.rmtree(replica.workdir, ignore_errors=True)
+
+
+_OWN_PREFIXES = ("lepton-replica-", "lepton-metrics-")  # then the supervisor's pid
+_STALE_S = 600.0  # a supervisor's replicas stop with it, within their grace period
+
+
+def sweep_stale_dirs(root: str | None = None) -> list[Path]:
+    """Remove the temporary folders a killed supervisor left (it cleans up after itself
+    otherwise): its replicas' working directories and its metrics folder.
+
+    Only this user's folders named with the pid of a process that is gone, and not
+    touched for ten minutes, are removed. Returns them.
+    """
+    removed: list[Path] = []
+    base = Path(root or tempfile.gettempdir())
+    for prefix in _OWN_PREFIXES:
+        for path in base.glob(f"{prefix}*"):
+            pid = path.name[len(prefix) :].split("-", 1)[0]
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if (not pid.isdigit() or not stat.S_ISDIR(info.st_mode)
+                    or info.st_uid != os.getuid() or time.time() - info.st_mtime < _STALE_S
+                    or _alive(int(pid))):  # fmt: skip
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 _PATH_VARIABLES = ("LEPTON_HOME", "LEPTON_DATA_DIR", "LEPTON_ENCRYPTION_KEY_FILE")

@@ -9,10 +9,12 @@ finish (up to the grace period), then it exits.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -125,6 +127,8 @@ def main() -> None:
     """Entry point of a replica process."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ["LEPTON_SERVE_SPEC"])
+    if spec.get("workdir"):  # also when the supervisor was killed and cannot remove it
+        atexit.register(shutil.rmtree, spec["workdir"], True)
     _die_with_parent(spec.get("supervisor"))
     sock = socket.socket(fileno=int(spec["fd"]))
     try:
