@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -238,6 +239,7 @@ def test_replicas_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
             time.sleep(0.1)
         workers = s.worker_pids()
         assert len(workers) == 2
+        workdirs = [Path(os.readlink(f"/proc/{p}/cwd")) for p in workers]
         s.process.kill()
         s.process.wait()
         deadline = time.monotonic() + 15
@@ -246,6 +248,9 @@ def test_replicas_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
             alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
             time.sleep(0.1)
         assert alive == [], "replicas kept serving after their supervisor died"
+        # their private working directories went with them, though nobody was left to
+        # remove them but the replicas themselves
+        assert [d for d in workdirs if d.exists()] == []
 
 
 def test_a_replica_whose_supervisor_died_while_it_started_does_not_serve(tmp_path: Path) -> None:

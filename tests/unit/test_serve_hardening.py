@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +28,7 @@ from lepton.serve._connections import ConnectionLimits, _Guard
 from lepton.serve._hosts import HostPolicy, check_allowed_host
 from lepton.serve._http_server import server_config
 from lepton.serve._service import absolute_target
-from lepton.serve._supervisor import absolute_env
+from lepton.serve._supervisor import absolute_env, sweep_stale_dirs
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lepton"
 
@@ -403,6 +405,28 @@ def test_relative_paths_are_made_absolute_for_replicas(
     assert env["OTHER"] == "rel"
     assert absolute_target("app.py:Svc") == f"{tmp_path / 'app.py'}:Svc"
     assert absolute_target("pkg.module:Svc") == "pkg.module:Svc"
+
+
+def test_folders_of_a_killed_supervisor_are_swept(tmp_path: Path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that is no longer a process
+    old = time.time() - 3600
+    stale = [
+        tmp_path / f"lepton-replica-{gone.pid}-0-abc",
+        tmp_path / f"lepton-metrics-{gone.pid}-x",
+    ]
+    kept = [
+        tmp_path / f"lepton-replica-{os.getpid()}-0-abc",  # its supervisor is alive
+        tmp_path / "lepton-replica-0-abc",  # not named with a pid
+        tmp_path / f"lepton-replica-{gone.pid}-1-new",  # too recent: replicas may be draining
+    ]
+    for folder in stale + kept:
+        folder.mkdir()
+        (folder / "left.txt").write_text("x")
+        if not folder.name.endswith("new"):
+            os.utime(folder, (old, old))
+    assert sorted(sweep_stale_dirs(str(tmp_path))) == sorted(stale)
+    assert [f.exists() for f in stale + kept] == [False, False, True, True, True]
 
 
 def test_client_maps_the_new_statuses():

@@ -129,6 +129,9 @@ def main() -> None:
     spec = json.loads(os.environ["LEPTON_SERVE_SPEC"])
     if spec.get("workdir"):  # also when the supervisor was killed and cannot remove it
         atexit.register(shutil.rmtree, spec["workdir"], True)
+    # Until it serves (and drains on SIGTERM instead), SIGTERM ends it through exit
+    # handlers, not at once: its working directory is removed even if it never served.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     _die_with_parent(spec.get("supervisor"))
     sock = socket.socket(fileno=int(spec["fd"]))
     try:
