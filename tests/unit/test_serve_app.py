@@ -447,20 +447,24 @@ def test_bearer_token_guards_routes_but_not_probes():
 class Behaviours(Service):
     def setup(self) -> None:
         self.release = threading.Event()
+        self.finished = 0  # slow calls that ran to their end
 
     @lp.handler(timeout_s=0.2)
     def slow_sync(self, seconds: float) -> str:
         self.release.wait(seconds)
+        self.finished += seconds > 0
         return "done"
 
     @lp.handler(timeout_s=0.2)
     async def slow_async(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
+        self.finished += seconds > 0
         return "done"
 
     @lp.handler(timeout_s=30)
     async def patient(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
+        self.finished += seconds > 0
         return "done"
 
     @lp.handler
@@ -514,14 +518,13 @@ class Behaviours(Service):
 @pytest.mark.parametrize("path", ["/slow_sync", "/slow_async"])
 def test_handler_past_its_timeout_is_504(path):
     async def scenario(client: httpx.AsyncClient, app: Any) -> None:
-        started = time.perf_counter()
         r = await client.post(path, json={"seconds": 1.0})
-        elapsed = time.perf_counter() - started
+        finished_when_answered = app.service.finished
         app.service.release.set()
         assert r.status_code == 504
         error = error_of(r)
         assert error["code"] == "deadline_exceeded"
-        assert 0.15 < elapsed < 0.9
+        assert finished_when_answered == 0, "the 504 waited for the handler to finish"
         r = await client.post(path, json={"seconds": 0.0})
         assert (r.status_code, r.json()) == (200, "done")
 
@@ -530,20 +533,17 @@ def test_handler_past_its_timeout_is_504(path):
 
 def test_request_timeout_header_lowers_the_deadline():
     async def scenario(client: httpx.AsyncClient, app: Any) -> None:
-        started = time.perf_counter()
         r = await client.post(
             "/patient", json={"seconds": 2.0}, headers={"x-request-timeout": "0.1"}
         )
-        assert r.status_code == 504
+        assert r.status_code == 504  # the handler's own 30 s would have let it finish
         assert error_of(r)["code"] == "deadline_exceeded"
-        assert time.perf_counter() - started < 0.9
-        # it cannot raise the handler's own deadline
-        started = time.perf_counter()
+        # it cannot raise the handler's own deadline (0.2 s < the 2 s the call takes)
         r = await client.post(
             "/slow_async", json={"seconds": 2.0}, headers={"x-request-timeout": "60"}
         )
         assert r.status_code == 504
-        assert time.perf_counter() - started < 0.9
+        assert app.service.finished == 0, "a 504 waited for its handler"
         for bad in ("soon", "0", "-1", "nan"):
             r = await client.post(
                 "/patient", json={"seconds": 0}, headers={"x-request-timeout": bad}
