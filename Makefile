@@ -1,7 +1,7 @@
 # The developer loop. `make run` and `make test` each do the whole set-up first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2  # pytest-xdist: most tests wait on processes and servers
 RUN_ARGS ?=
 
 .PHONY: setup run test check format lint types bench clean
