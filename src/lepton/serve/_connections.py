@@ -24,6 +24,7 @@ close" (stop sending, discard what still comes for a moment) so the client reads
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import json
@@ -103,32 +104,37 @@ class _Guard(asyncio.Protocol):
     _head_bytes: int = 0
     _counted: bool = False
 
-    # -- what the uvicorn protocol provides -------------------------------------------
+    # -- what both uvicorn protocols provide (same attribute names in each) ------------
+
+    def _uvicorn(self) -> Any:
+        return self  # typed Any: the attributes below come from the uvicorn base class
 
     def _base_transport(self) -> asyncio.Transport:
-        raise NotImplementedError
-
-    def _base_loop(self) -> asyncio.AbstractEventLoop:
-        raise NotImplementedError
-
-    def _open_connections(self) -> int:
-        raise NotImplementedError
-
-    def _request_phase(self) -> int:
-        """``_HEADERS`` or ``_BODY`` while a request is being received, else ``_IDLE``."""
-        raise NotImplementedError
-
-    def _cycle(self) -> Any:
-        raise NotImplementedError
-
-    def _reading_paused(self) -> bool:
-        raise NotImplementedError
-
-    def _stop_keepalive(self) -> None:
-        raise NotImplementedError
+        return cast(asyncio.Transport, self._uvicorn().transport)
 
     def _set_transport(self, transport: asyncio.Transport) -> None:
-        raise NotImplementedError
+        self._uvicorn().transport = transport
+
+    def _base_loop(self) -> asyncio.AbstractEventLoop:
+        return cast(asyncio.AbstractEventLoop, self._uvicorn().loop)
+
+    def _open_connections(self) -> int:
+        return len(self._uvicorn().connections)
+
+    def _cycle(self) -> Any:
+        return self._uvicorn().cycle
+
+    def _reading_paused(self) -> bool:
+        flow = self._uvicorn().flow
+        return flow is not None and bool(flow.read_paused)
+
+    def _stop_keepalive(self) -> None:
+        self._uvicorn()._unset_keepalive_if_required()
+
+    @abc.abstractmethod
+    def _request_phase(self) -> int:
+        """``_HEADERS`` or ``_BODY`` while a request is being received, else ``_IDLE``
+        (each parser tells it its own way)."""
 
     # -- events -----------------------------------------------------------------------
 
@@ -286,29 +292,8 @@ def _httptools_class() -> type[_Guard] | None:
     class HttpTools(_Guard, HttpToolsProtocol):
         _parsing: int = _IDLE
 
-        def _base_transport(self) -> asyncio.Transport:
-            return self.transport
-
-        def _set_transport(self, transport: asyncio.Transport) -> None:
-            self.transport = transport
-
-        def _base_loop(self) -> asyncio.AbstractEventLoop:
-            return self.loop
-
-        def _open_connections(self) -> int:
-            return len(self.connections)
-
         def _request_phase(self) -> int:
             return self._parsing
-
-        def _cycle(self) -> Any:
-            return self.cycle
-
-        def _reading_paused(self) -> bool:
-            return self.flow is not None and self.flow.read_paused
-
-        def _stop_keepalive(self) -> None:
-            self._unset_keepalive_if_required()
 
         def on_message_begin(self) -> None:
             self._parsing = _HEADERS
@@ -330,18 +315,6 @@ def _httptools_class() -> type[_Guard] | None:
 
 
 class _H11(_Guard, H11Protocol):
-    def _base_transport(self) -> asyncio.Transport:
-        return self.transport
-
-    def _set_transport(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-
-    def _base_loop(self) -> asyncio.AbstractEventLoop:
-        return self.loop
-
-    def _open_connections(self) -> int:
-        return len(self.connections)
-
     def _request_phase(self) -> int:
         state = self.conn.their_state
         if state is h11.SEND_BODY:
@@ -349,15 +322,6 @@ class _H11(_Guard, H11Protocol):
         if state is h11.IDLE and self.conn.trailing_data[0]:
             return _HEADERS
         return _IDLE
-
-    def _cycle(self) -> Any:
-        return self.cycle
-
-    def _reading_paused(self) -> bool:
-        return self.flow is not None and self.flow.read_paused
-
-    def _stop_keepalive(self) -> None:
-        self._unset_keepalive_if_required()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
