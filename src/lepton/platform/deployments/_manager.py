@@ -203,11 +203,16 @@ class DeploymentManager:
             NotFoundError: No deployment has that name.
         """
         with self._runtimes.lock(name):
-            rt = self._runtimes.of(self._store.require(name))
-            log.info("%s stops deployment %s", user, name)
-            self._store.update(name, rt, desired="stopped", state="stopping")
-            self._processes.stop(rt)
+            rt = self._halt(name, user, "stops")
             return self._store.update(name, rt, state="stopped", pid=None)
+
+    def _halt(self, name: str, user: str, verb: str) -> Runtime:
+        """Mark the deployment stopped for good and stop its supervisor (lock held)."""
+        rt = self._runtimes.of(self._store.require(name))
+        log.info("%s %s deployment %s", user, verb, name)
+        self._store.update(name, rt, desired="stopped", state="stopping")
+        self._processes.stop(rt)
+        return rt
 
     def start(self, name: str, user: str) -> DeploymentView:
         """Serve again a stopped (or ``failed``) deployment, with its pinned version.
@@ -240,10 +245,7 @@ class DeploymentManager:
             NotFoundError: No deployment has that name.
         """
         with self._runtimes.lock(name):
-            rt = self._runtimes.of(self._store.require(name))
-            log.info("%s deletes deployment %s", user, name)
-            self._store.update(name, rt, desired="stopped", state="stopping")
-            self._processes.stop(rt)
+            self._halt(name, user, "deletes")
             self._store.delete(name)
             self._runtimes.drop(name)
             self._scraper.forget(name)
