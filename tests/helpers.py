@@ -51,16 +51,18 @@ def wait_until(
 
 
 def run_app(
-    service: Any, scenario: Scenario, base_url: str = "http://127.0.0.1", **asgi: Any
+    target: Any, scenario: Scenario, base_url: str = "http://127.0.0.1:8100", **asgi: Any
 ) -> Any:
-    """Run ``scenario(client, app)`` against ``service.asgi(**asgi)`` in a fresh event loop.
+    """Run ``scenario(client, app)`` in a fresh event loop against ``target``: a service
+    (its ``asgi(**asgi)`` app is built here) or an app built already.
 
-    The app's handler threads are shut down inside the same loop, so nothing outlives
-    the test.
+    ``base_url`` names the host the app's Host check accepts by default (a service's
+    app counts itself bound to 127.0.0.1:8100). The app's handler threads are shut down
+    inside the same loop, so nothing outlives the test.
     """
 
     async def main() -> Any:
-        app = service.asgi(**asgi)
+        app = target.asgi(**asgi) if hasattr(target, "asgi") else target
         transport = httpx.ASGITransport(app=app)
         try:
             async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:

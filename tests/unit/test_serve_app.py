@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 import lepton as lp
+from helpers import run_app
 from lepton.errors import RequestError, ShapeError
 from lepton.serve import Service
 
@@ -35,26 +36,6 @@ Scenario = Callable[[httpx.AsyncClient, Any], Awaitable[Any]]
 @pytest.fixture(autouse=True)
 def _single_process_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-
-
-def run_app(service: Service, scenario: Scenario, **asgi: Any) -> Any:
-    """Run ``scenario(client, app)`` against ``service.asgi(**asgi)`` in a fresh loop."""
-
-    async def main() -> Any:
-        app = service.asgi(**asgi)
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://127.0.0.1:8100"
-            ) as client:
-                return await scenario(client, app)
-        finally:
-            await app.close()
-            for runner in app.runners.values():  # let handler threads finish in this loop
-                if runner.executor is not None:
-                    await asyncio.to_thread(runner.executor.shutdown, wait=True)
-
-    return asyncio.run(main())
 
 
 def png_bytes(width: int = 6, height: int = 4, color: Any = (255, 0, 0)) -> bytes:

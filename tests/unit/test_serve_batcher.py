@@ -13,6 +13,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 import lepton as lp
+from helpers import run_app
 from lepton.errors import DeadlineExceededError, OverloadedError, RequestError, ServingError
 from lepton.serve import Service
 from lepton.serve._batcher import Batcher
@@ -23,26 +24,6 @@ Scenario = Callable[[httpx.AsyncClient, Any], Awaitable[Any]]
 @pytest.fixture(autouse=True)
 def _single_process_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-
-
-def run_app(service: Service, scenario: Scenario, **asgi: Any) -> Any:
-    """Run ``scenario(client, app)`` against ``service.asgi(**asgi)`` in a fresh loop."""
-
-    async def main() -> Any:
-        app = service.asgi(**asgi)
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://127.0.0.1:8100"
-            ) as client:
-                return await scenario(client, app)
-        finally:
-            await app.close()
-            for runner in app.runners.values():
-                if runner.executor is not None:
-                    await asyncio.to_thread(runner.executor.shutdown, wait=True)
-
-    return asyncio.run(main())
 
 
 # -- Batcher on its own ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 import uvicorn
 
 import lepton as lp
+from helpers import run_app
 from lepton.errors import ConfigError, RequestError
 from lepton.serve import ModelService, ServeOptions, Service
 from lepton.serve._app import _BUILTIN, ServiceApp
@@ -36,21 +37,6 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "lepton"
 @pytest.fixture(autouse=True)
 def _single_process_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-
-
-def run_app(app: ServiceApp, scenario: Any, base_url: str = "http://127.0.0.1:8100") -> Any:
-    async def main() -> Any:
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
-                return await scenario(client)
-        finally:
-            await app.close()
-            for runner in app.runners.values():
-                if runner.executor is not None:
-                    await asyncio.to_thread(runner.executor.shutdown, wait=True)
-
-    return asyncio.run(main())
 
 
 # -- Host and Origin -------------------------------------------------------------------
@@ -150,7 +136,7 @@ def _all_routes(app: ServiceApp) -> list[tuple[str, str]]:
 
 
 def _each_route_refuses(app: ServiceApp, headers: dict[str, str], status: int, code: str) -> None:
-    async def scenario(client: httpx.AsyncClient) -> list[tuple[str, httpx.Response]]:
+    async def scenario(client: httpx.AsyncClient, _app: Any) -> list[tuple[str, httpx.Response]]:
         answers = []
         for method, path in _all_routes(app):
             body = {"json": {"x": 1.0, "n": 1}} if method == "POST" else {}
@@ -187,7 +173,7 @@ def test_every_model_service_route_refuses_a_foreign_host():
 
 
 def test_own_host_and_same_origin_are_answered():
-    async def scenario(client: httpx.AsyncClient) -> list[int]:
+    async def scenario(client: httpx.AsyncClient, _app: Any) -> list[int]:
         own = {"origin": "http://localhost:8100", "host": "localhost:8100"}
         return [
             (await client.get("/healthz")).status_code,
@@ -200,7 +186,7 @@ def test_own_host_and_same_origin_are_answered():
 
 
 def test_in_process_default_is_loopback_on_any_port():
-    async def scenario(client: httpx.AsyncClient) -> list[int]:
+    async def scenario(client: httpx.AsyncClient, _app: Any) -> list[int]:
         return [
             (await client.get("/healthz", headers={"host": "localhost:1234"})).status_code,
             (await client.get("/healthz", headers={"host": "evil.example"})).status_code,
@@ -262,7 +248,7 @@ class Ragged(Service):
 
 
 def test_a_ragged_input_fails_alone_with_422_and_its_batch_succeeds():
-    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+    async def scenario(client: httpx.AsyncClient, _app: Any) -> list[httpx.Response]:
         bodies = [{"inputs": [float(i)] * 4} for i in range(12)]
         bodies.insert(5, {"inputs": [1.0, 2.0]})
         return await asyncio.gather(*[client.post("/predict", json=b) for b in bodies])
@@ -290,7 +276,7 @@ class _NoShapeModel(ModelService):
 
 
 def test_model_service_checks_each_input_and_never_stacks_mixed_shapes():
-    async def scenario(client: httpx.AsyncClient) -> tuple[list[httpx.Response], ...]:
+    async def scenario(client: httpx.AsyncClient, _app: Any) -> tuple[list[httpx.Response], ...]:
         good = [client.post("/predict", json={"inputs": [float(i), 1.0, 2.0, 3.0]})
                 for i in range(20)]  # fmt: skip
         wrong = client.post("/predict", json={"inputs": [1.0, 2.0, 3.0]})
@@ -329,7 +315,7 @@ def test_check_refuses_one_request_before_its_batch():
             seen.append(x)
             return x
 
-    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+    async def scenario(client: httpx.AsyncClient, _app: Any) -> list[httpx.Response]:
         return await asyncio.gather(*[client.post("/f", json={"x": v}) for v in (1, -2, 3)])
 
     answers = run_app(Checked().asgi(), scenario)
