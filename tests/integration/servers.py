@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -19,6 +20,12 @@ from helpers import wait_until
 
 LEPTON = str(Path(sys.executable).parent / "lepton")
 APP = str(Path(__file__).parent / "serving_app.py")
+
+
+def ok(answer: httpx.Response, status: int = 200) -> Any:
+    """The JSON of an answer that must have ``status`` (the body shows when it has not)."""
+    assert answer.status_code == status, answer.text
+    return answer.json()
 
 
 def free_port() -> int:

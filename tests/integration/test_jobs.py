@@ -17,13 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import torch
 from safetensors.torch import load_file
-from servers import kill_leftovers, start_platform, stop_platform
+from servers import kill_leftovers, ok, start_platform, stop_platform
 
 import lepton as lp
 from lepton.config import get_settings
@@ -625,11 +623,6 @@ def platform_home() -> Iterator[Path]:
     kill_leftovers(home)
 
 
-def _ok(answer: httpx.Response, status: int = 200) -> Any:
-    assert answer.status_code == status, answer.text
-    return answer.json()
-
-
 def test_the_api_refuses_a_full_queue_with_429(
     platform_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -641,23 +634,23 @@ def test_the_api_refuses_a_full_queue_with_429(
         with server.client() as admin:
             # a job that holds every CPU of the server: the jobs after it stay queued
             train = {"kind": "train", "model": "mlp", "epochs": 1000, "limit": 64, "val": "none"}
-            blocker = _ok(
+            blocker = ok(
                 admin.post(
                     "/api/v1/jobs", json={"spec": train, "cpus": float(os.cpu_count() or 1)}
                 ),
                 201,
             )
             deadline = time.monotonic() + 60
-            while _ok(admin.get(f"/api/v1/jobs/{blocker['id']}"))["state"] != "running":
+            while ok(admin.get(f"/api/v1/jobs/{blocker['id']}"))["state"] != "running":
                 assert time.monotonic() < deadline, "the blocking job never started"
                 time.sleep(0.1)
             tokens = {}
             for name in ("dana", "erin"):
-                user = _ok(admin.post("/api/v1/users", json={"name": name, "role": "editor"}), 201)
+                user = ok(admin.post("/api/v1/users", json={"name": name, "role": "editor"}), 201)
                 made = admin.post(f"/api/v1/users/{user['id']}/tokens", json={"name": "t"})
-                tokens[name] = _ok(made, 201)["secret"]
+                tokens[name] = ok(made, 201)["secret"]
         with server.client(tokens["dana"]) as dana, server.client(tokens["erin"]) as erin:
-            queued = [_ok(dana.post("/api/v1/jobs", json=job), 201) for _ in range(2)]
+            queued = [ok(dana.post("/api/v1/jobs", json=job), 201) for _ in range(2)]
             answer = dana.post("/api/v1/jobs", json=job)
             assert answer.status_code == 429, answer.text
             assert int(answer.headers["Retry-After"]) >= 1
@@ -666,15 +659,15 @@ def test_the_api_refuses_a_full_queue_with_429(
             assert "dana already has 2 jobs queued" in error["message"]
             assert "wait for some to start, or cancel queued jobs" in error["message"]
 
-            _ok(erin.post("/api/v1/jobs", json=job), 201)  # dana's bound is not erin's
+            ok(erin.post("/api/v1/jobs", json=job), 201)  # dana's bound is not erin's
             answer = erin.post("/api/v1/jobs", json=job)
             assert answer.status_code == 429, answer.text
             assert "the server already has 3 jobs queued" in answer.json()["error"]["message"]
-            assert _ok(dana.get("/api/v1/jobs", params={"state": "queued"}))["total"] == 3
+            assert ok(dana.get("/api/v1/jobs", params={"state": "queued"}))["total"] == 3
 
-            _ok(dana.post(f"/api/v1/jobs/{queued[0]['id']}/cancel"))
-            _ok(dana.post("/api/v1/jobs", json=job), 201)  # room again
+            ok(dana.post(f"/api/v1/jobs/{queued[0]['id']}/cancel"))
+            ok(dana.post("/api/v1/jobs", json=job), 201)  # room again
         with server.client() as admin:
-            _ok(admin.post(f"/api/v1/jobs/{blocker['id']}/cancel"))
+            ok(admin.post(f"/api/v1/jobs/{blocker['id']}/cancel"))
     finally:
         stop_platform(server, platform_home)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from servers import LEPTON, Platform, kill_leftovers, start_platform, stop_platform
+from servers import LEPTON, Platform, kill_leftovers, ok, start_platform, stop_platform
 
 import lepton as lp
 
@@ -33,15 +33,10 @@ def home(tmp_path: Path) -> Iterator[Path]:
     kill_leftovers(home)
 
 
-def _ok(answer: httpx.Response, status: int = 200) -> Any:
-    assert answer.status_code == status, answer.text
-    return answer.json()
-
-
 def _wait(client: httpx.Client, path: str, done: Any, timeout: float = 240) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        found = _ok(client.get(path))
+        found = ok(client.get(path))
         if done(found):
             return found
         assert time.monotonic() < deadline, f"{path} still {found}"
@@ -86,7 +81,7 @@ def _second_server_refused(server: Platform, home: Path) -> None:
     # A second server on the same home would adopt, restart and requeue what the first
     # one runs: it is refused, with who holds the database, and changes nothing.
     with server.client() as admin:
-        before = _ok(admin.get("/api/v1/deployments"))["total"], admin.get("/api/v1/jobs").json()
+        before = ok(admin.get("/api/v1/deployments"))["total"], admin.get("/api/v1/jobs").json()
     second = subprocess.run(
         [LEPTON, "server", "--port", "1"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "LEPTON_HOME": str(home)},
@@ -96,45 +91,43 @@ def _second_server_refused(server: Platform, home: Path) -> None:
     assert server.url in second.stderr
     assert "Traceback" not in second.stderr
     with server.client() as admin:
-        after = _ok(admin.get("/api/v1/deployments"))["total"], admin.get("/api/v1/jobs").json()
+        after = ok(admin.get("/api/v1/deployments"))["total"], admin.get("/api/v1/jobs").json()
     assert after == before
 
 
 def _flow(server: Platform) -> None:
     with server.client() as admin:
-        dana = _ok(admin.post("/api/v1/users", json={"name": "dana", "role": "editor"}), 201)
-        token = _ok(admin.post(f"/api/v1/users/{dana['id']}/tokens", json={"name": "laptop"}), 201)[
+        dana = ok(admin.post("/api/v1/users", json={"name": "dana", "role": "editor"}), 201)
+        token = ok(admin.post(f"/api/v1/users/{dana['id']}/tokens", json={"name": "laptop"}), 201)[
             "secret"
         ]
-        vic = _ok(admin.post("/api/v1/users", json={"name": "vic", "role": "viewer"}), 201)
-        viewer = _ok(admin.post(f"/api/v1/users/{vic['id']}/tokens", json={"name": "t"}), 201)
+        vic = ok(admin.post("/api/v1/users", json={"name": "vic", "role": "viewer"}), 201)
+        viewer = ok(admin.post(f"/api/v1/users/{vic['id']}/tokens", json={"name": "t"}), 201)
     with server.client(viewer["secret"]) as client:
         assert client.post("/api/v1/jobs", json=_train()).status_code == 403
 
     with server.client(token) as client:
-        job = _ok(client.post("/api/v1/jobs", json=_train()), 201)
+        job = ok(client.post("/api/v1/jobs", json=_train()), 201)
         assert job["state"] == "queued"
         assert job["created_by"] == "dana"
         job = _wait(client, f"/api/v1/jobs/{job['id']}", lambda j: j["state"] in ENDED)
         assert job["state"] == "succeeded", job
-        log = _ok(client.get(f"/api/v1/jobs/{job['id']}/logs"))
+        log = ok(client.get(f"/api/v1/jobs/{job['id']}/logs"))
         assert log["finished"]
         assert "epoch" in log["text"].lower()
-        tail = _ok(client.get(f"/api/v1/jobs/{job['id']}/logs?offset={log['next_offset']}"))
+        tail = ok(client.get(f"/api/v1/jobs/{job['id']}/logs?offset={log['next_offset']}"))
         assert tail["text"] == ""
         assert job["run_id"] is not None
-        curves = _ok(client.get(f"/api/v1/runs/{job['run_id']}/metrics"))
+        curves = ok(client.get(f"/api/v1/runs/{job['run_id']}/metrics"))
         assert len(curves["train_loss"]) == 2  # one point per epoch
         assert len(curves["val_loss"]) == 2
 
-        version = _ok(
-            client.post("/api/v1/models/digits/versions", json={"job_id": job["id"]}), 201
-        )
+        version = ok(client.post("/api/v1/models/digits/versions", json={"job_id": job["id"]}), 201)
         assert version["ref"] == "digits:1"
         assert version["state"] == "ready"
         assert version["manifest"]["dataset"]["name"] == "mnist"
 
-        created = _ok(
+        created = ok(
             client.post("/api/v1/deployments", json={"name": "digits", "model": "digits:1"}), 201
         )
         assert created["version"] == 1
@@ -147,7 +140,7 @@ def _flow(server: Platform) -> None:
             expected = model(images).argmax(1).tolist()
         labels = []
         for image in images:
-            answer = _ok(
+            answer = ok(
                 client.post("/api/v1/deployments/digits/predict", json={"inputs": image.tolist()})
             )
             labels.append(int(answer["label"]))
@@ -160,10 +153,10 @@ def _flow(server: Platform) -> None:
         )
         assert metrics["errors_total"] == 0
         assert metrics["latency_ms_p50"] > 0
-        _ok(client.delete("/api/v1/deployments/digits"))
+        ok(client.delete("/api/v1/deployments/digits"))
 
     with server.client() as admin:
-        audit = _ok(admin.get("/api/v1/audit?actor=dana&limit=100"))["items"]
+        audit = ok(admin.get("/api/v1/audit?actor=dana&limit=100"))["items"]
         actions = {e["action"] for e in audit}
         assert {
             "POST /api/v1/jobs",
@@ -189,7 +182,7 @@ def test_jobs_cannot_run_commands_and_hostile_input_is_refused(home: Path, tmp_p
                 answer = client.post("/api/v1/jobs", json=body)
                 assert answer.status_code in (400, 422), (body, answer.text)
                 assert answer.json()["error"]["code"] in ("invalid_request", "job_error")
-            assert _ok(client.get("/api/v1/jobs"))["total"] == 0
+            assert ok(client.get("/api/v1/jobs"))["total"] == 0
             for path in (
                 "/api/v1/datasets/..%2F..%2Fetc%2Fpasswd",
                 "/api/v1/models/..%2Fsecrets/versions",
@@ -204,7 +197,7 @@ def test_jobs_cannot_run_commands_and_hostile_input_is_refused(home: Path, tmp_p
                 headers={"Content-Type": "application/octet-stream"},
             )
             assert big.status_code == 413
-            assert _ok(client.get("/api/v1/models"))["total"] == 0
+            assert ok(client.get("/api/v1/models"))["total"] == 0
         # A job that outgrows the memory it reserved is stopped, fails, is not retried,
         # and `lepton jobs train -f` says why and exits 1.
         greedy = subprocess.run(
@@ -218,7 +211,7 @@ def test_jobs_cannot_run_commands_and_hostile_input_is_refused(home: Path, tmp_p
         assert "more than the 64 MiB the job reserved" in out
         assert "peak memory" in out
         with server.client() as client:
-            [job] = _ok(client.get("/api/v1/jobs"))["items"]
+            [job] = ok(client.get("/api/v1/jobs"))["items"]
             assert (job["state"], job["attempts"]) == ("failed", 1)
     finally:
         stop_platform(server, home)
@@ -227,7 +220,7 @@ def test_jobs_cannot_run_commands_and_hostile_input_is_refused(home: Path, tmp_p
 def test_kill_9_of_the_server_while_a_job_runs_loses_nothing(home: Path, tmp_path: Path) -> None:
     server = start_platform(home, tmp_path)
     with server.client() as client:
-        job = _ok(client.post("/api/v1/jobs", json=_train(epochs=4, limit=4096)), 201)
+        job = ok(client.post("/api/v1/jobs", json=_train(epochs=4, limit=4096)), 201)
         _wait(client, f"/api/v1/jobs/{job['id']}", lambda j: j["state"] == "running", 60)
         _wait(client, f"/api/v1/jobs/{job['id']}/logs", lambda c: "epoch" in c["text"], 120)
     os.killpg(server.process.pid, signal.SIGKILL)  # the server, not the job's own session
@@ -239,7 +232,7 @@ def test_kill_9_of_the_server_while_a_job_runs_loses_nothing(home: Path, tmp_pat
     server = start_platform(home, tmp_path)
     try:
         with server.client() as client:
-            found = _ok(client.get(f"/api/v1/jobs/{job['id']}"))
+            found = ok(client.get(f"/api/v1/jobs/{job['id']}"))
             assert found["state"] in ("running", "succeeded"), found  # adopted, never lost
             done = _wait(client, f"/api/v1/jobs/{job['id']}", lambda j: j["state"] in ENDED)
             assert done["state"] == "succeeded", done
@@ -254,7 +247,7 @@ def test_kill_9_while_a_version_registers_leaves_nothing_pending(
     server = start_platform(home, tmp_path)
     big = {"hidden": [4096, 4096, 2048]}  # ~30M parameters: registering takes a moment
     with server.client() as client:
-        job = _ok(client.post("/api/v1/jobs", json=_train(epochs=1, limit=256, config=big)), 201)
+        job = ok(client.post("/api/v1/jobs", json=_train(epochs=1, limit=256, config=big)), 201)
         job = _wait(client, f"/api/v1/jobs/{job['id']}", lambda j: j["state"] in ENDED)
         assert job["state"] == "succeeded", job
 
@@ -276,7 +269,7 @@ def test_kill_9_while_a_version_registers_leaves_nothing_pending(
         assert _version_states(home) == ["failed"]  # marked at start, not left pending
         with server.client() as client:
             assert client.get("/api/v1/models/big/versions/1").status_code == 404
-            again = _ok(client.post("/api/v1/models/big/versions", json={"job_id": job["id"]}), 201)
+            again = ok(client.post("/api/v1/models/big/versions", json={"job_id": job["id"]}), 201)
             assert again["ref"] == "big:2"
         model = lp.load_model("big:2")  # whole and hash-checked
         assert sum(p.numel() for p in model.parameters()) > 20_000_000

@@ -11,20 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lepton.config import get_settings
-from lepton.platform._app import Platform, ServerConfig, create_app
+from lepton.platform._app import Platform, create_app
 from lepton.platform.web._charts import time_chart
 from lepton.platform.web._markdown import render_markdown
 from lepton.platform.web._render import ago, num
-from lepton.storage import open_database
 from lepton.tracking._plot import svg_string
 
 BASE = "http://127.0.0.1:8000"
 OURS = {"origin": BASE, "accept": "text/html"}
-
-
-@pytest.fixture
-def platform() -> Platform:
-    return Platform(open_database(), get_settings().home, ServerConfig(manage=False))
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ from fastapi.testclient import TestClient
 
 from lepton.config import get_settings
 from lepton.errors import ChecksumError
-from lepton.platform._app import Platform, ServerConfig, create_app
+from lepton.platform._app import Platform, create_app
 from lepton.platform._guards import RefusalCounter
 from lepton.platform._http import PUBLIC, iter_routes, public, rule_of
 from lepton.platform.web._render import SECURITY_HEADERS, local_path
-from lepton.storage import open_database
 from lepton.storage.schema import AuditRow
 
 BASE = "http://127.0.0.1:8000"
@@ -34,16 +33,6 @@ MALFORMED = {
     "multipart/form-data; boundary=xyz": b"--nope\r\n\r\ngarbage",
     "application/octet-stream": b"\x80\x04garbage",
 }
-
-
-@pytest.fixture
-def platform() -> Platform:
-    return Platform(open_database(), get_settings().home, ServerConfig(manage=False))
-
-
-@pytest.fixture
-def app(platform: Platform) -> Any:
-    return create_app(platform)
 
 
 @pytest.fixture

@@ -15,18 +15,12 @@ import lepton as lp
 from lepton import registry, tracking
 from lepton.config import get_settings
 from lepton.errors import RegistryError, TrackingError
-from lepton.platform._app import Platform, ServerConfig, create_app
+from lepton.platform._app import Platform, create_app
 from lepton.platform.deployments._specs import MAX_REPLICAS
-from lepton.storage import open_database
 
 BASE = "http://127.0.0.1:8000"
 OURS = {"origin": BASE, "accept": "text/html"}
 PLATFORM = Path(lp.__file__).parent / "platform"
-
-
-@pytest.fixture
-def platform() -> Platform:
-    return Platform(open_database(), get_settings().home, ServerConfig(manage=False))
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lepton.config import get_settings
-from lepton.platform._app import Platform, ServerConfig, create_app
+from lepton.platform._app import Platform, create_app
 from lepton.platform._auth import ROLES, admin_token_path, allows, hash_secret
 from lepton.platform._http import PUBLIC, iter_routes, rule_of
-from lepton.storage import open_database
 from lepton.storage.schema import ApiTokenRow, AuditRow
 
 BASE = "http://127.0.0.1:8000"
@@ -67,16 +65,6 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): "viewer",
     ("GET", "/api/v1/audit"): "admin",
 }
-
-
-@pytest.fixture
-def platform() -> Platform:
-    return Platform(open_database(), get_settings().home, ServerConfig(manage=False))
-
-
-@pytest.fixture
-def app(platform: Platform) -> Any:
-    return create_app(platform)
 
 
 def _routes(app: Any) -> Iterator[tuple[str, str, Any]]:
