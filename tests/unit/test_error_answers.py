@@ -1,5 +1,5 @@
 """One error body for every Lepton server and one status-to-error map for both clients
-(lepton.errors): what the platform client and the service client raise for an answer."""
+(lepton._wire): what the platform client and the service client raise for an answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from lepton import errors
+from lepton import _wire, errors
+from lepton._wire import error_body, error_from_answer
 from lepton.errors import (
     ConflictError,
     ForbiddenError,
@@ -18,8 +19,6 @@ from lepton.errors import (
     RequestError,
     ServingError,
     UnauthorizedError,
-    error_body,
-    error_from_answer,
 )
 
 
@@ -74,5 +73,5 @@ def test_an_answer_without_a_lepton_body_keeps_its_text_or_reason() -> None:
 
 
 def test_every_class_the_map_names_is_in_the_tree() -> None:
-    named = {cls for classes in errors._BY_STATUS.values() for cls in classes}
+    named = {cls for classes in _wire._BY_STATUS.values() for cls in classes}
     assert all(cls.__name__ in errors.__all__ for cls in named)

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 
+from lepton._wire import error_from_answer
 from lepton.config import get_settings
-from lepton.errors import PlatformError, UnauthorizedError, error_from_answer
+from lepton.errors import PlatformError, UnauthorizedError
 from lepton.platform._auth import admin_token_path
 
 __all__ = ["PlatformClient"]

@@ -33,13 +33,13 @@ import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.routing import compile_path
 
+from lepton._wire import error_body
 from lepton.errors import ForbiddenError, LeptonError
 from lepton.platform._auth import Principal
 from lepton.platform._http import (
     PRINCIPAL,
     REFUSAL,
     audited,
-    error_body,
     iter_routes,
     may_read,
     rule_of,

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lepton._wire import error_body
 from lepton.errors import (
     ChecksumError,
     DataError,
@@ -32,7 +33,6 @@ from lepton.errors import (
     ServingError,
     UnauthorizedError,
     UnsafeFormatError,
-    error_body,
 )
 from lepton.platform._auth import ROLES, Principal, Role
 
@@ -43,7 +43,6 @@ __all__ = [
     "allow",
     "authorize",
     "caller",
-    "error_body",
     "install_error_handlers",
     "may_read",
     "public",

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lepton._wire import error_body
 from lepton.errors import (
     DeadlineExceededError,
     InvalidBodyError,
@@ -28,7 +29,6 @@ from lepton.errors import (
     RequestError,
     ServingError,
     UnauthorizedError,
-    error_body,
 )
 from lepton.serve._body import decode_body, validation_message
 from lepton.serve._handler import Route

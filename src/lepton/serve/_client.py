@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 
+from lepton._wire import error_from_answer
 from lepton.errors import (
     DeadlineExceededError,
     LeptonError,
     OverloadedError,
     RequestError,
     ServingError,
-    error_from_answer,
 )
 
 __all__ = ["Client"]

@@ -36,7 +36,8 @@ from typing import Any, ClassVar, cast
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from lepton.errors import ConfigError, error_body
+from lepton._wire import error_body
+from lepton.errors import ConfigError
 
 __all__ = ["ConnectionLimits", "protocol_class"]
 

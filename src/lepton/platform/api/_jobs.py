@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from lepton._wire import error_body
 from lepton.errors import QuotaExceededError
 from lepton.platform._deps import Caller, P
-from lepton.platform._http import Page, PageQuery, RecordId, allow, error_body
+from lepton.platform._http import Page, PageQuery, RecordId, allow
 from lepton.platform.jobs._specs import JobRequest, JobState, JobView
 
 __all__ = ["router"]

@@ -16,7 +16,7 @@ import time
 
 import httpx
 
-from lepton.errors import error_body
+from lepton._wire import error_body
 from lepton.platform.deployments._runtime import Runtime
 from lepton.platform.deployments._specs import base_url
 
