@@ -6,6 +6,7 @@ its message always says what to do next::
 
     LeptonError
     ├── ConfigError                 bad settings or environment
+    │   └── MissingExtraError       an optional dependency is not installed
     ├── DataError                   anything about datasets
     │   ├── DatasetNotFoundError    unknown catalog name
     │   ├── DataSourceMissingError  the files for a known dataset are not on this machine
@@ -16,12 +17,15 @@ its message always says what to do next::
     ├── ModelError                  anything about building or using models
     │   ├── UnknownModelError       unknown architecture name or bad config
     │   ├── ShapeError              input of the wrong shape for the model
-    │   └── NotFittedError          an estimator used before ``fit``
+    │   ├── NotFittedError          an estimator used before ``fit``
+    │   └── ExplainError            an explanation cannot be computed as asked
     ├── TrainingError               anything about ``fit`` / ``evaluate``
     │   ├── DivergedError           the loss became NaN or infinite
     │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
     ├── TrackingError               a run or metric cannot be logged or found
     │   └── RunNotFoundError        no run with that id
+    ├── TuneError                   a tuning study or AutoML search cannot run as asked
+    │   └── SearchSpaceError        a malformed search space
     ├── RegistryError               a model version cannot be registered or found
     │   ├── ModelNotFoundError      no model or ready version matches the reference
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
@@ -72,6 +76,7 @@ __all__ = [
     "DivergedError",
     "EmptyDatasetError",
     "EncryptionError",
+    "ExplainError",
     "ForbiddenError",
     "IntegrityError",
     "InvalidBodyError",
@@ -80,6 +85,7 @@ __all__ = [
     "LabelError",
     "LeptonError",
     "MethodNotAllowedError",
+    "MissingExtraError",
     "ModelError",
     "ModelNotFoundError",
     "NotFittedError",
@@ -91,6 +97,7 @@ __all__ = [
     "RegistryError",
     "RequestError",
     "RunNotFoundError",
+    "SearchSpaceError",
     "ServerBusyError",
     "ServingError",
     "ShapeError",
@@ -98,6 +105,7 @@ __all__ = [
     "StorageError",
     "TrackingError",
     "TrainingError",
+    "TuneError",
     "UnauthorizedError",
     "UnknownModelError",
     "UnsafeFormatError",
@@ -189,6 +197,13 @@ class NotFittedError(ModelError):
     """An estimator was used before ``fit`` was called."""
 
     code = "not_fitted"
+
+
+class ExplainError(ModelError):
+    """An explanation cannot be computed as asked: an unknown method, a target class out of
+    range, no layer for the method, or a model that the method cannot differentiate."""
+
+    code = "explain_error"
 
 
 class TrainingError(LeptonError):
@@ -434,3 +449,21 @@ class UnsafeFormatError(RegistryError):
     """A file format that can execute code when loaded (pickle) was refused."""
 
     code = "unsafe_format"
+
+
+class MissingExtraError(ConfigError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    code = "missing_extra"
+
+
+class TuneError(LeptonError):
+    """A tuning study or an AutoML search cannot run as asked."""
+
+    code = "tune_error"
+
+
+class SearchSpaceError(TuneError):
+    """A search space is malformed (bad bounds, names, types or conditions)."""
+
+    code = "search_space"

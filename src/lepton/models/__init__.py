@@ -19,6 +19,7 @@ from lepton.models._mlp import MLP
 from lepton.models._registry import (
     available_models,
     build,
+    model_defaults,
     model_parameters,
     model_spec,
     register_model,
@@ -37,6 +38,7 @@ __all__ = [
     "TransformerClassifier",
     "available_models",
     "build",
+    "model_defaults",
     "model_parameters",
     "model_spec",
     "register_model",

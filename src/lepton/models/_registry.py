@@ -18,7 +18,14 @@ from torch import nn
 
 from lepton.errors import UnknownModelError
 
-__all__ = ["available_models", "build", "model_parameters", "model_spec", "register_model"]
+__all__ = [
+    "available_models",
+    "build",
+    "model_defaults",
+    "model_parameters",
+    "model_spec",
+    "register_model",
+]
 
 _M = TypeVar("_M", bound=type[nn.Module])
 _REGISTRY: dict[str, type[nn.Module]] = {}
@@ -114,6 +121,20 @@ def model_parameters(name: str) -> list[str]:
         UnknownModelError: The name is unknown.
     """
     return list(inspect.signature(_lookup(name)).parameters)
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The constructor defaults of the registered model ``name`` (arguments without one
+    are left out).
+
+    Raises:
+        UnknownModelError: The name is unknown.
+    """
+    return {
+        key: param.default
+        for key, param in inspect.signature(_lookup(name)).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
 
 
 def _lookup(name: str) -> type[nn.Module]:

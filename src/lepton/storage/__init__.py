@@ -9,7 +9,7 @@ Example:
 from lepton.storage._artifacts import ArtifactInfo, ArtifactStore, LocalArtifactStore
 from lepton.storage._crypto import Cipher, generate_key
 from lepton.storage._current import artifact_store, use_artifact_store
-from lepton.storage._db import Database, default_url, open_database
+from lepton.storage._db import Database, default_url, open_database, sqlite_pragmas
 from lepton.storage._keys import validate_key
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "default_url",
     "generate_key",
     "open_database",
+    "sqlite_pragmas",
     "use_artifact_store",
     "validate_key",
 ]

@@ -25,7 +25,7 @@ from lepton._fs import PRIVATE_FILE
 from lepton.config import get_settings
 from lepton.errors import DatabaseError, StaleSchemaError
 
-__all__ = ["Database", "default_url", "open_database"]
+__all__ = ["Database", "default_url", "open_database", "sqlite_pragmas"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -61,7 +61,9 @@ def _private_sqlite_file(url: str) -> None:
         os.close(fd)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """How Lepton sets up every SQLite connection (WAL, foreign keys, a 30 s busy wait);
+    ``event.listen(engine, "connect", sqlite_pragmas)`` gives another engine the same."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -84,7 +86,7 @@ class Database:
             if self.url.startswith("sqlite"):
                 _private_sqlite_file(self.url)
                 self.engine: Engine = create_engine(self.url, connect_args={"timeout": 30})
-                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "connect", sqlite_pragmas)
             else:
                 self.engine = create_engine(self.url, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError) as exc:

@@ -57,6 +57,10 @@ class RunRow(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
+    # a tuning trial's run points at its study's run
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL", name="fk_runs_parent_id"), index=True
+    )
 
 
 class MetricRow(Base):

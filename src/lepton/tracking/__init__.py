@@ -9,7 +9,7 @@ Example:
 from lepton.tracking._plot import plot_curves
 from lepton.tracking._query import compare_runs, get_run, list_runs, metric_history
 from lepton.tracking._reconcile import reconcile
-from lepton.tracking._run import Run, RunRecord, active_run, start_run
+from lepton.tracking._run import Run, RunRecord, active_run, resume_run, start_run
 from lepton.tracking._stats import RUN_STATES, count_runs, metric_histories
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "metric_history",
     "plot_curves",
     "reconcile",
+    "resume_run",
     "start_run",
 ]

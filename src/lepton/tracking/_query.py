@@ -29,9 +29,15 @@ def get_run(run_id: int, *, database: Database | None = None) -> RunRecord:
 
 
 def list_runs(
-    *, state: str | None = None, limit: int = 100, offset: int = 0, database: Database | None = None
+    *,
+    state: str | None = None,
+    parent: int | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    database: Database | None = None,
 ) -> list[RunRecord]:
-    """Runs, newest first, optionally filtered by state."""
+    """Runs, newest first, optionally filtered by state or by parent run (a study's
+    trials)."""
     if state is not None and state not in STATES:
         raise TrackingError(f"state must be one of {', '.join(STATES)}, got {state!r}")
     db = database or open_database()
@@ -39,6 +45,8 @@ def list_runs(
     query = select(RunRow).order_by(RunRow.id.desc()).limit(limit).offset(offset)
     if state is not None:
         query = query.where(RunRow.state == state)
+    if parent is not None:
+        query = query.where(RunRow.parent_id == parent)
     with db.session() as s:
         rows = list(s.scalars(query))
         s.expunge_all()

@@ -20,12 +20,12 @@ from sqlalchemy import select
 from lepton._context import ActiveRun, reset_active_run, set_active_run
 from lepton._context import active_run as _active_run
 from lepton._version import __version__
-from lepton.errors import LeptonError, TrackingError
+from lepton.errors import LeptonError, RunNotFoundError, TrackingError
 from lepton.storage import ArtifactStore, Database, artifact_store, open_database
 from lepton.storage.schema import MetricRow, RunArtifactRow, RunRow
 from lepton.tracking._reconcile import reconcile
 
-__all__ = ["Run", "RunRecord", "active_run", "start_run"]
+__all__ = ["Run", "RunRecord", "active_run", "resume_run", "start_run"]
 
 STATES = ("running", "finished", "failed", "killed")
 
@@ -44,6 +44,7 @@ class RunRecord:
     created_at: float
     ended_at: float | None
     metrics: dict[str, float] = field(default_factory=dict)  # last value of each metric
+    parent_id: int | None = None  # the study's run, for a tuning trial
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -207,6 +208,7 @@ def start_run(
     *,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
+    parent: Run | int | None = None,
     database: Database | None = None,
     store: ArtifactStore | None = None,
 ) -> Run:
@@ -216,6 +218,7 @@ def start_run(
         name: Shown in lists (default: ``run-YYYYmmdd-HHMMSS``).
         params: Hyper-parameters to record at once.
         tags: Free-form labels.
+        parent: The run this one belongs to (a tuning trial's study run), or its id.
         database: The metadata database (default: ``LEPTON_DATABASE_URL``'s).
         store: Where :meth:`Run.log_artifact` writes (default:
             :func:`lepton.storage.artifact_store`).
@@ -237,10 +240,30 @@ def start_run(
             host=socket.gethostname(),
             pid=os.getpid(),
             created_at=time.time(),
+            parent_id=parent.id if isinstance(parent, Run) else parent,
         )
         s.add(row)
         s.flush()
         run = Run(db, row.id, row.name, store)
+    run._token = set_active_run(run)
+    return run
+
+
+def resume_run(run_id: int, *, database: Database | None = None) -> Run:
+    """Reopen an ended run (e.g. a tuning study's run, resumed after a crash) as the
+    active one, owned by this process; its params, metrics and artifacts are kept.
+
+    Raises:
+        RunNotFoundError: No run has that id.
+    """
+    db = database or open_database()
+    with db.session() as s:
+        row = s.get(RunRow, run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id}; see `lepton runs list`")
+        row.state, row.ended_at = "running", None
+        row.host, row.pid = socket.gethostname(), os.getpid()
+        run = Run(db, row.id, row.name)
     run._token = set_active_run(run)
     return run
 
@@ -256,7 +279,7 @@ def rows_to_record(row: RunRow, metrics: dict[str, float]) -> RunRecord:
     return RunRecord(
         id=row.id, name=row.name, state=row.state, params=row.params, tags=row.tags,
         system=row.system, git_sha=row.git_sha, created_at=row.created_at,
-        ended_at=row.ended_at, metrics=metrics,
+        ended_at=row.ended_at, metrics=metrics, parent_id=row.parent_id,
     )  # fmt: skip
 
 

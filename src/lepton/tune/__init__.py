@@ -1,0 +1,43 @@
+"""Hyper-parameter tuning on Optuna, and AutoML for tabular data.
+
+Example:
+    >>> import lepton as lp
+    >>> from lepton.tune import Float, Int
+    >>> space = {"hidden": Int(32, 256, log=True), "lr": Float(1e-4, 1e-1, log=True)}
+    >>> result = lp.tune(space, train, val, model="mlp", epochs=5, n_trials=20)  # doctest: +SKIP
+    >>> result.best_params  # doctest: +SKIP
+    {'hidden': 181, 'lr': 0.0031}
+
+Studies are stored in Lepton's metadata database (Optuna's RDB storage on the same URL);
+each trial is a tracking run under the study's run.
+"""
+
+from lepton.tune._objective import PruningCallback, TrialContext
+from lepton.tune._result import TrialRecord, TuneResult
+from lepton.tune._space import (
+    Categorical,
+    Float,
+    Int,
+    Param,
+    Space,
+    parse_space,
+    space_from_json,
+    space_to_json,
+)
+from lepton.tune._study import tune
+
+__all__ = [
+    "Categorical",
+    "Float",
+    "Int",
+    "Param",
+    "PruningCallback",
+    "Space",
+    "TrialContext",
+    "TrialRecord",
+    "TuneResult",
+    "parse_space",
+    "space_from_json",
+    "space_to_json",
+    "tune",
+]
