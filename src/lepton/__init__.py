@@ -42,6 +42,7 @@ __all__ = [
     "start_run",
     "storage",
     "tracking",
+    "tune",
 ]
 
 
@@ -60,6 +61,6 @@ def __getattr__(name: str) -> Any:
         from lepton import serve
 
         return getattr(serve, name)
-    if name in ("registry", "serve", "storage", "tracking"):
+    if name in ("registry", "serve", "storage", "tracking", "tune"):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

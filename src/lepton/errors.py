@@ -18,14 +18,17 @@ its message always says what to do next::
     │   ├── UnknownModelError       unknown architecture name or bad config
     │   ├── ShapeError              input of the wrong shape for the model
     │   ├── NotFittedError          an estimator used before ``fit``
-    │   └── ExplainError            an explanation cannot be computed as asked
+    │   ├── ExplainError            an explanation cannot be computed as asked
+    │   └── CompressionError        a model cannot be exported, quantized, pruned or distilled
+    │       └── ParityError         a compressed model's answers drift past the tolerance
     ├── TrainingError               anything about ``fit`` / ``evaluate``
     │   ├── DivergedError           the loss became NaN or infinite
     │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
     ├── TrackingError               a run or metric cannot be logged or found
     │   └── RunNotFoundError        no run with that id
     ├── TuneError                   a tuning study or AutoML search cannot run as asked
-    │   └── SearchSpaceError        a malformed search space
+    │   ├── SearchSpaceError        a malformed search space
+    │   └── StudyNotFoundError      no study has that name
     ├── RegistryError               a model version cannot be registered or found
     │   ├── ModelNotFoundError      no model or ready version matches the reference
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
@@ -64,6 +67,7 @@ __all__ = [
     "ArtifactNotFoundError",
     "CheckpointError",
     "ChecksumError",
+    "CompressionError",
     "ConfigError",
     "ConflictError",
     "DataError",
@@ -91,6 +95,7 @@ __all__ = [
     "NotFittedError",
     "NotFoundError",
     "OverloadedError",
+    "ParityError",
     "PayloadTooLargeError",
     "PlatformError",
     "QuotaExceededError",
@@ -103,6 +108,7 @@ __all__ = [
     "ShapeError",
     "StaleSchemaError",
     "StorageError",
+    "StudyNotFoundError",
     "TrackingError",
     "TrainingError",
     "TuneError",
@@ -204,6 +210,20 @@ class ExplainError(ModelError):
     range, no layer for the method, or a model that the method cannot differentiate."""
 
     code = "explain_error"
+
+
+class CompressionError(ModelError):
+    """A model cannot be exported, quantized, pruned or distilled as asked: an unknown
+    method, an amount out of range, or an architecture the step does not support."""
+
+    code = "compression_error"
+
+
+class ParityError(CompressionError):
+    """A compressed or exported model disagrees with its original by more than the
+    tolerance on real inputs."""
+
+    code = "parity_error"
 
 
 class TrainingError(LeptonError):
@@ -467,3 +487,9 @@ class SearchSpaceError(TuneError):
     """A search space is malformed (bad bounds, names, types or conditions)."""
 
     code = "search_space"
+
+
+class StudyNotFoundError(TuneError):
+    """No tuning study has that name."""
+
+    code = "study_not_found"

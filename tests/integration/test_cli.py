@@ -114,6 +114,10 @@ def test_train_resume_from_cli(tmp_path: Path):
         (("train", "-m", "mlp", "-d", "iris", "--optimizer", "lion"), "adamw"),
         (("train", "-m", "mlp", "-d", "iris", "-c", "dropout=2"), "dropout"),
         (("data", "show", "imagenet"), "mnist"),
+        (("tune", "-p", "lr=normal(0,1)"), "cannot read --param 'lr=normal(0,1)'"),
+        (("tune", "-d", "iris"), "say what to search: --param"),
+        (("tune", "-p", "kernel=int(1,3)", "-d", "iris"), "neither arguments of model 'mlp'"),
+        (("tune", "--show", "nope"), "no study named 'nope'"),
     ],
 )
 def test_errors_are_one_clear_line(tmp_path: Path, args: tuple[str, ...], message: str):
@@ -193,3 +197,22 @@ def test_register_from_train_and_manage_models(tmp_path: Path):
     gone = run("models", "show", "wine-mlp:1", home=tmp_path, check=False)
     assert gone.returncode == 2
     assert "lepton models" in gone.stderr
+
+
+def test_tune_searches_registers_and_reads_the_study_back(tmp_path: Path):
+    space = ("-p", "lr=log(1e-3,1e-1)", "-p", "optimizer=choice(adamw,sgd)",
+             "-p", "momentum=float(0.5,0.99) if optimizer=sgd")  # fmt: skip
+    args = ("tune", "-m", "mlp", "-d", "iris", *space, "-n", "5", "--epochs", "3",
+            "--study", "iris-study", "--register", "iris-tuned")  # fmt: skip
+    result = json.loads(run(*args, "--json", home=tmp_path).stdout)
+    assert result["study"] == "iris-study"
+    assert len(result["trials"]) == 5
+    assert result["registered"] == "iris-tuned:1"
+    for trial in result["trials"]:
+        assert ("momentum" in trial["params"]) == (trial["params"]["optimizer"] == "sgd")
+    shown = run("tune", "--show", "iris-study", home=tmp_path).stdout
+    assert "best 5 of 5 trials" in shown
+    assert f"best val_accuracy = {result['best_value']:.6g}" in shown
+    assert "iris-study" in run("tune", "--list", home=tmp_path).stdout
+    again = json.loads(run(*args[:-2], "--json", home=tmp_path).stdout)  # resumed: nothing to do
+    assert [t["number"] for t in again["trials"]] == [0, 1, 2, 3, 4]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -29,9 +30,17 @@ from lepton.errors import ConflictError, JobError, NotFoundError, QuotaExceededE
 from lepton.platform.jobs._executor import Capacity, Executor, ExitStatus, LocalExecutor
 from lepton.platform.jobs._quotas import QueueQuota
 from lepton.platform.jobs._scheduler import JobManager
-from lepton.platform.jobs._specs import EvaluateJob, JobRequest, JobView, TrainJob
+from lepton.platform.jobs._specs import (
+    TERMINAL,
+    EvaluateJob,
+    JobRequest,
+    JobView,
+    TrainJob,
+    TuneJob,
+)
 from lepton.storage import Database
 from lepton.tracking import get_run
+from lepton.tune._optuna import storage_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +104,9 @@ def ended(view: JobView) -> bool:
     return view.state in ("succeeded", "failed", "cancelled", "lost")
 
 
-def submit(manager: JobManager, spec: TrainJob | EvaluateJob, **options: object) -> JobView:
+def submit(
+    manager: JobManager, spec: TrainJob | EvaluateJob | TuneJob, **options: object
+) -> JobView:
     return manager.submit(JobRequest(spec=spec, **options), "alice")  # type: ignore[arg-type]
 
 
@@ -440,6 +451,41 @@ def test_a_train_job_succeeds_with_metrics_a_run_a_live_log_and_a_model(sqlite_d
 
 
 @pytest.mark.slow
+def test_a_tune_job_runs_its_trials_in_two_workers_and_registers_the_best(sqlite_db: Database):
+    manager = manager_for(sqlite_db, capacity=Capacity(cpus=2, gpus=0, memory_mb=8192))
+    space = {
+        "lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True},
+        "hidden": {"type": "int", "low": 16, "high": 64, "log": True},
+    }
+    spec = TuneJob.model_validate(
+        {"kind": "tune", "model": "mlp", "data": "digits", "space": space, "epochs": 2,
+         "n_trials": 4, "workers": 2, "register": "tuned-digits", "limit": 720}
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="ask for cpus >= 2"):
+        JobRequest(spec=spec, cpus=1)
+    job = submit(manager, spec, cpus=2)
+    view = wait_for(manager, job.id, lambda v: v.state in TERMINAL, timeout=300)
+    log = log_of(manager, job.id)
+    assert view.state == "succeeded", log
+    result = view.result
+    assert result is not None
+    assert result["study"] == f"job-{job.id}"  # a retry would resume this study
+    assert result["complete"] + result["pruned"] >= 4
+    assert result["registered"] == "tuned-digits:1"
+    assert re.search(r"trial \d+ (complete|pruned) val_accuracy=0\.\d+ · best 0\.\d+", log)
+    assert view.run_id == result["run_id"]
+    trials = lp.tracking.list_runs(parent=result["run_id"], database=sqlite_db)
+    assert len(trials) == result["trials"]
+    study = optuna.load_study(study_name=result["study"], storage=storage_for(sqlite_db))
+    assert len({t.user_attrs["lepton.pid"] for t in study.trials}) == 2  # two worker processes
+    best = lp.tune.get_study(result["study"], database=sqlite_db)
+    assert best.best_value == pytest.approx(result["best_value"])
+    model = lp.load_model("tuned-digits:1", database=sqlite_db)
+    digits = lp.data.load("digits", split="train").subset(slice(0, 720))
+    val = digits.split(test_size=1 / 12, seed=0)[1]  # the recipe's holdout
+    assert lp.evaluate(model, val)["accuracy"] == pytest.approx(result["best_value"], abs=1e-6)
+
+
 def test_a_deterministic_failure_is_not_retried(db: Database):
     manager = manager_for(db)  # the worker reaches PostgreSQL as well as SQLite
     job = submit(manager, EvaluateJob(model_ref="no-such-model:1", data="iris"), max_retries=2)

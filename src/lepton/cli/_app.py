@@ -17,6 +17,7 @@ from lepton.cli._runs import runs_app
 from lepton.cli._serve import deploy, predict, serve
 from lepton.cli._server import server, users_app
 from lepton.cli._train import demo, train
+from lepton.cli._tune import tune
 from lepton.errors import LeptonError
 
 __all__ = ["app", "main"]
@@ -42,6 +43,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(jobs_app, name="jobs")
 app.command()(server)
 app.command()(train)
+app.command()(tune)
 app.command()(demo)
 app.command()(env)
 app.command()(serve)

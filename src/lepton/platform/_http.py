@@ -31,6 +31,7 @@ from lepton.errors import (
     PlatformError,
     RunNotFoundError,
     ServingError,
+    StudyNotFoundError,
     UnauthorizedError,
     UnsafeFormatError,
 )
@@ -197,7 +198,9 @@ def status_of(exc: LeptonError) -> int:
     """The HTTP status for a Lepton error."""
     if isinstance(exc, PlatformError | ServingError):
         return exc.status
-    if isinstance(exc, DatasetNotFoundError | ModelNotFoundError | RunNotFoundError):
+    if isinstance(
+        exc, DatasetNotFoundError | ModelNotFoundError | RunNotFoundError | StudyNotFoundError
+    ):
         return 404
     if isinstance(exc, UnsafeFormatError):
         return 415

@@ -54,6 +54,7 @@ __all__ = [
     "build_model",
     "catalog_name",
     "load_data",
+    "problems",
     "run",
     "save_model",
 ]
@@ -162,10 +163,11 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(_problems(exc)) from None
+            raise ConfigError(problems(exc)) from None
 
 
-def _problems(exc: ValidationError) -> str:
+def problems(exc: ValidationError) -> str:
+    """A pydantic error as one line per field (``"epochs: Input should be ..."``)."""
     lines = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"])

@@ -10,9 +10,17 @@ Example:
 
 Studies are stored in Lepton's metadata database (Optuna's RDB storage on the same URL);
 each trial is a tracking run under the study's run.
+
+The package itself is callable: ``lp.tune(...)`` is :func:`lepton.tune.tune`, and
+``from lepton.tune import Float`` still imports from the package.
 """
 
+import sys
+import types
+from typing import Any
+
 from lepton.tune._objective import PruningCallback, TrialContext
+from lepton.tune._queries import StudySummary, get_study, intermediate_values, list_studies
 from lepton.tune._result import TrialRecord, TuneResult
 from lepton.tune._space import (
     Categorical,
@@ -33,11 +41,25 @@ __all__ = [
     "Param",
     "PruningCallback",
     "Space",
+    "StudySummary",
     "TrialContext",
     "TrialRecord",
     "TuneResult",
+    "get_study",
+    "intermediate_values",
+    "list_studies",
     "parse_space",
     "space_from_json",
     "space_to_json",
     "tune",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``lp.tune(...)`` calls :func:`tune` although ``lepton.tune`` is a package."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TuneResult:
+        return tune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -152,6 +152,7 @@ def tune(
         pruner=make_pruner(pruner, epochs if model_form else 100),
     )  # fmt: skip
     _same_space(handle, name, search)
+    handle.set_user_attr("lepton.metric", metric if model_form else "objective")
     fail_dead_trials(handle)
     names = [metric] if model_form else [f"objective{i}" for i in range(len(directions))]
     names = ["objective"] if names == ["objective0"] else names
@@ -188,6 +189,7 @@ def tune(
         if register is not None:
             result.register(register, dataset=train)
             run.set_tags({"lepton.registered": result.registered})
+            handle.set_user_attr("lepton.registered", result.registered)
     return result
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lepton.errors import RegistryError
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
 from lepton.train.recipe import TrainConfig, catalog_name
+from lepton.tune.recipe import TuneConfig
 
 __all__ = [
     "ACTIVE",
@@ -34,6 +35,7 @@ __all__ = [
     "JobState",
     "JobView",
     "TrainJob",
+    "TuneJob",
 ]
 
 JobState: TypeAlias = Literal[
@@ -52,6 +54,15 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _model_name(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            validate_name(value)
+        except RegistryError as exc:
+            raise ValueError(exc.message) from None
+    return value
+
+
 class TrainJob(TrainConfig):
     """Train a zoo model on a catalog dataset, test it, save it, optionally register it:
     the recipe's :class:`~lepton.train.recipe.TrainConfig` (every field and default) plus
@@ -62,15 +73,22 @@ class TrainJob(TrainConfig):
 
     kind: Literal["train"] = "train"
 
-    @field_validator("register_as")
-    @classmethod
-    def _model_name(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                validate_name(value)
-            except RegistryError as exc:
-                raise ValueError(exc.message) from None
-        return value
+    _register_as = field_validator("register_as")(_model_name)
+
+
+class TuneJob(TuneConfig):
+    """Search a zoo model's hyper-parameters on a catalog dataset: the recipe's
+    :class:`~lepton.tune.recipe.TuneConfig` plus its ``kind``, run by
+    :func:`lepton.tune.recipe.run` in the worker. Its trials run in ``workers`` processes
+    inside the job's CPU slots; a retried job resumes its study (``job-ID``).
+
+    Example: ``{"kind": "tune", "model": "mlp", "data": "digits", "n_trials": 20,
+    "space": {"lr": {"type": "float", "low": 0.0001, "high": 0.1, "log": true}}}``.
+    """
+
+    kind: Literal["tune"] = "tune"
+
+    _register_as = field_validator("register_as")(_model_name)
 
 
 class EvaluateJob(_Spec):
@@ -93,7 +111,7 @@ class EvaluateJob(_Spec):
         return catalog_name(value)
 
 
-JobSpec = Annotated[TrainJob | EvaluateJob, Field(discriminator="kind")]
+JobSpec = Annotated[TrainJob | EvaluateJob | TuneJob, Field(discriminator="kind")]
 
 
 class JobRequest(BaseModel):
@@ -114,6 +132,15 @@ class JobRequest(BaseModel):
         2048, ge=16, le=16 * 1024 * 1024, description="MiB reserved, and the most it may use."
     )
     max_retries: int = Field(2, ge=0, le=10, description="Retries after a crash.")
+
+    @model_validator(mode="after")
+    def _slots_for_workers(self) -> JobRequest:
+        if isinstance(self.spec, TuneJob) and self.spec.workers > self.cpus:
+            raise ValueError(
+                f"a tune job with workers={self.spec.workers} runs that many trials at once; "
+                f"ask for cpus >= {self.spec.workers}"
+            )
+        return self
 
 
 class JobView(BaseModel):

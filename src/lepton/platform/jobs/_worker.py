@@ -34,13 +34,15 @@ from lepton._fs import atomic_write_bytes
 from lepton.config import get_settings
 from lepton.data import apply_preprocessing
 from lepton.errors import JobError, LeptonError
-from lepton.platform.jobs._specs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob
+from lepton.platform.jobs._specs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob, TuneJob
 from lepton.registry import load_model, register, resolve
 from lepton.storage import Database, open_database
 from lepton.storage.schema import JobRow
 from lepton.tracking import start_run
 from lepton.train import evaluate, recipe, resolve_device
 from lepton.train._progress import format_metrics
+from lepton.tune import TuneResult
+from lepton.tune import recipe as tune_recipe
 
 __all__ = ["main"]
 
@@ -65,7 +67,7 @@ def _write_result(workdir: Path, result: dict[str, Any]) -> None:
     atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
 
 
-def _load(db: Database, job_id: int) -> tuple[TrainJob | EvaluateJob, float]:
+def _load(db: Database, job_id: int) -> tuple[TrainJob | EvaluateJob | TuneJob, float]:
     with db.session() as s:
         row = s.get(JobRow, job_id)
         if row is None:
@@ -74,7 +76,7 @@ def _load(db: Database, job_id: int) -> tuple[TrainJob | EvaluateJob, float]:
             )
         raw, cpus = dict(row.spec), row.cpus
     try:
-        spec: TrainJob | EvaluateJob = TypeAdapter(JobSpec).validate_python(raw)
+        spec: TrainJob | EvaluateJob | TuneJob = TypeAdapter(JobSpec).validate_python(raw)
     except ValidationError as exc:
         raise JobError(f"the spec of job {job_id} is invalid: {exc}") from None
     return spec, cpus
@@ -139,6 +141,38 @@ def _evaluate(db: Database, job_id: int, spec: EvaluateJob) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _tune(db: Database, job_id: int, spec: TuneJob) -> dict[str, Any]:
+    study = spec.study or f"job-{job_id}"  # a retry resumes the crashed attempt's study
+    told: set[int] = set()
+
+    def progress(so_far: TuneResult) -> None:
+        if not told:  # the study's run, on the job as soon as it exists
+            _record_run(db, job_id, so_far.run_id)
+        best = f"{so_far.best_value:.4f}" if so_far.best_value is not None else "-"
+        for t in so_far.trials:  # parallel workers finish trials in any order
+            if t.state == "running" or t.number in told:
+                continue
+            told.add(t.number)
+            value = f" {so_far.metric}={t.value:.4f}" if t.value is not None else ""
+            _say(
+                f"trial {t.number} {t.state}{value} · best {best} · {len(told)}/{spec.n_trials} "
+                f"trials, {so_far.count('pruned')} pruned"
+            )
+
+    result = tune_recipe.run(spec, study=study, database=db, on_trial=progress, say=_say)
+    _say(result.summary())
+    _record_run(db, job_id, result.run_id)
+    return {
+        "kind": "tune", "study": result.study, "metric": result.metric,
+        "best_value": result.best_value, "best_params": result.best_params,
+        "best_trial": result.best_trial, "trials": len(result.trials),
+        "complete": result.count("complete"), "pruned": result.count("pruned"),
+        "failed": result.count("fail"), "epochs_trained": result.epochs_trained,
+        "importances": result.importances, "run_id": result.run_id,
+        "registered": result.registered,
+    }  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one attempt of a job; returns the exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -152,11 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         db = open_database()
         spec, cpus = _load(db, job_id)
         torch.set_num_threads(max(1, math.ceil(cpus)))
-        outcome = (
-            _train(db, job_id, spec, workdir)
-            if isinstance(spec, TrainJob)
-            else _evaluate(db, job_id, spec)
-        )
+        if isinstance(spec, TrainJob):
+            outcome = _train(db, job_id, spec, workdir)
+        elif isinstance(spec, TuneJob):
+            outcome = _tune(db, job_id, spec)
+        else:
+            outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})
     except _Terminated:
         _say("stopped by SIGTERM")
