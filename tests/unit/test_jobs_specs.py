@@ -22,6 +22,7 @@ from lepton.platform.jobs._specs import (
     JobSpec,
     JobView,
     TrainJob,
+    TuneJob,
 )
 from lepton.storage.schema import JobRow
 from lepton.train import OPTIMIZERS, SCHEDULES
@@ -50,10 +51,26 @@ def test_a_train_request_gets_the_documented_defaults():
 
 def test_the_kind_picks_the_spec_type_and_unknown_kinds_are_refused():
     assert isinstance(request(kind="evaluate", model_ref="m:1").spec, EvaluateJob)
-    for kind in ("tune", "shell", "compress"):
-        with pytest.raises(ValidationError, match="expected tags: 'train', 'evaluate'") as exc:
+    space = {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
+    assert isinstance(request(kind="tune", space=space).spec, TuneJob)
+    for kind in ("shell", "bash"):
+        with pytest.raises(ValidationError, match="expected tags: 'train', 'evaluate', 'tune'"):
             request(kind=kind)
-        assert "'train', 'evaluate'" in error_text(exc)
+
+
+def test_a_tune_request_checks_its_space_and_its_cpus():
+    with pytest.raises(ValidationError, match="parameter 'lr': Float needs low <= high"):
+        request(kind="tune", space={"lr": {"type": "float", "low": 1, "high": 0}})
+    with pytest.raises(ValidationError, match="Field required"):
+        request(kind="tune")
+    space = {"n": {"type": "int", "low": 1, "high": 3}}
+    with pytest.raises(ValidationError, match="ask for cpus >= 4"):
+        JobRequest.model_validate({"spec": {"kind": "tune", "space": space, "workers": 4}})
+    ok = JobRequest.model_validate(
+        {"spec": {"kind": "tune", "space": space, "workers": 4}, "cpus": 4}
+    )
+    assert isinstance(ok.spec, TuneJob)
+    assert ok.spec.workers == 4
     with pytest.raises(ValidationError, match="discriminator"):
         JobRequest.model_validate({"spec": {"model": "mlp"}})
 

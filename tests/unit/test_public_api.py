@@ -44,10 +44,19 @@ def test_top_level_all_is_exact() -> None:
             "start_run",
             "storage",
             "tracking",
+            "tune",
         ]
     )
     for name in lp.__all__:
         assert hasattr(lp, name), name
+
+
+def test_lp_tune_is_the_package_and_the_function() -> None:
+    from lepton.tune import Float, tune
+
+    result = lp.tune(lambda p: (p["x"] - 1) ** 2, {"x": Float(0, 2)}, n_trials=3, study="facade")
+    assert result.study == "facade"
+    assert lp.tune.tune is tune
 
 
 # --- every public package's __all__ is exact ---
