@@ -292,7 +292,7 @@ def test_the_whole_flow_clicked_through_the_dashboard(
     tab.shot("audit")
 
     # No secret ever reached a page: neither the session nor the admin token.
-    for path in ("/", "/users", "/users/1", f"/jobs/{job_id}", "/deployments/digits"):
+    for path in ("/", "/users", "/users/1", f"/jobs/{job_id}", "/deployments/digits", "/studies"):
         page.goto(f"{url}{path}")
         html = page.content()
         assert cookie["value"] not in html

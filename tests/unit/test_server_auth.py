@@ -30,6 +30,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/datasets"): "viewer",
     ("GET", "/api/v1/datasets/{name}"): "viewer",
     ("GET", "/api/v1/runs"): "viewer",
+    ("GET", "/api/v1/studies"): "viewer",
+    ("GET", "/api/v1/studies/{name}"): "viewer",
     ("GET", "/api/v1/runs/{run_id}"): "viewer",
     ("GET", "/api/v1/runs/{run_id}/metrics"): "viewer",
     ("GET", "/api/v1/models"): "viewer",

@@ -41,6 +41,7 @@ __all__ = [
     "Page",
     "Paging",
     "RecordId",
+    "StudyName",
     "allow",
     "authorize",
     "caller",
@@ -178,6 +179,18 @@ PageQuery = Annotated[Paging, Depends(_paging)]
 # A record id or version number in a path: bounded, so a huge number is a 422, not an
 # integer overflow in the database driver.
 RecordId = Annotated[int, Path(ge=0, le=2**31 - 1)]
+# Optuna stores any study name of up to 512 characters, so only names no study can have
+# in a URL are refused: control characters (PostgreSQL cannot even compare a NUL), a
+# slash (it splits the path) or more than 512 characters.
+StudyName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^\x00-\x1f\x7f/]+$",
+        description="The study's name (`study=` of lp.tune; `job-ID` for a tune job).",
+    ),
+]
 
 
 class Page(BaseModel, Generic[T]):

@@ -71,7 +71,12 @@ def get_study(name: str, *, database: Database | None = None) -> TuneResult:
     study = _load(name, db)
     run_id = study.user_attrs.get("lepton.run_id")
     metric = str(study.user_attrs.get("lepton.metric", "objective"))
-    result = summarize(study, run_id=int(run_id or 0), metric=metric, seconds=0.0, db=db, seed=0)
+    saved = study.user_attrs.get("lepton.importances") or {}
+    current = saved.get("trials") == len(study.get_trials(deepcopy=False))
+    result = summarize(
+        study, run_id=int(run_id or 0), metric=metric, seconds=0.0, db=db, seed=0,
+        known_importances=dict(saved["values"]) if current else None,
+    )  # fmt: skip
     result.registered = study.user_attrs.get("lepton.registered")
     return result
 

@@ -202,9 +202,17 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
 
 
 def summarize(
-    study: optuna.Study, *, run_id: int, metric: str, seconds: float, db: Database, seed: int
+    study: optuna.Study,
+    *,
+    run_id: int,
+    metric: str,
+    seconds: float,
+    db: Database,
+    seed: int,
+    known_importances: dict[str, float] | None = None,
 ) -> TuneResult:
-    """Freeze a study into a :class:`TuneResult`."""
+    """Freeze a study into a :class:`TuneResult` (fANOVA importances computed unless
+    ``known_importances`` are given)."""
     optuna = import_optuna()
     states = optuna.trial.TrialState
     trials = [_record(t) for t in study.get_trials(deepcopy=False)]
@@ -220,6 +228,7 @@ def summarize(
     return TuneResult(
         study=study.study_name, directions=directions, best_params=best_params,
         best_value=best_value, best_trial=best_trial, trials=trials,
-        importances=importances(study, seed), pareto=pareto, run_id=run_id, metric=metric,
+        importances=importances(study, seed) if known_importances is None else known_importances,
+        pareto=pareto, run_id=run_id, metric=metric,
         seconds=seconds, database_url=db.url,
     )  # fmt: skip

@@ -184,6 +184,10 @@ def tune(
             seconds=time.perf_counter() - started, db=db, seed=seed,
         )  # fmt: skip
         _no_success(handle, result)
+        # saved, so that reading the study back (dashboard, API) need not recompute them
+        handle.set_user_attr(
+            "lepton.importances", {"trials": len(result.trials), "values": result.importances}
+        )
         if result.best_value is not None:
             run.log_metrics({f"best_{result.metric}": result.best_value}, step=len(result.trials))
         if register is not None:

@@ -1,6 +1,7 @@
-"""The web dashboard: server-rendered pages by noun (overview, datasets, runs, models, jobs,
-deployments; users and the audit log), their templates, charts, Markdown and static files.
-Pages call the SDK or the platform's services, never a database table or the API's routes.
+"""The web dashboard: server-rendered pages by noun (overview, datasets, runs, studies,
+models, jobs, deployments; users and the audit log), their templates, charts, Markdown and
+static files. Pages call the SDK or the platform's services, never a database table or the
+API's routes.
 
 Every form is a plain ``method=post`` form, which browsers send with an ``Origin`` header
 that :meth:`~lepton.platform._state.Platform.authenticate` checks against this server.
@@ -33,11 +34,13 @@ def install(app: FastAPI) -> None:
         _overview,
         _runs,
         _site,
+        _studies,
         _users,
     )
     from lepton.platform.web._render import errors_as_pages
 
-    for module in (_site, _overview, _datasets, _runs, _models, _jobs, _deployments, _users):
+    routers = (_site, _overview, _datasets, _runs, _studies, _models, _jobs, _deployments, _users)
+    for module in routers:
         app.include_router(module.router)
     pages: set[Any] = {
         endpoint

@@ -1,4 +1,4 @@
-"""Small SVG line charts for the dashboard, drawn on the server (no plotting library).
+"""Small SVG charts for the dashboard, drawn on the server (no plotting library).
 
 Run curves come from :func:`lepton.tracking._plot.svg_string`; this module draws the
 time series of a deployment (requests per second, latency), whose x axis is time. The
@@ -12,13 +12,13 @@ import html
 import math
 from collections.abc import Sequence
 
-__all__ = ["time_chart"]
+__all__ = ["nice_max", "time_chart"]
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 480, 200, 52, 12, 26, 30
 MARKERS = 60  # samples up to which each one is also drawn as a dot
 
 
-def _nice_max(value: float) -> float:
+def nice_max(value: float) -> float:
     """The smallest 1/2/5 x 10^k at or above ``value`` (the top of the y axis)."""
     if value <= 0 or not math.isfinite(value):
         return 1.0
@@ -49,7 +49,7 @@ def time_chart(
         SVG markup, safe to put in a page as is (the title is escaped).
     """
     shown = [(t, v) for t, v in points if math.isfinite(v) and now - window_s <= t <= now]
-    top = _nice_max(max((v for _, v in shown), default=0.0))
+    top = nice_max(max((v for _, v in shown), default=0.0))
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
 
     def at(t: float, v: float) -> tuple[float, float]:

@@ -56,6 +56,7 @@ NAV: tuple[tuple[str, str, str], ...] = (  # (path, label, least role)
     ("/", "Overview", "viewer"),
     ("/datasets", "Datasets", "viewer"),
     ("/runs", "Runs", "viewer"),
+    ("/studies", "Studies", "viewer"),
     ("/models", "Models", "viewer"),
     ("/jobs", "Jobs", "viewer"),
     ("/deployments", "Deployments", "viewer"),
