@@ -312,5 +312,7 @@ def test_model_form_checks_the_space_against_the_model(
         tune({"kernel": Int(1, 3)}, train, val, model="mlp")
     with pytest.raises(SearchSpaceError, match="say which zoo model"):
         tune({"lr": Float(1e-3, 1e-2)}, train, val)
+    with pytest.raises(lp.errors.RegistryError, match="model name"):
+        tune({"hidden": Int(8, 16)}, train, val, model="mlp", register="Bad Name!")
     with pytest.raises(TuneError, match="two Datasets"):
         tune({"lr": Float(1e-3, 1e-2)}, train, model="mlp")

@@ -27,6 +27,7 @@ import torch
 
 from lepton.data import Dataset
 from lepton.errors import TuneError
+from lepton.registry._registry import validate_name
 from lepton.storage import Database, open_database
 from lepton.tracking import Run, resume_run, start_run
 from lepton.tune._objective import (
@@ -141,6 +142,8 @@ def tune(
         search = check_space(space)
         if register is not None:
             raise TuneError("register= needs the model form (a function objective trains no model)")
+    if register is not None:
+        validate_name(register)  # before the trials, not after them
     directions = _directions(direction, metric if model_form else None)
     if len(directions) > 1 and pruner != "none":
         raise TuneError("Optuna cannot prune multi-objective studies: pass pruner='none'")
