@@ -29,6 +29,7 @@ __all__ = [
     "Service",
     "Tensor",
     "__version__",
+    "automl",
     "data",
     "errors",
     "evaluate",
@@ -36,6 +37,7 @@ __all__ = [
     "handler",
     "load_model",
     "models",
+    "privacy",
     "register",
     "registry",
     "serve",
@@ -61,6 +63,10 @@ def __getattr__(name: str) -> Any:
         from lepton import serve
 
         return getattr(serve, name)
-    if name in ("registry", "serve", "storage", "tracking", "tune"):
+    if name == "automl":
+        from lepton.tune import automl
+
+        return automl
+    if name in ("privacy", "registry", "serve", "storage", "tracking", "tune"):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

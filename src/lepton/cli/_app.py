@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from lepton._version import __version__
+from lepton.cli._automl import automl
 from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
@@ -44,6 +45,7 @@ app.add_typer(jobs_app, name="jobs")
 app.command()(server)
 app.command()(train)
 app.command()(tune)
+app.command()(automl)
 app.command()(demo)
 app.command()(env)
 app.command()(serve)

@@ -26,6 +26,8 @@ from lepton.models._registry import (
 )
 from lepton.models._resnet import ResNet
 from lepton.models._sequence import GRUClassifier, LSTMClassifier, TransformerClassifier
+from lepton.models._tabular import TabularEnsemble, TabularPipeline
+from lepton.models._tabular_trees import TreeEnsemble
 
 __all__ = [
     "MLP",
@@ -35,7 +37,10 @@ __all__ = [
     "LinearRegression",
     "LogisticRegression",
     "ResNet",
+    "TabularEnsemble",
+    "TabularPipeline",
     "TransformerClassifier",
+    "TreeEnsemble",
     "available_models",
     "build",
     "model_defaults",

@@ -19,6 +19,8 @@ import sys
 import types
 from typing import Any
 
+from lepton.tune._automl import automl
+from lepton.tune._automl_result import AutoMLResult
 from lepton.tune._objective import PruningCallback, TrialContext
 from lepton.tune._queries import StudySummary, get_study, intermediate_values, list_studies
 from lepton.tune._result import TrialRecord, TuneResult
@@ -35,6 +37,7 @@ from lepton.tune._space import (
 from lepton.tune._study import tune
 
 __all__ = [
+    "AutoMLResult",
     "Categorical",
     "Float",
     "Int",
@@ -45,6 +48,7 @@ __all__ = [
     "TrialContext",
     "TrialRecord",
     "TuneResult",
+    "automl",
     "get_study",
     "intermediate_values",
     "list_studies",
