@@ -29,6 +29,9 @@ its message always says what to do next::
     ├── TuneError                   a tuning study or AutoML search cannot run as asked
     │   ├── SearchSpaceError        a malformed search space
     │   └── StudyNotFoundError      no study has that name
+    ├── PrivacyError                a DP release or a privacy budget cannot be used as asked
+    │   ├── NoBudgetError           the dataset has no privacy budget set
+    │   └── BudgetExceededError     a release would spend more than the budget left
     ├── RegistryError               a model version cannot be registered or found
     │   ├── ModelNotFoundError      no model or ready version matches the reference
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
@@ -65,6 +68,7 @@ from typing import Any
 # the status-to-class map of the clients) is in ``lepton._wire``.
 __all__ = [
     "ArtifactNotFoundError",
+    "BudgetExceededError",
     "CheckpointError",
     "ChecksumError",
     "CompressionError",
@@ -92,12 +96,14 @@ __all__ = [
     "MissingExtraError",
     "ModelError",
     "ModelNotFoundError",
+    "NoBudgetError",
     "NotFittedError",
     "NotFoundError",
     "OverloadedError",
     "ParityError",
     "PayloadTooLargeError",
     "PlatformError",
+    "PrivacyError",
     "QuotaExceededError",
     "RegistryError",
     "RequestError",
@@ -493,3 +499,23 @@ class StudyNotFoundError(TuneError):
     """No tuning study has that name."""
 
     code = "study_not_found"
+
+
+class PrivacyError(LeptonError):
+    """A differentially private release or a privacy budget cannot be used as asked
+    (undeclared bounds, an event the ledger cannot account for, a bad epsilon)."""
+
+    code = "privacy_error"
+
+
+class NoBudgetError(PrivacyError):
+    """The dataset has no privacy budget: set one with ``lp.privacy.set_budget``."""
+
+    code = "no_privacy_budget"
+
+
+class BudgetExceededError(PrivacyError):
+    """A release would spend more of a dataset's privacy budget than is left; nothing
+    was released and nothing was charged."""
+
+    code = "budget_exceeded"

@@ -22,12 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton._wire import error_body
 from lepton.errors import (
+    BudgetExceededError,
     ChecksumError,
     DataError,
     DatasetNotFoundError,
     ForbiddenError,
     LeptonError,
     ModelNotFoundError,
+    NoBudgetError,
     PlatformError,
     RunNotFoundError,
     ServingError,
@@ -217,6 +219,10 @@ def status_of(exc: LeptonError) -> int:
         return 404
     if isinstance(exc, UnsafeFormatError):
         return 415
+    if isinstance(exc, BudgetExceededError):
+        return 403  # the budget forbids it; raising it is a data owner's decision
+    if isinstance(exc, NoBudgetError):
+        return 409
     if isinstance(exc, ChecksumError):
         return 500
     if isinstance(exc, DataError):

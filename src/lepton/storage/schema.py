@@ -30,6 +30,8 @@ __all__ = [
     "MetricRow",
     "ModelAliasRow",
     "ModelVersionRow",
+    "PrivacyBudgetRow",
+    "PrivacyChargeRow",
     "RegisteredModelRow",
     "RunArtifactRow",
     "RunRow",
@@ -237,3 +239,41 @@ class ServerLeaseRow(Base):
     url: Mapped[str] = mapped_column(String(300))
     acquired_at: Mapped[float] = mapped_column(Float)
     heartbeat: Mapped[float] = mapped_column(Float)
+
+
+class PrivacyBudgetRow(Base):
+    """A dataset's differential-privacy budget ``(epsilon, delta)`` and its declared,
+    public columns (bounds, bins, categories); its charges are ``privacy_charges``.
+
+    ``dataset`` is the ledger's key: a catalog name, or a dataset's fingerprint.
+    """
+
+    __tablename__ = "privacy_budgets"
+    dataset: Mapped[str] = mapped_column(String(300), primary_key=True)
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    columns: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class PrivacyChargeRow(Base):
+    """One release charged to a dataset's budget, written before the release is made:
+    who, what, the mechanism's ``DpEvent`` as JSON, and the composed epsilon after it."""
+
+    __tablename__ = "privacy_charges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset: Mapped[str] = mapped_column(
+        ForeignKey("privacy_budgets.dataset", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[float] = mapped_column(Float)
+    who: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    what: Mapped[str] = mapped_column(String(500))
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # the composed epsilon of every charge so far, at the budget's delta then
+    epsilon_after: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    accountant: Mapped[str] = mapped_column(String(16))
