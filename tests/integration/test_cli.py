@@ -216,3 +216,17 @@ def test_tune_searches_registers_and_reads_the_study_back(tmp_path: Path):
     assert "iris-study" in run("tune", "--list", home=tmp_path).stdout
     again = json.loads(run(*args[:-2], "--json", home=tmp_path).stdout)  # resumed: nothing to do
     assert [t["number"] for t in again["trials"]] == [0, 1, 2, 3, 4]
+
+
+def test_privacy_budget_is_set_charged_and_enforced(tmp_path: Path):
+    run("privacy", "set-budget", "diabetes", "--epsilon", "1", home=tmp_path)
+    query = ("privacy", "query", "diabetes", "mean", "--column", "0", "--low", "-0.2",
+             "--high", "0.2")  # fmt: skip
+    assert "private=True" in run(*query, "--epsilon", "0.6", home=tmp_path).stdout
+    refused = run(*query, "--epsilon", "0.6", home=tmp_path, check=False)
+    assert refused.returncode == 2
+    assert "Nothing was released or charged" in " ".join(refused.stderr.split())
+    spent = json.loads(run("privacy", "budget", "diabetes", "--json", home=tmp_path).stdout)
+    assert (spent["charges"], spent["spent"], spent["epsilon"]) == (1, 0.6, 1.0)
+    history = json.loads(run("privacy", "charges", "diabetes", "--json", home=tmp_path).stdout)
+    assert [c["what"] for c in history] == ["mean(0) laplace"]

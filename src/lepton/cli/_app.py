@@ -14,6 +14,7 @@ from lepton.cli._db import db_app
 from lepton.cli._env import env
 from lepton.cli._jobs import jobs_app
 from lepton.cli._models import models_app
+from lepton.cli._privacy import privacy_app
 from lepton.cli._runs import runs_app
 from lepton.cli._serve import deploy, predict, serve
 from lepton.cli._server import server, users_app
@@ -42,6 +43,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(privacy_app, name="privacy")
 app.command()(server)
 app.command()(train)
 app.command()(tune)
