@@ -33,6 +33,7 @@ __all__ = [
     "data",
     "errors",
     "evaluate",
+    "explain",
     "fit",
     "handler",
     "load_model",
@@ -67,6 +68,6 @@ def __getattr__(name: str) -> Any:
         from lepton.tune import automl
 
         return automl
-    if name in ("privacy", "registry", "serve", "storage", "tracking", "tune"):
+    if name in ("explain", "privacy", "registry", "serve", "storage", "tracking", "tune"):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

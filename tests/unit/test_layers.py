@@ -20,7 +20,7 @@ FACADE = "lepton"
 
 # Lowest first. A module may import its own layer or a lower one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "config", "_fs", "_procs", "_context", "_version", "_wire"),
+    ("errors", "config", "_fs", "_procs", "_context", "_version", "_wire", "_callable"),
     ("data", "models", "storage"),
     ("train", "tracking"),
     ("registry",),

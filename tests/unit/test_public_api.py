@@ -34,6 +34,7 @@ def test_top_level_all_is_exact() -> None:
             "data",
             "errors",
             "evaluate",
+            "explain",
             "fit",
             "handler",
             "Image",
@@ -59,7 +60,10 @@ def test_lp_tune_is_the_package_and_the_function() -> None:
     result = lp.tune(lambda p: (p["x"] - 1) ** 2, {"x": Float(0, 2)}, n_trials=3, study="facade")
     assert result.study == "facade"
     assert lp.tune.tune is tune
-
+    assert lp.explain.explain is lp.explain.__dict__["explain"]
+    assert callable(lp.explain)
+    assert lp.tune.__doc__ is not None
+    assert "Optuna" in lp.tune.__doc__
 
 # --- every public package's __all__ is exact ---
 

@@ -165,10 +165,10 @@ def test_every_route_refuses_a_foreign_origin():
 
 
 def test_every_model_service_route_refuses_a_foreign_host():
-    # The routes of a deployed model (/predict, /info); the handlers never run.
+    # The routes of a deployed model (/predict, /explain, /info); the handlers never run.
     service = ModelService("unused@production")
     app = ServiceApp(service, ModelService.routes(), hosts=HostPolicy.for_address("::1", 8100))
-    assert {path for _, path in app.routes} == {"/predict", "/info"}
+    assert {path for _, path in app.routes} == {"/predict", "/explain", "/info"}
     _each_route_refuses(app, {"host": "evil.example"}, 400, "invalid_host")
 
 

@@ -19,6 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from lepton.errors import RequestError, ShapeError
+from lepton.serve._explain_route import ExplainAnswer, Explainer, ExplainRequest
 from lepton.serve._handler import handler
 from lepton.serve._service import Service
 from lepton.serve._types import Image, Prediction, Tensor
@@ -55,7 +56,7 @@ def _sample_shape(shape: list[Any] | None) -> list[int] | None:
 
 
 class ModelService(Service):
-    """A registered version (PyTorch or ONNX) behind ``/predict`` and ``/info``."""
+    """A registered version (PyTorch or ONNX) behind ``/predict``, ``/explain`` and ``/info``."""
 
     def __init__(self, ref: str) -> None:
         self.ref = ref
@@ -73,6 +74,8 @@ class ModelService(Service):
         self.classifier = output.get("kind") == "logits"
         self.classes: list[Any] | None = output.get("classes")
         self.good_shapes: set[tuple[int, ...]] = set()
+        names = manifest.get("input_schema", {}).get("feature_names")
+        self.explainer = Explainer(self.model, self.steps, self.classes, names)
 
     @handler(method="GET")
     def info(self) -> dict[str, Any]:
@@ -132,6 +135,12 @@ class ModelService(Service):
         if not bool(torch.isfinite(item.inputs).all()):
             raise RequestError('"inputs" holds NaN or infinity; send finite numbers')
         self._tensor(item)  # the recorded shape, when there is one
+
+    @handler(timeout_s=120)
+    def explain(self, request: ExplainRequest) -> ExplainAnswer:
+        """Attributions of one input (``/predict``'s body plus ``method``, ``target``, ``plot``)."""
+        x = self._tensor(ModelInput.model_construct(inputs=request.inputs, image=request.image))
+        return self.explainer.explain(x, request, self._predict(x.unsqueeze(0))[0])
 
     @handler(batch_size=32, max_wait_ms=5, check="check_input")
     def predict(self, item: list[ModelInput]) -> list[Prediction]:

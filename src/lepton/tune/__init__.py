@@ -15,10 +15,7 @@ The package itself is callable: ``lp.tune(...)`` is :func:`lepton.tune.tune`, an
 ``from lepton.tune import Float`` still imports from the package.
 """
 
-import sys
-import types
-from typing import Any
-
+from lepton._callable import make_callable as _make_callable
 from lepton.tune._automl import automl
 from lepton.tune._automl_result import AutoMLResult
 from lepton.tune._objective import PruningCallback, TrialContext
@@ -58,12 +55,4 @@ __all__ = [
     "tune",
 ]
 
-
-class _CallableModule(types.ModuleType):
-    """``lp.tune(...)`` calls :func:`tune` although ``lepton.tune`` is a package."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> TuneResult:
-        return tune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+_make_callable(__name__, tune)  # lp.tune(...) is tune(...)
