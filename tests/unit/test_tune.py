@@ -121,6 +121,22 @@ def test_tpe_finds_the_minimum_and_conditional_params_appear_only_with_their_par
     assert get_run(result.run_id).tags["lepton.kind"] == "study"
 
 
+def test_tpe_starts_with_every_branch_and_shared_names_are_allowed_across_branches() -> None:
+    space: dict[str, Param] = {
+        "kind": Categorical(
+            ["a", "b", "c"],
+            when={"a": {"p": Float(0, 1)}, "b": {"p": Float(0, 1)}, "c": {"q": Int(1, 3)}},
+        ),
+    }
+    result = tune(lambda p: float(p.get("p", 0.5)), space, n_trials=5, study="branches")
+    assert [t.params["kind"] for t in result.trials[:3]] == ["a", "b", "c"]
+    with pytest.raises(SearchSpaceError, match="two branches with different ranges"):
+        tune(
+            lambda p: 0.0,
+            {"k": Categorical(["a", "b"], when={"a": {"p": Float(0, 1)}, "b": {"p": Float(0, 2)}})},
+        )
+
+
 def test_a_two_argument_objective_is_pruned_when_it_reports_poor_values() -> None:
     def objective(params: dict[str, Any], trial: TrialContext) -> float:
         value = 0.0

@@ -79,6 +79,8 @@ class PruningCallback(Callback):
                 f"use one of {_metric_names(record.train, record.val)}"
             )
         self.trial.report(float(value), record.epoch)
+        # counted as it goes, so a trial that fails later still shows its epochs
+        self.trial.set_user_attr("lepton.epochs", record.epoch)
         if self.trial.should_prune():
             self.pruned_at = record.epoch
             state.should_stop = True

@@ -135,31 +135,27 @@ def _numbers(param: Float | Int, low: float, high: float) -> None:
 def check_space(space: Space, *, where: str = "") -> dict[str, Param]:
     """Validate ``space`` (names, types, nesting) and return it as a plain dict.
 
+    A name may appear in several branches of a ``Categorical`` (``dropout`` under both
+    ``mlp`` and ``convnet``) when its range is the same in each, since only one branch
+    is sampled; anywhere else a name must be unique.
+
     Raises:
         SearchSpaceError: An empty space, a bad name, a value that is not a parameter, or
-            a conditional name that repeats a name elsewhere in the space.
+            a name that repeats another one it could be sampled with.
     """
     if not isinstance(space, Mapping) or not space:
         raise SearchSpaceError(
             "a search space is a non-empty mapping of names to Float/Int/Categorical, e.g. "
             '{"lr": Float(1e-4, 1e-1, log=True)}'
         )
-    names = _all_names(space)
-    if len(names) > MAX_PARAMS:
+    if len(_names(space, {}, where)) > MAX_PARAMS:
         raise SearchSpaceError(f"a search space holds at most {MAX_PARAMS} parameters")
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise SearchSpaceError(
-                f"parameter {name!r} appears twice in the space{where}; give conditional "
-                f"parameters distinct names"
-            )
-        seen.add(name)
     return dict(space)
 
 
-def _all_names(space: Space) -> list[str]:
-    names: list[str] = []
+def _names(space: Space, above: Mapping[str, Param], where: str) -> dict[str, Param]:
+    """Every parameter of ``space`` and its branches, by name (checked on the way)."""
+    here: dict[str, Param] = {}
     for name, param in space.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]{0,63}", name):
             raise SearchSpaceError(f"bad parameter name {name!r}: use letters, digits, _ and .")
@@ -167,11 +163,25 @@ def _all_names(space: Space) -> list[str]:
             raise SearchSpaceError(
                 f"parameter {name!r} is {param!r}; use Float(...), Int(...) or Categorical(...)"
             )
-        names.append(name)
-        if isinstance(param, Categorical):
-            for sub in param.when.values():
-                names.extend(_all_names(sub))
-    return names
+        if name in above:
+            raise SearchSpaceError(
+                f"parameter {name!r} appears twice in the space{where}; give conditional "
+                f"parameters distinct names"
+            )
+        here[name] = param
+    below: dict[str, Param] = {}
+    for param in here.values():
+        if not isinstance(param, Categorical):
+            continue
+        for sub in param.when.values():
+            for name, found in _names(sub, {**above, **here}, where).items():
+                if below.get(name, found) != found:
+                    raise SearchSpaceError(
+                        f"parameter {name!r} appears in two branches with different ranges"
+                        f"{where}; give it the same range in each, or distinct names"
+                    )
+                below[name] = found
+    return {**here, **below}
 
 
 def sample(trial: optuna.Trial, space: Space) -> dict[str, Any]:

@@ -47,13 +47,14 @@ from lepton.tune._optuna import (
     storage_for,
 )
 from lepton.tune._result import TuneResult, summarize
-from lepton.tune._space import Space, check_space, space_to_json
+from lepton.tune._space import Categorical, Space, check_space, space_to_json
 
 __all__ = ["tune"]
 
 Direction = Literal["maximize", "minimize"]
 Progress = Callable[[TuneResult], None]
 _SPACE_ATTR, _RUN_ATTR = "lepton.space", "lepton.run_id"
+MAX_BRANCHES = 8  # branches of one choice queued up front
 
 
 def tune(
@@ -157,6 +158,8 @@ def tune(
     _same_space(handle, name, search)
     handle.set_user_attr("lepton.metric", metric if model_form else "objective")
     fail_dead_trials(handle)
+    if sampler == "tpe" and not handle.get_trials(deepcopy=False):
+        _every_branch_first(handle, search)
     names = [metric] if model_form else [f"objective{i}" for i in range(len(directions))]
     names = ["objective"] if names == ["objective0"] else names
     with _study_run(handle, name, db, search, sampler, pruner, n_trials) as run:
@@ -237,6 +240,16 @@ def _same_space(handle: Any, name: str, space: Space) -> None:
             f"study {name!r} exists with another search space; resume it with the same "
             f"space, or pass a new study= name"
         )
+
+
+def _every_branch_first(handle: Any, space: Space) -> None:
+    """Queue one trial per branch of each top-level conditional choice (``model=mlp``,
+    ``model=convnet``) so TPE's first model of the space has seen every branch; from
+    random start-up trials alone it may never try a branch, and never leave the other."""
+    for name, param in space.items():
+        if isinstance(param, Categorical) and param.when:
+            for choice in param.choices[:MAX_BRANCHES]:
+                handle.enqueue_trial({name: choice}, skip_if_exists=True)
 
 
 def _finished(handle: Any) -> int:
