@@ -65,6 +65,7 @@ def test_lp_tune_is_the_package_and_the_function() -> None:
     assert lp.tune.__doc__ is not None
     assert "Optuna" in lp.tune.__doc__
 
+
 # --- every public package's __all__ is exact ---
 
 SRC = Path(lp.__file__).parent
