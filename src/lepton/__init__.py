@@ -30,6 +30,7 @@ __all__ = [
     "Tensor",
     "__version__",
     "automl",
+    "compress",
     "data",
     "errors",
     "evaluate",
@@ -68,6 +69,15 @@ def __getattr__(name: str) -> Any:
         from lepton.tune import automl
 
         return automl
-    if name in ("explain", "privacy", "registry", "serve", "storage", "tracking", "tune"):
+    if name in (
+        "compress",
+        "explain",
+        "privacy",
+        "registry",
+        "serve",
+        "storage",
+        "tracking",
+        "tune",
+    ):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

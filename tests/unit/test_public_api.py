@@ -31,6 +31,7 @@ def test_top_level_all_is_exact() -> None:
             "Tensor",
             "__version__",
             "automl",
+            "compress",
             "data",
             "errors",
             "evaluate",

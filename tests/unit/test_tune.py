@@ -312,6 +312,8 @@ def test_model_form_prunes_poor_trials_early_and_registers_a_winner_that_reloads
     assert len(metric_history(pruned_run.id, "val_accuracy")) == pruned[0].epochs
 
     assert result.registered == "digits-tuned:1"
+    lineage = lp.registry.resolve("digits-tuned:1").manifest["lineage"]
+    assert (lineage["study"], lineage["trial"]) == ("digits-mlp", result.best_trial)
     loaded = lp.load_model("digits-tuned:1")
     in_memory = result.best_model()
     x = val.features[:64]

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from lepton._version import __version__
 from lepton.cli._automl import automl
+from lepton.cli._compress import compress
 from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
@@ -48,6 +49,7 @@ app.command()(server)
 app.command()(train)
 app.command()(tune)
 app.command()(automl)
+app.command()(compress)
 app.command()(demo)
 app.command()(env)
 app.command()(serve)

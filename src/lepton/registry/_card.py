@@ -35,6 +35,10 @@ def model_card(manifest: dict[str, Any]) -> str:
         lines.append("- not recorded")
     steps = [step.get("op") for step in manifest.get("preprocessing", [])]
     lines.append(f"- preprocessing: {', '.join(map(str, steps)) if steps else 'none'}")
+    derived = (manifest.get("lineage") or {}).get("derived_from")
+    if derived:
+        recipe = manifest["lineage"].get("recipe")
+        lines.append(f"- derived from `{derived}`" + (f" by `{recipe}`" if recipe else ""))
     if manifest.get("run_id") is not None:
         lines.append(
             f"- produced by run {manifest['run_id']} (`lepton runs show {manifest['run_id']}`)"

@@ -11,6 +11,7 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from lepton.registry._onnx_runtime import OnnxModule
 from lepton.registry._registry import (
     ModelVersion,
     _freeze,
+    checked_lineage,
     next_version,
     resolve,
     validate_name,
@@ -32,7 +34,7 @@ from lepton.registry._registry import (
 from lepton.storage import Database, artifact_store, open_database
 from lepton.storage.schema import ModelVersionRow
 
-__all__ = ["OnnxModule", "export_onnx", "register_onnx"]
+__all__ = ["OnnxModule", "export_onnx", "onnx_bytes", "register_onnx"]
 
 
 def _example_input(version: ModelVersion) -> torch.Tensor:
@@ -53,6 +55,26 @@ def _example_input(version: ModelVersion) -> torch.Tensor:
     return torch.randn(2, *shape)
 
 
+def onnx_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    """``model`` as one self-contained ONNX file whose first axis (the batch) is dynamic.
+
+    Uses the dynamo exporter (onnxscript); ``example`` needs a batch of at least 2, or
+    the exporter would fix the batch size to 1.
+    """
+    need_onnx()
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes=({0: "batch"},), external_data=False,
+            verbose=False,
+        )  # fmt: skip
+        assert program is not None
+        scratch = Path(tmp) / "model.onnx"
+        program.save(str(scratch), external_data=False)
+        return scratch.read_bytes()
+
+
 def export_onnx(ref: str, path: str | Path, *, database: Database | None = None) -> dict[str, Any]:
     """Export a registered PyTorch version to one ONNX file (dynamic batch size).
 
@@ -68,17 +90,7 @@ def export_onnx(ref: str, path: str | Path, *, database: Database | None = None)
     model = load_model(version.ref, database=database)
     example = _example_input(version)
     started = time.perf_counter()
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
-        warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes=({0: "batch"},), external_data=False,
-            verbose=False,
-        )  # fmt: skip
-        assert program is not None
-        scratch = Path(tmp) / "model.onnx"
-        program.save(str(scratch), external_data=False)
-        data = scratch.read_bytes()
+    data = onnx_bytes(model, example)
     check = torch.randn(5, *example.shape[1:])
     with torch.no_grad():
         diff = float((OnnxModule(data)(check) - model(check)).abs().max())
@@ -101,6 +113,8 @@ def register_onnx(
     metrics: dict[str, float] | None = None,
     description: str = "",
     classes: list[str] | None = None,
+    preprocessing: list[dict[str, Any]] | None = None,
+    lineage: Mapping[str, Any] | None = None,
     database: Database | None = None,
 ) -> ModelVersion:
     """Register an ONNX file (from PyTorch, scikit-learn, TensorFlow, ...) as a version.
@@ -109,8 +123,13 @@ def register_onnx(
         classes: For a classifier whose first output is logits: the class names, in
             output order. A deployment then answers labels and probabilities; without
             them it answers the raw output values.
+        preprocessing: The steps a deployment replays on raw inputs before the graph
+            (a dataset's ``preprocessing``), e.g. those of the version it was exported from.
+        lineage: The version it derives from and how (``{"derived_from": "name:1",
+            "recipe": {...}}``), stored as the manifest's ``lineage``.
     """
     validate_name(name)
+    lineage_record = checked_lineage(lineage)
     source = check_not_pickle(path)
     try:
         data = source.read_bytes()
@@ -142,7 +161,7 @@ def register_onnx(
                 else {}
             ),
         },
-        "preprocessing": [],
+        "preprocessing": [dict(step) for step in preprocessing or []],
         "metrics": {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)},
         "dataset": None,
         "run_id": None,
@@ -152,6 +171,8 @@ def register_onnx(
             ARTIFACT_FILES["onnx"]: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         },
     }
+    if lineage_record is not None:
+        manifest["lineage"] = lineage_record
     with db.session() as s:
         version = next_version(s, name, description)
         manifest["version"] = version

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +147,20 @@ def aliases_of(db: Database, name: str) -> dict[int, list[str]]:
     return out
 
 
+def checked_lineage(lineage: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of ``lineage`` that survives JSON unchanged, or a :class:`RegistryError`."""
+    if lineage is None:
+        return None
+    try:
+        record = json.loads(json.dumps(dict(lineage), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(
+            f"lineage must be JSON-safe (strings, numbers, lists, dicts), got {exc}; e.g. "
+            f"lineage={{'derived_from': 'mnist-convnet:1', 'recipe': {{'quantize': 'static'}}}}"
+        ) from None
+    return dict(record)
+
+
 def _schemas(
     model: nn.Module, dataset: Any | None, spec: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -172,6 +187,7 @@ def register(
     dataset: Any | None = None,
     run: Any | None = None,
     description: str = "",
+    lineage: Mapping[str, Any] | None = None,
     database: Database | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` (created if new).
@@ -185,6 +201,9 @@ def register(
             preprocessing statistics go into the manifest.
         run: The tracking run that produced it (default: the active run, if any).
         description: Free text for the model card.
+        lineage: Where the model came from when it was derived from another version,
+            e.g. ``{"derived_from": "mnist-convnet:1", "recipe": {...}}`` (JSON-safe;
+            :mod:`lepton.compress` writes it); stored as the manifest's ``lineage``.
 
     Returns:
         The new ``ready`` :class:`ModelVersion`.
@@ -196,6 +215,7 @@ def register(
         'mnist-convnet:1'
     """
     validate_name(name)
+    lineage_record = checked_lineage(lineage)
     try:
         spec = model_spec(model)
     except UnknownModelError as exc:
@@ -254,6 +274,8 @@ def register(
                 "model.safetensors": {"sha256": weights_info.sha256, "size": weights_info.size}
             },
         }
+        if lineage_record is not None:
+            manifest["lineage"] = lineage_record
         store.put(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         store.put(f"{prefix}/MODEL_CARD.md", model_card(manifest).encode())
     except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,11 @@ from lepton.train._optim import (
 )
 from lepton.train._progress import Reporter
 
-__all__ = ["FitResult", "fit", "resolve_device"]
+__all__ = ["FitResult", "LossHook", "fit", "resolve_device"]
+
+#: ``loss(outputs, targets, inputs) -> scalar tensor``: replaces the default loss of
+#: :func:`fit` (e.g. knowledge distillation, which also needs the inputs).
+LossHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -186,6 +190,7 @@ def fit(
     schedule: str | None = None,
     early_stopping: int | EarlyStopping | None = None,
     grad_clip: float | None = None,
+    loss: LossHook | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     amp: bool = False,
@@ -211,6 +216,11 @@ def fit(
         schedule: ``None``, ``"cosine"``, ``"onecycle"``, ``"step"`` or ``"plateau"``.
         early_stopping: Patience in epochs, or an :class:`EarlyStopping` object.
         grad_clip: Clip the global gradient norm to this value.
+        loss: Replaces the default training loss (cross-entropy for classification, MSE
+            for regression): called as ``loss(outputs, targets, inputs)`` on every batch
+            (``outputs`` reshaped like ``targets`` for regression), it returns the scalar
+            to minimise. Validation metrics and ``val_loss`` keep the default loss. E.g.
+            :func:`lepton.compress.distill` passes a teacher's soft targets this way.
         seed: Seeds shuffling, dropout and any other randomness of the loop.
         device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
         amp: Mixed precision (bfloat16/float16 autocast) on CUDA.
@@ -268,6 +278,7 @@ def fit(
         schedule=schedule,
         lr=lr,
         grad_clip=grad_clip,
+        loss_hook=loss,
         amp=amp,
         seed=seed,
         callbacks=callbacks,
@@ -300,6 +311,7 @@ class _Loop:
         schedule: str | None,
         lr: float,
         grad_clip: float | None,
+        loss_hook: LossHook | None,
         amp: bool,
         seed: int,
         callbacks: list[Callback],
@@ -317,6 +329,7 @@ class _Loop:
         )
         self.batch_schedule = steps_per_batch(schedule)
         self.criterion = loss_function(train.task)
+        self.loss_hook = loss_hook
         self.classify = train.task == "classification"
         if isinstance(early_stopping, int):
             early_stopping = EarlyStopping(
@@ -487,7 +500,8 @@ class _Loop:
             out = self.model(x)
             if not self.classify:
                 out = out.reshape(y.shape)
-            loss = self.criterion(out, y)
+            hook = self.loss_hook
+            loss = self.criterion(out, y) if hook is None else hook(out, y, x)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:

@@ -149,6 +149,8 @@ class TuneResult:
         version = register(
             self.best_model(), name, metrics=metrics, dataset=dataset, run=run, database=db,
             description=f"best trial ({record.number}) of tuning study {self.study!r}",
+            lineage={"study": self.study, "trial": record.number, "study_run": self.run_id,
+                     "params": self.best_params, self.metric: self.best_value},
         )  # fmt: skip
         self.registered = version.ref
         return version
