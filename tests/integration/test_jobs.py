@@ -32,6 +32,7 @@ from lepton.platform.jobs._quotas import QueueQuota
 from lepton.platform.jobs._scheduler import JobManager
 from lepton.platform.jobs._specs import (
     TERMINAL,
+    CompressJob,
     EvaluateJob,
     JobRequest,
     JobView,
@@ -105,7 +106,9 @@ def ended(view: JobView) -> bool:
 
 
 def submit(
-    manager: JobManager, spec: TrainJob | EvaluateJob | TuneJob, **options: object
+    manager: JobManager,
+    spec: TrainJob | EvaluateJob | TuneJob | CompressJob,
+    **options: object,
 ) -> JobView:
     return manager.submit(JobRequest(spec=spec, **options), "alice")  # type: ignore[arg-type]
 
@@ -484,6 +487,43 @@ def test_a_tune_job_runs_its_trials_in_two_workers_and_registers_the_best(sqlite
     digits = lp.data.load("digits", split="train").subset(slice(0, 720))
     val = digits.split(test_size=1 / 12, seed=0)[1]  # the recipe's holdout
     assert lp.evaluate(model, val)["accuracy"] == pytest.approx(result["best_value"], abs=1e-6)
+
+
+def test_a_compress_job_quantizes_a_version_and_registers_its_int8_child(sqlite_db: Database):
+    train = lp.data.load("digits", split="train")
+    model = lp.models.MLP(in_features=64, num_classes=10, hidden=[256])
+    lp.fit(model, train, epochs=3, seed=0, quiet=True)
+    lp.register(model, "digits-mlp", dataset=train, database=sqlite_db)
+    manager = manager_for(sqlite_db)
+    spec = CompressJob.model_validate(
+        {"kind": "compress", "model": "digits-mlp:1", "data": "digits", "quantize": "static",
+         "calibration_size": 128}
+    )  # fmt: skip
+    job = submit(manager, spec)
+    view = wait_for(manager, job.id, lambda v: v.state in TERMINAL, timeout=180)
+    log = log_of(manager, job.id)
+    assert view.state == "succeeded", log
+    result = view.result
+    assert result is not None
+    assert (result["source"], result["registered"], result["format"]) == (
+        "digits-mlp:1",
+        "digits-mlp:2",
+        "onnx",
+    )
+    assert "registered as digits-mlp:2" in log
+    assert result["metrics"]["size_after"] < result["metrics"]["size_before"] / 2
+    assert result["metrics"]["test_accuracy"] > result["metrics"]["test_accuracy_before"] - 0.02
+    child = lp.registry.resolve("digits-mlp:2", database=sqlite_db)
+    assert child.manifest["lineage"]["derived_from"] == "digits-mlp:1"
+    assert child.manifest["lineage"]["recipe"]["quantize"] == "static"
+    run = get_run(view.run_id, database=sqlite_db)
+    assert run.state == "finished"
+    assert run.metrics["smaller"] == pytest.approx(result["metrics"]["smaller"])
+    test = lp.data.load("digits", split="test")
+    int8 = lp.load_model("digits-mlp:2", database=sqlite_db)
+    assert lp.evaluate(int8, test)["accuracy"] == pytest.approx(
+        result["metrics"]["test_accuracy"], abs=1e-6
+    )
 
 
 def test_a_deterministic_failure_is_not_retried(db: Database):

@@ -213,6 +213,20 @@ def test_jobs_cannot_run_commands_and_hostile_input_is_refused(home: Path, tmp_p
         with server.client() as client:
             [job] = ok(client.get("/api/v1/jobs"))["items"]
             assert (job["state"], job["attempts"]) == ("failed", 1)
+        # `lepton jobs submit` takes any kind's JSON spec; the server checks it by kind.
+        env = {**os.environ, "LEPTON_HOME": str(home), "LEPTON_SERVER_URL": server.url}
+        for spec, code, says in (
+            ("{not json", 2, "the spec is not JSON"),
+            ('{"kind": "compress", "model": "m:1", "quantize": null}', 2, "nothing to do"),
+            ('{"kind": "compress", "model": "no-such:1", "data": "digits"}', 1,
+             "no ready model version matches 'no-such:1'"),
+        ):  # fmt: skip
+            done = subprocess.run(
+                [LEPTON, "jobs", "submit", spec, "--follow"],
+                capture_output=True, text=True, timeout=120, env=env,
+            )  # fmt: skip
+            assert done.returncode == code, done.stdout + done.stderr
+            assert says in " ".join((done.stdout + done.stderr).split()), done
     finally:
         stop_platform(server, home)
 

@@ -17,6 +17,7 @@ from lepton.platform.jobs._executor import Capacity, ExitStatus
 from lepton.platform.jobs._files import _utf8_complete
 from lepton.platform.jobs._specs import (
     STATES,
+    CompressJob,
     EvaluateJob,
     JobRequest,
     JobSpec,
@@ -54,8 +55,27 @@ def test_the_kind_picks_the_spec_type_and_unknown_kinds_are_refused():
     space = {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
     assert isinstance(request(kind="tune", space=space).spec, TuneJob)
     for kind in ("shell", "bash"):
-        with pytest.raises(ValidationError, match="expected tags: 'train', 'evaluate', 'tune'"):
+        with pytest.raises(
+            ValidationError, match="expected tags: 'train', 'evaluate', 'tune', 'compress'"
+        ):
             request(kind=kind)
+
+
+def test_a_compress_request_takes_the_recipe_defaults_and_refuses_nothing_to_do():
+    req = request(kind="compress", model="mnist-convnet@production")
+    assert isinstance(req.spec, CompressJob)
+    assert (req.spec.quantize, req.spec.quant_format, req.spec.data, req.spec.prune) == (
+        "static", "qdq", "mnist", None,
+    )  # fmt: skip
+    stored = req.spec.model_dump(mode="json")
+    assert stored["kind"] == "compress"
+    assert isinstance(TypeAdapter(JobSpec).validate_python(stored), CompressJob)  # round trip
+    with pytest.raises(ValidationError, match="nothing to do: set quantize"):
+        request(kind="compress", model="m:1", quantize=None)
+    with pytest.raises(ValidationError, match="String should match pattern"):
+        request(kind="compress", model="../etc/passwd")
+    with pytest.raises(ValidationError, match="unknown dataset 'nope'; use one of mnist"):
+        request(kind="compress", model="m:1", data="nope")
 
 
 def test_a_tune_request_checks_its_space_and_its_cpus():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from lepton.errors import ConfigError
 from lepton.platform.jobs._specs import JobRequest
 from lepton.train.recipe import TrainConfig
 
@@ -32,6 +34,25 @@ def _client() -> Any:
     return PlatformClient()
 
 
+_PRIORITY = typer.Option(SLOTS["priority"], help="Higher runs first (-100..100).")
+_CPUS = typer.Option(SLOTS["cpus"], help="CPU slots (also the worker's torch threads).")
+_MEMORY = typer.Option(
+    SLOTS["memory_mb"], help="MiB reserved; a worker that uses more is stopped and the job fails."
+)
+_RETRIES = typer.Option(SLOTS["max_retries"], help="Retries after a crash (0..10).")
+_FOLLOW = typer.Option(
+    False, "--follow", "-f", help="Stream the log until it ends; exit 1 unless it succeeded."
+)
+
+
+def _submit(spec: dict[str, Any], follow: bool, **slots: Any) -> None:
+    with _client() as client:
+        job = client.submit_job(spec, **slots)
+        console.print(f"job {job['id']} {job['state']}")
+        if follow:
+            _follow(client, job["id"])
+
+
 @jobs_app.command("train")
 def submit_train(
     model: str = typer.Option(TRAIN.model, "--model", "-m", help="Zoo model (mlp, convnet, ...)."),
@@ -41,16 +62,11 @@ def submit_train(
     lr: float = typer.Option(TRAIN.lr, help="Learning rate."),
     limit: int | None = typer.Option(None, help="Train on the first N samples only."),
     register: str | None = typer.Option(None, help="Register the result under this name."),
-    priority: int = typer.Option(SLOTS["priority"], help="Higher runs first (-100..100)."),
-    cpus: float = typer.Option(SLOTS["cpus"], help="CPU slots (also the worker's torch threads)."),
-    memory_mb: int = typer.Option(
-        SLOTS["memory_mb"],
-        help="MiB reserved; a worker that uses more is stopped and the job fails.",
-    ),
-    max_retries: int = typer.Option(SLOTS["max_retries"], help="Retries after a crash (0..10)."),
-    follow: bool = typer.Option(
-        False, "--follow", "-f", help="Stream the log until it ends; exit 1 unless it succeeded."
-    ),
+    priority: int = _PRIORITY,
+    cpus: float = _CPUS,
+    memory_mb: int = _MEMORY,
+    max_retries: int = _RETRIES,
+    follow: bool = _FOLLOW,
 ) -> None:
     """Submit a training job (a typed spec: the server never runs a command string)."""
     spec: dict[str, Any] = {
@@ -63,13 +79,44 @@ def submit_train(
         "limit": limit,
         "register": register,
     }
-    with _client() as client:
-        job = client.submit_job(
-            spec, priority=priority, cpus=cpus, memory_mb=memory_mb, max_retries=max_retries
-        )
-        console.print(f"job {job['id']} {job['state']}")
-        if follow:
-            _follow(client, job["id"])
+    _submit(spec, follow, priority=priority, cpus=cpus, memory_mb=memory_mb,
+            max_retries=max_retries)  # fmt: skip
+
+
+@jobs_app.command("submit")
+def submit_spec(
+    spec: str = typer.Argument(
+        ...,
+        help="The job spec as JSON: a file, '-' for standard input, or the JSON itself.",
+    ),
+    priority: int = _PRIORITY,
+    cpus: float = _CPUS,
+    memory_mb: int = _MEMORY,
+    max_retries: int = _RETRIES,
+    follow: bool = _FOLLOW,
+) -> None:
+    """Submit a job of any kind from its JSON spec; the server checks it against the
+    typed spec of its kind and answers what is wrong.
+
+    Examples: `lepton jobs submit '{"kind": "compress", "model": "mnist-convnet@production",
+    "quantize": "static"}'`, `lepton jobs submit tune.json --cpus 4` (a tune spec with
+    "workers": 4), `cat spec.json | lepton jobs submit -`. The kinds and their fields:
+    the server's API page (/docs), schema JobRequest.
+    """
+    text = sys.stdin.read() if spec == "-" else spec
+    if spec != "-" and not spec.lstrip().startswith("{"):
+        try:
+            text = Path(spec).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the spec file {spec!r}: {exc.strerror}") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"the spec is not JSON: {exc}") from None
+    if not isinstance(body, dict) or "kind" not in body:
+        raise ConfigError('the spec must be a JSON object with a "kind" (train, tune, ...)')
+    _submit(body, follow, priority=priority, cpus=cpus, memory_mb=memory_mb,
+            max_retries=max_retries)  # fmt: skip
 
 
 @jobs_app.command("list")

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lepton.compress import CompressConfig
 from lepton.errors import RegistryError
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
@@ -29,6 +30,7 @@ __all__ = [
     "DETERMINISTIC_EXIT",
     "STATES",
     "TERMINAL",
+    "CompressJob",
     "EvaluateJob",
     "JobRequest",
     "JobSpec",
@@ -91,6 +93,18 @@ class TuneJob(TuneConfig):
     _register_as = field_validator("register_as")(_model_name)
 
 
+class CompressJob(CompressConfig):
+    """Compress a registered model (prune, int8-quantize) and register the result as a new
+    version derived from it: the recipe's :class:`~lepton.compress.CompressConfig` plus its
+    ``kind``, run by :func:`lepton.compress.run` in the worker.
+
+    Example: ``{"kind": "compress", "model": "mnist-convnet@production", "quantize":
+    "static", "data": "mnist"}``.
+    """
+
+    kind: Literal["compress"] = "compress"
+
+
 class EvaluateJob(_Spec):
     """Evaluate a registered model version on a catalog dataset split.
 
@@ -111,7 +125,7 @@ class EvaluateJob(_Spec):
         return catalog_name(value)
 
 
-JobSpec = Annotated[TrainJob | EvaluateJob | TuneJob, Field(discriminator="kind")]
+JobSpec = Annotated[TrainJob | EvaluateJob | TuneJob | CompressJob, Field(discriminator="kind")]
 
 
 class JobRequest(BaseModel):

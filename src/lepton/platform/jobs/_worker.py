@@ -30,11 +30,19 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter, ValidationError
 
+from lepton import compress
 from lepton._fs import atomic_write_bytes
 from lepton.config import get_settings
 from lepton.data import apply_preprocessing
 from lepton.errors import JobError, LeptonError
-from lepton.platform.jobs._specs import DETERMINISTIC_EXIT, EvaluateJob, JobSpec, TrainJob, TuneJob
+from lepton.platform.jobs._specs import (
+    DETERMINISTIC_EXIT,
+    CompressJob,
+    EvaluateJob,
+    JobSpec,
+    TrainJob,
+    TuneJob,
+)
 from lepton.registry import load_model, register, resolve
 from lepton.storage import Database, open_database
 from lepton.storage.schema import JobRow
@@ -67,7 +75,10 @@ def _write_result(workdir: Path, result: dict[str, Any]) -> None:
     atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
 
 
-def _load(db: Database, job_id: int) -> tuple[TrainJob | EvaluateJob | TuneJob, float]:
+Spec = TrainJob | EvaluateJob | TuneJob | CompressJob
+
+
+def _load(db: Database, job_id: int) -> tuple[Spec, float]:
     with db.session() as s:
         row = s.get(JobRow, job_id)
         if row is None:
@@ -76,7 +87,7 @@ def _load(db: Database, job_id: int) -> tuple[TrainJob | EvaluateJob | TuneJob, 
             )
         raw, cpus = dict(row.spec), row.cpus
     try:
-        spec: TrainJob | EvaluateJob | TuneJob = TypeAdapter(JobSpec).validate_python(raw)
+        spec: Spec = TypeAdapter(JobSpec).validate_python(raw)
     except ValidationError as exc:
         raise JobError(f"the spec of job {job_id} is invalid: {exc}") from None
     return spec, cpus
@@ -173,6 +184,26 @@ def _tune(db: Database, job_id: int, spec: TuneJob) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _compress(db: Database, job_id: int, spec: CompressJob) -> dict[str, Any]:
+    config = compress.CompressConfig.model_validate(spec.model_dump(exclude={"kind"}))
+    with start_run(f"job-{job_id}-compress-{spec.model}", tags={"job": job_id}, database=db) as run:
+        _record_run(db, job_id, run.id)
+        run.log_params(config.model_dump(mode="json", by_alias=True))
+        outcome = compress.run(config, database=db, say=_say)
+        report = outcome.report
+        figures = {"size_before": report.size_before, "size_after": report.size_after,
+                   "smaller": report.ratio}  # fmt: skip
+        if report.accuracy_before is not None and report.accuracy_after is not None:
+            figures |= {"test_accuracy_before": report.accuracy_before,
+                        "test_accuracy": report.accuracy_after}  # fmt: skip
+        run.log_metrics(figures, step=0)
+    return {
+        "kind": "compress", "source": report.source, "registered": outcome.registered,
+        "format": report.kind, "metrics": figures, "steps": [s.to_dict() for s in outcome.steps],
+        "run_id": run.id,
+    }  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one attempt of a job; returns the exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -190,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = _train(db, job_id, spec, workdir)
         elif isinstance(spec, TuneJob):
             outcome = _tune(db, job_id, spec)
+        elif isinstance(spec, CompressJob):
+            outcome = _compress(db, job_id, spec)
         else:
             outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})

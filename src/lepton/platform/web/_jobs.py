@@ -1,5 +1,6 @@
-"""The Jobs pages: jobs (paged, by state) and the form that submits a training job, one
-job with its live log, cancelling it, and registering the model it made.
+"""The Jobs pages: jobs (paged, by state), the form that submits a training job and the
+one that submits any kind from its JSON spec, one job with its live log, cancelling it,
+and registering the model it made.
 
 The form posts plain fields; the handler turns them into the same typed
 :class:`~lepton.platform.jobs._specs.JobRequest` the REST API takes, so the rules and the
@@ -54,6 +55,7 @@ def _defaults() -> dict[str, str]:
         "cpus": f"{slots['cpus'].default:g}",
         "memory_mb": str(slots["memory_mb"].default),
         "priority": str(slots["priority"].default),
+        "spec": "",
     }
 
 
@@ -65,13 +67,14 @@ def _jobs_page(
     offset: int,
     form: dict[str, str] | None = None,
     error: str = "",
+    spec_error: str = "",
 ) -> Response:
     jobs, total = p.jobs.list(state=state, offset=offset, limit=PER_PAGE)
     return render(
         request,
         "jobs.html",
         section="/jobs",
-        status=422 if error else 200,
+        status=422 if error or spec_error else 200,
         jobs=jobs,
         total=total,
         state=state,
@@ -82,6 +85,8 @@ def _jobs_page(
         datasets=[d.name for d in lp_data.list_datasets()],
         form=form or _defaults(),
         error=error,
+        spec_error=spec_error,
+        spec_example=_SPEC_EXAMPLE,
     )
 
 
@@ -100,6 +105,17 @@ def jobs(
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields the form filled in (an empty one takes the spec's default)."""
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _slots(cpus: str, memory_mb: str, priority: str) -> dict[str, Any]:
+    """What the job asks of the scheduler, from the form (empty: the request's default)."""
+    return _given(
+        {
+            "cpus": number(cpus, "CPUs") if cpus.strip() else None,
+            "memory_mb": optional_int(memory_mb, "memory (MiB)"),
+            "priority": optional_int(priority, "priority"),
+        }
+    )
 
 
 @router.post("/jobs")
@@ -137,18 +153,41 @@ def submit_job(
                 }
             )
         )
-        slots = _given(
-            {
-                "cpus": number(cpus, "CPUs") if cpus.strip() else None,
-                "memory_mb": optional_int(memory_mb, "memory (MiB)"),
-                "priority": optional_int(priority, "priority"),
-            }
-        )
+        slots = _slots(cpus, memory_mb, priority)
         job = p.jobs.submit(JobRequest.model_validate({"spec": spec, **slots}), who.name)
     except ValidationError as exc:
         return _jobs_page(p, request, state=None, offset=0, form=form, error=form_problems(exc))
     except LeptonError as exc:
         return _jobs_page(p, request, state=None, offset=0, form=form, error=exc.message)
+    return redirect(f"/jobs/{job.id}")
+
+
+_SPEC_EXAMPLE = '{"kind": "compress", "model": "mnist-convnet@production", "quantize": "static"}'
+
+
+@router.post("/jobs/spec")
+@allow("editor")
+def submit_spec(
+    p: P, who: Caller, request: Request, spec: FormText, cpus: FormText = "",
+    memory_mb: FormText = "", priority: FormText = "",
+) -> Response:  # fmt: skip
+    """Submit a job of any kind (train, evaluate, tune, compress, ...) from its JSON spec,
+    checked against the same typed spec as ``POST /api/v1/jobs``."""
+    form = {**_defaults(), "spec": spec, "cpus": cpus, "memory_mb": memory_mb,
+            "priority": priority}  # fmt: skip
+    try:
+        body = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        return _jobs_page(p, request, state=None, offset=0, form=form,
+                          spec_error=f"the spec is not JSON: {exc}")  # fmt: skip
+    try:
+        slots = _slots(cpus, memory_mb, priority)
+        job = p.jobs.submit(JobRequest.model_validate({"spec": body, **slots}), who.name)
+    except ValidationError as exc:
+        return _jobs_page(p, request, state=None, offset=0, form=form,
+                          spec_error=form_problems(exc))  # fmt: skip
+    except LeptonError as exc:
+        return _jobs_page(p, request, state=None, offset=0, form=form, spec_error=exc.message)
     return redirect(f"/jobs/{job.id}")
 
 
