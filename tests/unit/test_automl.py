@@ -26,8 +26,8 @@ from lepton.tune._automl_build import Refit, assemble
 from lepton.tune._automl_ensemble import Member
 from lepton.tune._automl_families import FAMILIES
 from lepton.tune._automl_family import Context
+from lepton.tune._automl_leaderboard import TrialRow
 from lepton.tune._automl_prep import plan_columns
-from lepton.tune._automl_search import TrialRow
 from lepton.tune._automl_select import select_features
 
 pytest.importorskip("optuna")

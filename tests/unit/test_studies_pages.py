@@ -16,8 +16,9 @@ from lepton.errors import TrainingError, TuneError
 from lepton.platform._app import Platform, create_app
 from lepton.platform._auth import Principal
 from lepton.platform.jobs._specs import JobView
+from lepton.platform.web._parallel_chart import parallel_chart
 from lepton.platform.web._render import _ENV, num
-from lepton.platform.web._study_charts import BETTER, WORSE, curves_chart, parallel_chart
+from lepton.platform.web._study_charts import BETTER, WORSE, curves_chart
 from lepton.tune import Categorical, Float, Space, tune
 from lepton.tune._optuna import import_optuna, storage_for
 

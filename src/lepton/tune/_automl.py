@@ -36,9 +36,10 @@ from lepton.tune._automl_data import Metric, Table, as_table, check_metric
 from lepton.tune._automl_ensemble import select_ensemble
 from lepton.tune._automl_families import FAMILIES, available_families
 from lepton.tune._automl_family import Context
+from lepton.tune._automl_leaderboard import TrialRow
 from lepton.tune._automl_prep import plan_columns
 from lepton.tune._automl_result import AutoMLResult, Best
-from lepton.tune._automl_search import Search, TrialRow
+from lepton.tune._automl_search import Search
 from lepton.tune._automl_select import select_features
 
 __all__ = ["AutoMLResult", "automl"]

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lepton.tune._automl_data import Metric, metric_value
-from lepton.tune._automl_search import TrialRow
+from lepton.tune._automl_leaderboard import TrialRow
 
 __all__ = ["STEPS", "Member", "select_ensemble", "standard_error"]
 

@@ -13,7 +13,7 @@ from lepton.data import Dataset
 from lepton.errors import LabelError
 from lepton.models import TabularPipeline
 from lepton.tune._automl_data import METRICS, Table, as_matrix, metric_value
-from lepton.tune._automl_search import Leaderboard
+from lepton.tune._automl_leaderboard import Leaderboard
 from lepton.tune._automl_select import FeatureReport
 
 __all__ = ["AutoMLResult", "Best"]

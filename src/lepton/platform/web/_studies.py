@@ -13,12 +13,12 @@ from fastapi.responses import Response
 from lepton import tune
 from lepton.platform._deps import P
 from lepton.platform._http import StudyName, allow
+from lepton.platform.web._parallel_chart import parallel_chart
 from lepton.platform.web._render import PER_PAGE, render
 from lepton.platform.web._study_charts import (
     best_so_far_chart,
     curves_chart,
     importance_chart,
-    parallel_chart,
     pareto_chart,
 )
 from lepton.tune import TuneResult
