@@ -334,3 +334,15 @@ def test_model_form_checks_the_space_against_the_model(
         tune({"hidden": Int(8, 16)}, train, val, model="mlp", register="Bad Name!")
     with pytest.raises(TuneError, match="two Datasets"):
         tune({"lr": Float(1e-3, 1e-2)}, train, model="mlp")
+
+
+def test_reading_studies_of_a_database_without_any_creates_no_table() -> None:
+    from sqlalchemy import inspect
+
+    db = open_database()
+    assert lp.tune.list_studies(database=db) == []
+    with pytest.raises(lp.errors.StudyNotFoundError, match="no study named 'x'"):
+        lp.tune.get_study("x", database=db)
+    assert not inspect(db.engine).has_table("studies")  # a read left the schema alone
+    lp.tune(lambda p: p["x"] ** 2, {"x": Float(-1, 1)}, n_trials=2, study="s", database=db)
+    assert [s.name for s in lp.tune.list_studies(database=db)] == ["s"]

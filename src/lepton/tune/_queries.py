@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import inspect
+
 from lepton.errors import StudyNotFoundError
 from lepton.storage import Database, open_database
 from lepton.tune._optuna import import_optuna, storage_for
@@ -30,10 +32,19 @@ class StudySummary:
         return dict(self.__dict__)
 
 
+def _has_studies(db: Database) -> bool:
+    """Whether Optuna's tables exist: reading a database that never held a study must not
+    create them (the first study does)."""
+    return inspect(db.engine).has_table("studies")
+
+
 def list_studies(*, database: Database | None = None) -> list[StudySummary]:
     """Every study in the database, newest first."""
     optuna = import_optuna()
-    storage = storage_for(database or open_database())
+    db = database or open_database()
+    if not _has_studies(db):
+        return []
+    storage = storage_for(db)
     out = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
         best = summary.best_trial
@@ -55,6 +66,8 @@ def list_studies(*, database: Database | None = None) -> list[StudySummary]:
 
 def _load(name: str, db: Database) -> Any:
     optuna = import_optuna()
+    if not _has_studies(db):
+        raise StudyNotFoundError(f"no study named {name!r}; see `lepton tune --list`")
     try:
         return optuna.load_study(study_name=name, storage=storage_for(db))
     except KeyError:
