@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -176,6 +177,28 @@ def test_extra_padding_does_not_change_logits(factory: Callable[[], nn.Module]) 
 
 
 @pytest.mark.parametrize(
+    ("kernel_size", "per_block"),
+    [
+        (3, [(3, 3)] * 3),
+        ([3, 3], [(3, 3)] * 3),  # the articles' call: a (height, width) pair, as in PyTorch
+        ((3, 5), [(3, 5)] * 3),
+        ([5, 3, 3], [(5, 5), (3, 3), (3, 3)]),  # one per block
+        ([[5, 5], [4, 4], [3, 1]], [(5, 5), (4, 4), (3, 1)]),  # even sizes too
+    ],
+)
+def test_convnet_kernel_size_as_pytorch_takes_it(kernel_size: Any, per_block: list[Any]) -> None:
+    model = lm.ConvNet(num_classes=10, num_filters=[8, 16, 32], kernel_size=kernel_size)
+    assert [block[0].kernel_size for block in model.features] == per_block
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    spec = lm.model_spec(model)
+    twin = lm.build(json.loads(json.dumps(spec)))  # the manifest, as stored, rebuilds it
+    assert lm.model_spec(twin) == spec
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(twin.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
     ("factory", "match"),
     [
         (lambda: lm.ConvNet(num_classes=1), r"num_classes must be an int >= 2.*ConvNet\("),
@@ -188,6 +211,16 @@ def test_extra_padding_does_not_change_logits(factory: Callable[[], nn.Module]) 
             r"list of ints >= 1, got \[32, -1\]",
         ),
         (lambda: lm.ConvNet(num_classes=10, dropout=1.0), r"dropout must be a float in \[0, 1\)"),
+        (
+            lambda: lm.ConvNet(num_classes=10, kernel_size=[3, 3, 3, 3]),
+            r"kernel_size must be an int >= 1 \(3\), a \[height, width\] pair \(\[3, 3\]\) or one "
+            r"per layer \(3 of them, e.g. \[3, 3, 3\]\), got \[3, 3, 3, 3\]",
+        ),
+        (lambda: lm.ConvNet(num_classes=10, kernel_size=0), r"kernel_size must be .*got 0"),
+        (
+            lambda: lm.ConvNet(num_classes=10, kernel_size=[[3, 3], [3], 5]),
+            r"kernel_size must be .*got \[\[3, 3\], \[3\], 5\]",
+        ),
         (
             lambda: lm.ConvNet(num_classes=10, num_filters=[8] * 5),
             r"input_size must be .*A correct call",

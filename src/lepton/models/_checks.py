@@ -44,6 +44,41 @@ class ArgChecker:
             raise self.fail(f"{name} must be {kind} of ints >= {minimum}, got {value!r}")
         return list(value)
 
+    def kernel_sizes(self, name: str, value: Any, layers: int) -> list[tuple[int, int]]:
+        """Check a convolution size argument and give one ``(height, width)`` per layer.
+
+        Accepted, as PyTorch's ``Conv2d`` and the articles write it: an int (``3``: 3x3 in
+        every layer), a ``[height, width]`` pair (``[3, 3]``, or ``[3, 5]`` for 3x5, in
+        every layer), or one entry per layer, each an int or a pair (``[5, 3, 3]``,
+        ``[[5, 5], [3, 3], [3, 1]]``). A flat two-int list is always a pair, as in
+        PyTorch; two layers with different square kernels are ``[[3, 3], [5, 5]]``.
+        """
+
+        def one(item: Any) -> tuple[int, int] | None:
+            if isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+                return (item, item)
+            if (
+                isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in item)
+            ):  # fmt: skip
+                return (item[0], item[1])
+            return None
+
+        every = one(value)
+        if every is not None:
+            return [every] * layers
+        per_layer = (
+            [one(v) for v in value]
+            if isinstance(value, Sequence) and not isinstance(value, str)
+            else []
+        )
+        if len(per_layer) == layers and all(k is not None for k in per_layer):
+            return [k for k in per_layer if k is not None]
+        raise self.fail(
+            f"{name} must be an int >= 1 (3), a [height, width] pair ([3, 3]) or one per "
+            f"layer ({layers} of them, e.g. {[3] * layers}), got {value!r}"
+        )
+
     def fraction(self, name: str, value: Any) -> float:
         """Check ``value`` is a number in [0, 1)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:

@@ -26,7 +26,10 @@ class ConvNet(nn.Module):
     Args:
         num_classes: Number of classes (>= 2).
         num_filters: Output channels of each convolutional block.
-        kernel_size: Odd or even kernel size >= 1; padding keeps the size before pooling.
+        kernel_size: The convolutions' size: an int (``3``), a ``[height, width]`` pair
+            (``[3, 3]``, as PyTorch takes it) or one per block (``[5, 3, 3]`` or
+            ``[[5, 5], [3, 3], [3, 1]]``); odd or even, padding keeps the size before
+            pooling. The manifest records it as given.
         dropout: Dropout probability in the head, in [0, 1).
         in_channels: Channels of the input images (1 for MNIST).
         input_size: Height and width of the input images (an int for square images).
@@ -41,7 +44,7 @@ class ConvNet(nn.Module):
         self,
         num_classes: int,
         num_filters: Sequence[int] = (32, 64, 128),
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] | Sequence[int | Sequence[int]] = 3,
         dropout: float = 0.5,
         in_channels: int = 1,
         input_size: int | Sequence[int] = 28,
@@ -53,7 +56,7 @@ class ConvNet(nn.Module):
         )
         check.int_("num_classes", num_classes, 2)
         filters = check.ints("num_filters", num_filters)
-        check.int_("kernel_size", kernel_size, 1)
+        kernels = check.kernel_sizes("kernel_size", kernel_size, len(filters))
         p = check.fraction("dropout", dropout)
         check.int_("in_channels", in_channels, 1)
         sizes = [input_size] * 2 if isinstance(input_size, int) else input_size
@@ -66,12 +69,12 @@ class ConvNet(nn.Module):
 
         blocks: list[nn.Module] = []
         channels = in_channels
-        for out in filters:
+        for out, (kh, kw) in zip(filters, kernels, strict=True):
             # MaxPool before ReLU gives the same result as after it (both are monotone)
             # and runs the ReLU on a quarter of the values.
             blocks.append(
                 nn.Sequential(
-                    nn.Conv2d(channels, out, kernel_size, padding=kernel_size // 2, bias=False),
+                    nn.Conv2d(channels, out, (kh, kw), padding=(kh // 2, kw // 2), bias=False),
                     nn.BatchNorm2d(out),
                     nn.MaxPool2d(2),
                     nn.ReLU(inplace=True),
@@ -79,8 +82,8 @@ class ConvNet(nn.Module):
             )
             channels = out
             # An even kernel with padding k//2 grows the map by one pixel before pooling.
-            height = (height + 2 * (kernel_size // 2) - kernel_size + 1) // 2
-            width = (width + 2 * (kernel_size // 2) - kernel_size + 1) // 2
+            height = (height + 2 * (kh // 2) - kh + 1) // 2
+            width = (width + 2 * (kw // 2) - kw + 1) // 2
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.Flatten(),
