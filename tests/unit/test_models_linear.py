@@ -174,3 +174,19 @@ def test_invalid_hyper_parameters() -> None:
         match=r"alpha must be a float >= 0, got -1; e\.g\. LinearRegression\(alpha=1\.0\)",
     ):
         lm.LinearRegression(alpha=-1)
+
+
+def test_pandas_frames_and_series_are_taken_as_they_are() -> None:
+    pd = pytest.importorskip("pandas")  # optional for users; the dev set-up installs it
+    data = datasets.load_diabetes(as_frame=True)
+    X, y = data.data, data.target  # a DataFrame and a Series
+    ours = lm.LinearRegression().fit(X, y)
+    theirs = linear_model.LinearRegression().fit(X.to_numpy(), y.to_numpy())
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X.to_numpy()), rtol=1e-6)
+    labels = pd.Series(np.where(y > y.median(), "high", "low"))
+    clf = lm.LogisticRegression().fit(X, labels)
+    assert set(clf.predict(X[:5])) <= {"high", "low"}
+    assert clf.score(X, labels) > 0.7
+    with_text = X.assign(city=["a"] * len(X))
+    with pytest.raises(ShapeError, match="column\\(s\\) city are not numbers: encode them"):
+        lm.LinearRegression().fit(with_text, y)

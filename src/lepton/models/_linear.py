@@ -30,9 +30,12 @@ _F64 = torch.float64
 
 
 def as_numpy(a: Any) -> npt.NDArray[Any]:
+    """Any array-like (a tensor, a list, a pandas DataFrame or Series, ...) as a NumPy
+    array torch can share: a read-only view (what pandas gives) is copied."""
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
-    return np.asarray(a)
+    array = np.asarray(a)
+    return array if array.flags.writeable else array.copy()
 
 
 def features(X: Any, owner: str, n_features: int | None = None) -> torch.Tensor:
@@ -41,6 +44,15 @@ def features(X: Any, owner: str, n_features: int | None = None) -> torch.Tensor:
     try:
         x = torch.as_tensor(as_numpy(X), dtype=_F64)
     except (TypeError, ValueError) as exc:
+        columns = getattr(X, "columns", None)
+        kinds = getattr(X, "dtypes", None)
+        if columns is not None and kinds is not None:  # a table, e.g. a pandas DataFrame
+            text = [str(c) for c, k in zip(columns, kinds, strict=False) if k.kind not in "biuf"]
+            if text:
+                raise ShapeError(
+                    f"{owner} needs numeric features; column(s) {', '.join(text)} are not "
+                    "numbers: encode them first (one-hot or ordinal), or drop them"
+                ) from None
         raise ShapeError(f"{owner} needs numeric features shaped (N, d): {exc}.") from exc
     if x.ndim < 2:
         raise ShapeError(
