@@ -21,6 +21,7 @@ if _WORKERS > 1:
     _SHARE = str(max(1, (os.cpu_count() or 1) // _WORKERS))
     os.environ.setdefault("OMP_NUM_THREADS", _SHARE)
     os.environ.setdefault("MKL_NUM_THREADS", _SHARE)
+    os.environ.setdefault("LEPTON_NUM_THREADS", _SHARE)  # lp.fit, and `make run`'s demo job
 
 
 @pytest.fixture(autouse=True)

@@ -109,7 +109,8 @@ def _demo(platform: Platform, epochs: int) -> None:
             "config": {"num_filters": [32, 64, 128], "kernel_size": 3, "dropout": 0.5},
             "register": "mnist-convnet",
         }
-        cpus = float(os.cpu_count() or 1)  # the demo may use the whole machine
+        # the demo may use the whole machine, or the threads LEPTON_NUM_THREADS allows
+        cpus = float(get_settings().num_threads or os.cpu_count() or 1)
         job = platform.jobs.submit(JobRequest.model_validate({"spec": spec, "cpus": cpus}), "demo")
         platform.audit("demo", "POST /jobs", f"/api/v1/jobs/{job.id}", 201, {})
         console.print(
