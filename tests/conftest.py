@@ -45,6 +45,15 @@ def postgres_server_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the session."""
+    from s3 import s3_server
+
+    with s3_server() as url:
+        yield url
+
+
 _DB_COUNTER = itertools.count()
 
 

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         data_dir: An extra folder searched first for dataset files (``LEPTON_DATA_DIR``).
         num_threads: Torch intra-op threads for training (``LEPTON_NUM_THREADS``); ``0``
             leaves torch's default.
+        artifacts: Where artifacts (model files, run artifacts) go (``LEPTON_ARTIFACTS``):
+            a folder, or ``s3://bucket/prefix`` for S3-compatible storage (endpoint and
+            credentials from the standard ``AWS_*`` variables); default:
+            ``home/artifacts``.
         encryption_key: Base64 (URL-safe) of 32 random bytes; artifacts are then
             encrypted at rest with AES-256-GCM (``LEPTON_ENCRYPTION_KEY``).
         encryption_key_file: A file holding such a key (``LEPTON_ENCRYPTION_KEY_FILE``).
@@ -44,6 +48,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".lepton")
     data_dir: Path | None = None
     num_threads: int = Field(default=0, ge=0)
+    artifacts: str | None = None
     encryption_key: SecretStr | None = None
     encryption_key_file: Path | None = None
     database_url: SecretStr | None = None
@@ -71,7 +76,9 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_dir(self) -> Path:
-        """Default folder of the local artifact store."""
+        """Folder of the local artifact store (``LEPTON_ARTIFACTS`` when it is a folder)."""
+        if self.artifacts and not self.artifacts.startswith("s3://"):
+            return Path(self.artifacts).expanduser()
         return self.home / "artifacts"
 
 

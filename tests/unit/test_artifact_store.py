@@ -1,7 +1,9 @@
-"""One contract suite, run over every artifact-store backend (plain and encrypted local)."""
+"""One contract suite, run over every artifact-store backend: a local folder and an
+S3-compatible server (moto's, on 127.0.0.1), each plain and encrypted."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +17,69 @@ from lepton.errors import (
     IntegrityError,
     InvalidKeyError,
 )
-from lepton.storage import ArtifactStore, Cipher, LocalArtifactStore, generate_key
+from lepton.storage import (
+    ArtifactStore,
+    Cipher,
+    LocalArtifactStore,
+    S3ArtifactStore,
+    generate_key,
+)
 
 KEY = generate_key()
 BACKENDS: dict[str, Callable[[Path], ArtifactStore]] = {
     "local": lambda root: LocalArtifactStore(root),
     "local-encrypted": lambda root: LocalArtifactStore(root, cipher=Cipher(KEY)),
 }
+S3_BACKENDS = {"s3": None, "s3-encrypted": Cipher(KEY)}
+_BUCKETS = itertools.count()
 
 
-@pytest.fixture(params=list(BACKENDS))
+def s3_store(endpoint: str, cipher: Cipher | None = None) -> S3ArtifactStore:
+    """A store on a new bucket of the test server, under a prefix."""
+    from s3 import client
+
+    bucket = f"lepton-{os.getpid()}-{next(_BUCKETS)}"
+    s3 = client(endpoint)
+    s3.create_bucket(Bucket=bucket)
+    return S3ArtifactStore(f"s3://{bucket}/team/artifacts", cipher=cipher, client=s3)
+
+
+@pytest.fixture(params=[*BACKENDS, *S3_BACKENDS])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    if request.param in S3_BACKENDS:
+        return s3_store(request.getfixturevalue("s3_endpoint"), S3_BACKENDS[request.param])
     return BACKENDS[request.param](tmp_path / "store")
+
+
+class Blob:
+    """The stored bytes of a store's one blob, read and written behind its back, as disk
+    corruption or someone with bucket access would."""
+
+    def __init__(self, store: ArtifactStore, root: Path) -> None:
+        self.store = store
+        if isinstance(store, S3ArtifactStore):
+            [self.name] = [o["Key"] for o in store.client.list_objects_v2(
+                Bucket=store.bucket, Prefix=f"{store.prefix}blobs/")["Contents"]]  # fmt: skip
+        else:
+            self.path = next(p for p in (root / "blobs").glob("*/*") if not p.name.startswith("."))
+
+    def read(self) -> bytes:
+        if isinstance(self.store, S3ArtifactStore):
+            answer = self.store.client.get_object(Bucket=self.store.bucket, Key=self.name)
+            return bytes(answer["Body"].read())
+        return self.path.read_bytes()
+
+    def write(self, data: bytes) -> None:
+        if isinstance(self.store, S3ArtifactStore):
+            self.store.client.put_object(Bucket=self.store.bucket, Key=self.name, Body=data)
+        else:
+            self.path.write_bytes(data)
+
+    def remove(self) -> None:
+        if isinstance(self.store, S3ArtifactStore):
+            self.store.client.delete_object(Bucket=self.store.bucket, Key=self.name)
+        else:
+            self.path.unlink()
 
 
 def test_put_get_round_trip(store: ArtifactStore) -> None:
@@ -61,17 +114,17 @@ def test_list_delete_and_gc(store: ArtifactStore) -> None:
 
 def test_corruption_is_detected(store: ArtifactStore, tmp_path: Path) -> None:
     store.put("models/m/weights", b"x" * 1000)
-    blob = next(p for p in (tmp_path / "store" / "blobs").glob("*/*") if not p.name.startswith("."))
-    raw = bytearray(blob.read_bytes())
+    blob = Blob(store, tmp_path / "store")
+    raw = bytearray(blob.read())
     raw[-20] ^= 0xFF
-    blob.write_bytes(bytes(raw))
+    blob.write(bytes(raw))
     with pytest.raises(
         (IntegrityError, EncryptionError),
         match=r"were altered|no longer matches its SHA-256.*restore it from a backup",
     ):
         store.get("models/m/weights")
     assert len(store.verify()) == 1
-    blob.unlink()
+    blob.remove()
     with pytest.raises(
         IntegrityError,
         match=r"missing from the store.*restore it from a backup or put the artifact again",

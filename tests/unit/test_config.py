@@ -48,3 +48,16 @@ def test_num_threads_setting_applies_during_fit(monkeypatch: pytest.MonkeyPatch)
     )
     assert seen == [1]
     assert torch.get_num_threads() == before
+
+
+def test_lepton_artifacts_moves_the_local_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lepton.storage import LocalArtifactStore, artifact_store
+
+    monkeypatch.setenv("LEPTON_ARTIFACTS", str(tmp_path / "elsewhere"))
+    store = artifact_store()
+    assert isinstance(store, LocalArtifactStore)
+    assert store.root == tmp_path / "elsewhere"
+    store.put("runs/1/x", b"here")
+    assert (tmp_path / "elsewhere" / "refs").is_dir()

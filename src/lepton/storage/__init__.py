@@ -11,6 +11,7 @@ from lepton.storage._crypto import Cipher, generate_key
 from lepton.storage._current import artifact_store, use_artifact_store
 from lepton.storage._db import Database, default_url, open_database, sqlite_pragmas
 from lepton.storage._keys import validate_key
+from lepton.storage._s3 import S3ArtifactStore
 
 __all__ = [
     "ArtifactInfo",
@@ -18,6 +19,7 @@ __all__ = [
     "Cipher",
     "Database",
     "LocalArtifactStore",
+    "S3ArtifactStore",
     "artifact_store",
     "default_url",
     "generate_key",

@@ -27,19 +27,29 @@ __all__ = ["artifact_store", "use_artifact_store"]
 
 _LOCK = threading.Lock()
 _IN_PLACE: list[ArtifactStore] = []  # innermost last; process-wide, so threads see it too
-_BY_ROOT: dict[Path, LocalArtifactStore] = {}
+_BY_ROOT: dict[Path | str, ArtifactStore] = {}
 
 
 def artifact_store() -> ArtifactStore:
-    """The store in place (:func:`use_artifact_store`), else the one under
-    ``LEPTON_HOME/artifacts`` (encrypted when a key is configured)."""
+    """The store in place (:func:`use_artifact_store`), else the one ``LEPTON_ARTIFACTS``
+    names (an ``s3://bucket/prefix`` or a folder; default ``LEPTON_HOME/artifacts``),
+    encrypted when a key is configured."""
     with _LOCK:
         if _IN_PLACE:
             return _IN_PLACE[-1]
-        root = get_settings().artifacts_dir
-        store = _BY_ROOT.get(root)
+        settings = get_settings()
+        where: Path | str = settings.artifacts_dir
+        if settings.artifacts and settings.artifacts.startswith("s3://"):
+            where = settings.artifacts
+        store = _BY_ROOT.get(where)
         if store is None:
-            store = _BY_ROOT[root] = LocalArtifactStore(root, cipher=Cipher.from_settings())
+            if isinstance(where, str):
+                from lepton.storage._s3 import S3ArtifactStore
+
+                store = S3ArtifactStore(where, cipher=Cipher.from_settings())
+            else:
+                store = LocalArtifactStore(where, cipher=Cipher.from_settings())
+            _BY_ROOT[where] = store
         return store
 
 
