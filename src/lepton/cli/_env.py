@@ -45,6 +45,9 @@ def collect_env() -> dict[str, Any]:
     paths = {
         "LEPTON_HOME": str(settings.home),
         "LEPTON_DATA_DIR": str(settings.data_dir) if settings.data_dir else None,
+        "LEPTON_ARTIFACTS": settings.artifacts
+        if settings.artifacts and settings.artifacts.startswith("s3://")
+        else str(settings.artifacts_dir),
         "lepton_package": os.path.dirname(lepton.__file__),
     }
     return {
