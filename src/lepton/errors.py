@@ -32,6 +32,10 @@ its message always says what to do next::
     ├── PrivacyError                a DP release or a privacy budget cannot be used as asked
     │   ├── NoBudgetError           the dataset has no privacy budget set
     │   └── BudgetExceededError     a release would spend more than the budget left
+    ├── RecommendError              a recommender cannot be fitted or asked as requested
+    │   └── UnknownIdError          a user or item id the recommender has never seen
+    ├── FederatedError              a federated run cannot be made or its federation failed
+    │   └── FederationTimeoutError  the federation did not finish in time
     ├── RegistryError               a model version cannot be registered or found
     │   ├── ModelNotFoundError      no model or ready version matches the reference
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
@@ -85,6 +89,8 @@ __all__ = [
     "EmptyDatasetError",
     "EncryptionError",
     "ExplainError",
+    "FederatedError",
+    "FederationTimeoutError",
     "ForbiddenError",
     "IntegrityError",
     "InvalidBodyError",
@@ -104,7 +110,9 @@ __all__ = [
     "PayloadTooLargeError",
     "PlatformError",
     "PrivacyError",
+    "PrivateTrainingError",
     "QuotaExceededError",
+    "RecommendError",
     "RegistryError",
     "RequestError",
     "RunNotFoundError",
@@ -119,6 +127,7 @@ __all__ = [
     "TrainingError",
     "TuneError",
     "UnauthorizedError",
+    "UnknownIdError",
     "UnknownModelError",
     "UnsafeFormatError",
 ]
@@ -519,3 +528,42 @@ class BudgetExceededError(PrivacyError):
     was released and nothing was charged."""
 
     code = "budget_exceeded"
+
+
+class PrivateTrainingError(PrivacyError):
+    """A DP-SGD run cannot be made as asked: an option that breaks per-sample clipping
+    (mixed precision, global gradient clipping, checkpoint resume), or a model Opacus
+    cannot compute per-sample gradients for."""
+
+    code = "private_training"
+
+
+class FederatedError(LeptonError):
+    """A federated run cannot be made as asked (bad partitioning, a model the client
+    processes cannot rebuild, a federation whose processes failed or timed out)."""
+
+    code = "federated_error"
+
+
+class FederationTimeoutError(FederatedError):
+    """A federated run did not finish in time: too few clients stayed connected, or the
+    SuperLink stopped answering."""
+
+    code = "federation_timeout"
+
+
+# -- recommender (lepton.recommend) --------------------------------------------------
+
+
+class RecommendError(LeptonError):
+    """A recommender cannot be fitted or asked as requested (bad ratings table, a model
+    used before ``fit``, options that do not fit the model's kind)."""
+
+    code = "recommend_error"
+
+
+class UnknownIdError(RecommendError):
+    """A user or item id the recommender has never seen, where it needs a known one
+    (``similar_items`` of an unknown item); ``partial_fit`` adds new ids."""
+
+    code = "unknown_id"

@@ -406,3 +406,45 @@ def test_a_cross_origin_form_post_with_a_valid_cookie_is_refused(
     after = httpx.get(f"{platform.url}/api/v1/jobs", headers=headers).json()["total"]
     assert after == before
     context.close()
+
+
+def test_the_explain_panel_shows_a_heatmap_beside_the_prediction(
+    platform: Platform, browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upload an MNIST digit (28x28) to a model of 8x8 digits: the panel resizes it as
+    the version records, and the browser shows the prediction and the heatmap image."""
+    import torch
+
+    import lepton as lp
+
+    monkeypatch.setenv("LEPTON_HOME", str(platform.home))  # the server's registry
+    torch.manual_seed(0)
+    train = lp.data.load("digits", split="train")
+    model = lp.models.MLP(in_features=64, num_classes=10, hidden=[32])
+    lp.fit(model, train, epochs=3, batch_size=64, lr=1e-2, quiet=True, seed=0)
+    version = lp.register(model, "digits-explain", dataset=train)
+    png = tmp_path / "digit.png"
+    _digit_png(png)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = Pages(context.new_page(), "explain")
+    page = tab.page
+    page.goto(platform.login_link())
+    page.goto(f"{platform.url}/models/digits-explain")
+    page.click("#compare-link")
+    assert page.locator("#compare-versions td.format").first.inner_text() == "pytorch fp32"
+    tab.shot("compare")
+    page.goto(f"{platform.url}/models/{version.name}/{version.version}")
+    page.set_input_files("#explain-form input[name=image]", str(png))
+    page.select_option("#explain-form select[name=method]", "integrated_gradients")
+    page.click("#explain-form button")
+    heatmap = page.locator("#explain-heatmap")
+    heatmap.wait_for(timeout=60_000)
+    assert page.locator("#explained-label").inner_text() in [str(d) for d in range(10)]
+    assert heatmap.evaluate("img => img.complete && img.naturalWidth") > 8  # decoded, drawn
+    box = heatmap.bounding_box()
+    assert box is not None
+    assert box["width"] > 8
+    tab.shot("explained")
+    assert tab.errors == []  # no CSP refusal of the data: image, no script error
+    context.close()

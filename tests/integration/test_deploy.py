@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import lepton as lp
 from lepton import registry
@@ -22,39 +19,16 @@ pytestmark = pytest.mark.integration
 from servers import LEPTON, Server, running  # noqa: E402
 
 
-def _png(pixels: torch.Tensor) -> bytes:
-    array = (pixels.squeeze(0).numpy() * 255).round().astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def mnist_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, torch.nn.Module]]:
-    """A small ConvNet fit on 2,000 real MNIST images, registered and promoted."""
-    home = tmp_path_factory.mktemp("deploy-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEPTON_HOME", str(home))
-        torch.manual_seed(0)
-        train = lp.data.load("mnist", split="train").subset(range(2000))
-        model = lp.models.ConvNet(num_classes=10, num_filters=[8, 16], dropout=0.0)
-        lp.fit(model, train, epochs=1, batch_size=64, quiet=True, seed=0)
-        lp.register(model, "mnist-small", dataset=train)
-        registry.set_stage("mnist-small:1", "production")
-        yield home, model.eval()
-
-
 @pytest.fixture
-def home(mnist_model: tuple[Path, torch.nn.Module], monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LEPTON_HOME", str(mnist_model[0]))
-    return mnist_model[0]
+def home(mnist_home: Path) -> Path:
+    return mnist_home
 
 
 @pytest.fixture(scope="module")
-def test_images() -> tuple[torch.Tensor, list[bytes]]:
+def test_images(to_png: Callable[[torch.Tensor], bytes]) -> tuple[torch.Tensor, list[bytes]]:
     test = lp.data.load("mnist", split="test")
     x = test.features[:24].clone()
-    return x, [_png(img) for img in x]
+    return x, [to_png(img) for img in x]
 
 
 def _expected(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

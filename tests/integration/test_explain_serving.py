@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 import lepton as lp
-from lepton import registry
 from lepton.serve import ModelService
 
 pytestmark = pytest.mark.integration
@@ -27,36 +26,13 @@ from servers import ok, running  # noqa: E402
 from helpers import run_app  # noqa: E402
 
 
-def _png(pixels: torch.Tensor) -> bytes:
-    array = (pixels.squeeze(0).numpy() * 255).round().astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def mnist_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A small ConvNet fit on 2,000 real MNIST images, registered and promoted."""
-    home = tmp_path_factory.mktemp("explain-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEPTON_HOME", str(home))
-        torch.manual_seed(0)
-        train = lp.data.load("mnist", split="train").subset(range(2000))
-        model = lp.models.ConvNet(num_classes=10, num_filters=[8, 16], dropout=0.0)
-        lp.fit(model, train, epochs=1, batch_size=64, quiet=True, seed=0)
-        lp.register(model, "mnist-explain", dataset=train)
-        registry.set_stage("mnist-explain:1", "production")
-        yield home
-
-
 def test_a_deployed_convnet_explains_images(
-    mnist_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    mnist_home: Path, to_png: Callable[[torch.Tensor], bytes], tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("LEPTON_HOME", str(mnist_home))
     digits = lp.data.load("mnist", split="test").features[:2]
-    png = _png(digits[0])
+    png = to_png(digits[0])
     with (
-        running("deploy", "mnist-explain@production", tmp=tmp_path) as server,
+        running("deploy", "mnist-small@production", tmp=tmp_path) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         predicted = ok(client.post("/predict", content=png, headers={"content-type": "image/png"}))

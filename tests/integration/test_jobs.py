@@ -34,6 +34,7 @@ from lepton.platform.jobs._specs import (
     TERMINAL,
     CompressJob,
     EvaluateJob,
+    FederatedJob,
     JobRequest,
     JobView,
     TrainJob,
@@ -107,7 +108,7 @@ def ended(view: JobView) -> bool:
 
 def submit(
     manager: JobManager,
-    spec: TrainJob | EvaluateJob | TuneJob | CompressJob,
+    spec: TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob,
     **options: object,
 ) -> JobView:
     return manager.submit(JobRequest(spec=spec, **options), "alice")  # type: ignore[arg-type]
@@ -524,6 +525,32 @@ def test_a_compress_job_quantizes_a_version_and_registers_its_int8_child(sqlite_
     assert lp.evaluate(int8, test)["accuracy"] == pytest.approx(
         result["metrics"]["test_accuracy"], abs=1e-6
     )
+
+
+@pytest.mark.slow
+def test_a_federated_job_runs_its_rounds_and_registers_the_global_model(sqlite_db: Database):
+    manager = manager_for(sqlite_db, capacity=Capacity(cpus=2, gpus=0, memory_mb=8192))
+    spec = FederatedJob.model_validate(
+        {"kind": "federated", "model": "mlp", "data": "digits", "clients": 3, "rounds": 2,
+         "partition": "iid", "local_epochs": 2, "lr": 0.01, "register": "fed-digits"}
+    )  # fmt: skip
+    job = submit(manager, spec, cpus=2, memory_mb=8192)
+    view = wait_for(manager, job.id, lambda v: v.state in TERMINAL, timeout=300)
+    log = log_of(manager, job.id)
+    assert view.state == "succeeded", log
+    result = view.result
+    assert result is not None
+    assert [r["round"] for r in result["rounds"]] == [0, 1, 2]
+    assert all(r["clients_replied"] == 3 for r in result["rounds"][1:]), result["rounds"]
+    first, last = result["rounds"][0]["accuracy"], result["metrics"]["accuracy"]
+    assert last > max(first + 0.3, 0.6), (first, last)  # training, not chance
+    assert re.search(r"round 2/2: accuracy 0\.\d+ loss \d+\.\d+ · 3/3 clients replied", log)
+    assert result["registered"] == "fed-digits:1"
+    run = get_run(view.run_id, database=sqlite_db)
+    assert run.state == "finished"
+    model = lp.load_model("fed-digits:1", database=sqlite_db)
+    test = lp.data.load("digits", split="test")
+    assert lp.evaluate(model, test)["accuracy"] == pytest.approx(last, abs=1e-6)
 
 
 def test_a_deterministic_failure_is_not_retried(db: Database):

@@ -58,6 +58,7 @@ def test_list_datasets_is_exactly_the_catalog() -> None:
         "wine",
         "breast-cancer",
         "diabetes",
+        "movielens",
     }
 
 

@@ -103,6 +103,32 @@ def test_forms_show_validation_errors_and_keep_what_was_typed(
     job = browser.get("/jobs/1").text
     assert 'data-job-state="queued"' in job
     assert 'data-log-url="/api/v1/jobs/1/logs"' in job
+    not_json = browser.post("/jobs/spec", data={"spec": "{kind: tune"}, headers=OURS)
+    assert not_json.status_code == 422
+    assert "the spec is not JSON" in _alert(not_json.text)
+    assert "{kind: tune</textarea>" in not_json.text  # what was typed, kept
+    nothing = browser.post(
+        "/jobs/spec", data={"spec": '{"kind": "compress", "model": "m:1", "quantize": null}'},
+        headers=OURS,
+    )  # fmt: skip
+    assert "nothing to do: set quantize" in _alert(nothing.text)
+    workers = (
+        '{"kind": "tune", "workers": 2, '
+        '"space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}}}'
+    )
+    assert "ask for cpus &gt;= 2" in _alert(
+        browser.post("/jobs/spec", data={"spec": workers, "cpus": "1"}, headers=OURS).text
+    )
+    spec = '{"kind": "compress", "model": "mnist-convnet@production", "quantize": "dynamic"}'
+    queued = browser.post(
+        "/jobs/spec", data={"spec": spec, "memory_mb": "1024"}, headers=OURS,
+        follow_redirects=False,
+    )  # fmt: skip
+    assert queued.status_code == 303
+    compress = platform.jobs.get(int(queued.headers["location"].rsplit("/", 1)[1]))
+    assert (compress.kind, compress.spec["quantize"], compress.memory_mb) == (
+        "compress", "dynamic", 1024,
+    )  # fmt: skip
     deploy = browser.post("/deployments", data={"name": "Bad Name", "model": "x"}, headers=OURS)
     assert deploy.status_code == 422
     assert "must be 1-63 characters" in _alert(deploy.text)
@@ -270,3 +296,198 @@ def test_runs_are_compared_side_by_side(browser: Any, platform: Platform) -> Non
     assert "pick 2 to 8 runs to compare" in one.text
     assert browser.get(f"/runs/compare?id={ids[0]}&id=999999").status_code == 404
     assert browser.get("/runs/compare?id=x&id=1").status_code == 422
+
+
+def _digits_mlp(platform: Platform) -> tuple[Any, Any]:
+    """A small MLP fit on the real digits data (8x8 images), registered as v1."""
+    import torch
+
+    import lepton as lp
+
+    torch.manual_seed(0)
+    train = lp.data.load("digits", split="train")
+    model = lp.models.MLP(in_features=64, num_classes=10, hidden=[32])
+    lp.fit(model, train, epochs=3, batch_size=64, lr=1e-2, quiet=True, seed=0)
+    lp.register(model, "digits-mlp", dataset=train, database=platform.db)
+    return model.eval(), lp.data.load("digits", split="test")
+
+
+def _wait_measured(ref: str, file: str) -> None:
+    from lepton.platform.web import _measure
+
+    deadline = time.monotonic() + 120
+    while _measure.state(ref, file)[0]:
+        assert time.monotonic() < deadline, f"{file} of {ref} did not finish"
+        time.sleep(0.05)
+    assert _measure.state(ref, file)[1] is None, _measure.state(ref, file)[1]
+
+
+def _cell(html: str, version: int, cls: str, batch: str | None = None) -> str:
+    row = re.search(rf'<tr id="version-{version}">(.*?)</tr>', html, re.S)
+    assert row is not None, html
+    extra = rf' data-batch="{batch}"' if batch else ""
+    cell = re.search(rf'<td class="[^"]*\b{cls}\b[^"]*"[^>]*{extra}>(.*?)</td>', row.group(1), re.S)
+    assert cell is not None, row.group(1)
+    return re.sub(r"<[^>]+>", "", cell.group(1)).strip()
+
+
+def test_versions_are_compared_with_measured_figures_and_lineage(
+    browser: Any, platform: Platform
+) -> None:
+    import lepton as lp
+    from lepton import registry
+    from lepton.platform.web import _measure
+
+    _digits_mlp(platform)
+    _, report = lp.compress.quantize(
+        "digits-mlp:1", "static", calibration="digits", test="digits", database=platform.db
+    )
+    assert report.registered == "digits-mlp:2"
+    assert 'href="/models/digits-mlp/compare"' in browser.get("/models/digits-mlp").text
+    page = browser.get("/models/digits-mlp/compare")
+    assert page.status_code == 200, page.text
+    assert _cell(page.text, 1, "format") == "pytorch fp32"
+    assert _cell(page.text, 2, "format") == "onnx int8 (static, qdq)"
+    v1, v2 = (registry.resolve(f"digits-mlp:{n}", database=platform.db) for n in (1, 2))
+    for v, row in ((v1, 1), (v2, 2)):
+        size = sum(f["size"] for f in v.manifest["files"].values())
+        assert f'data-bytes="{size}"' in page.text
+        assert _cell(page.text, row, "latency", "1") == "not measured"
+    # the compress step's own figures: int8 accuracy, and the original's on the same rows
+    assert report.accuracy_after is not None
+    assert report.accuracy_before is not None
+    assert _cell(page.text, 2, "accuracy") == f"{100 * report.accuracy_after:.2f}%"
+    assert _cell(page.text, 1, "accuracy") == f"{100 * report.accuracy_before:.2f}%"
+    tree = re.search(
+        r'<pre class="mono lineage-tree" id="lineage-tree">(.*?)</pre>', page.text, re.S
+    )
+    assert tree is not None
+    lines = [line for line in tree.group(1).splitlines() if line.strip()]
+    assert lines[0].startswith("v1  pytorch fp32")
+    assert lines[1].startswith("└── v2  onnx int8 (static, qdq)  ← quantize static")
+
+    started = browser.post("/models/digits-mlp/2/benchmark", headers=OURS, follow_redirects=False)
+    assert started.status_code == 303
+    _wait_measured("digits-mlp:2", _measure.BENCHMARK)
+    bench = _measure.stored(v2, _measure.BENCHMARK)
+    assert bench is not None
+    assert bench["latency_ms"]["1"] > 0
+    assert bench["latency_ms"]["64"] > 0
+    page = browser.get("/models/digits-mlp/compare").text
+    for b in ("1", "64"):
+        assert _cell(page, 2, "latency", b) == f"{bench['latency_ms'][b]:.3f} ms"
+    assert _cell(page, 1, "latency", "1") == "not measured"
+    # the benchmark measures the int8 model on the same 359 test rows as compress did
+    assert bench["test_rows"] == 359
+    assert bench["accuracy"] == pytest.approx(report.accuracy_after, abs=1e-6)  # float32
+    api = browser.get("/api/v1/models/digits-mlp/versions/2/figures").json()
+    assert api["benchmark"] == bench
+    assert api["importance"] is None
+    assert api["registration"]["max_abs_diff"] == pytest.approx(report.max_abs_diff)
+    viewer_cannot = browser.post("/models/digits-mlp/1/benchmark", headers={"accept": "text/html"})
+    assert viewer_cannot.status_code == 403  # no Origin: a cross-site form is refused
+    assert browser.get("/models/ghost/compare").status_code == 404
+
+
+def _png(pixels: Any) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    array = (pixels.reshape(8, 8).numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_explain_panel_returns_a_heatmap_for_an_uploaded_png(
+    browser: Any, platform: Platform
+) -> None:
+    import base64
+    import io
+
+    import torch
+    from PIL import Image
+
+    model, test = _digits_mlp(platform)
+    png = _png(test.features[0])
+    from lepton.serve._types import Image as Decoded
+
+    x = Decoded.from_bytes(png).to_tensor(channels=1, size=(8, 8))
+    with torch.inference_mode():
+        expected = int(model(x.unsqueeze(0)).argmax())
+    page = browser.post(
+        "/models/digits-mlp/1/explain",
+        files={"image": ("digit.png", png, "image/png")},
+        data={"method": "integrated_gradients"},
+        headers=OURS,
+    )
+    assert page.status_code == 200, _alert(page.text)
+    label = re.search(r'id="explained-label">(.*?)</span>', page.text)
+    assert label is not None
+    assert label.group(1) == str(expected)
+    heatmap = re.search(r'id="explain-heatmap"[^>]*src="data:image/png;base64,([^"]+)"', page.text)
+    assert heatmap is not None
+    image = Image.open(io.BytesIO(base64.b64decode(heatmap.group(1))))
+    assert image.format == "PNG"
+    assert image.width > 8
+    empty = browser.post("/models/digits-mlp/1/explain", data={"method": "saliency"}, headers=OURS)
+    assert empty.status_code == 422
+    assert "choose an image file" in _alert(empty.text)
+    bad = browser.post(
+        "/models/digits-mlp/1/explain",
+        files={"image": ("x.png", b"not an image", "image/png")},
+        headers=OURS,
+    )
+    assert bad.status_code == 422
+    assert "not a PNG or JPEG" in _alert(bad.text)
+
+
+def test_tabular_versions_explain_rows_and_show_global_importances(
+    browser: Any, platform: Platform
+) -> None:
+    import torch
+
+    import lepton as lp
+    from lepton import registry
+    from lepton.platform.web import _measure
+
+    raw = lp.data.load("iris", split="train")
+    torch.manual_seed(0)
+    model = lp.models.MLP(in_features=4, num_classes=3, hidden=[16])
+    lp.fit(model, raw.standardize(), epochs=30, batch_size=16, lr=3e-2, quiet=True, seed=0)
+    lp.register(model, "iris", dataset=raw.standardize(), database=platform.db)
+    version = registry.resolve("iris:1", database=platform.db)
+    page = browser.get("/models/iris/1").text
+    assert "Not measured yet." in page
+    row = ", ".join(f"{v:g}" for v in raw.features[0].tolist())
+    answer = browser.post(
+        "/models/iris/1/explain", data={"row": row, "method": "saliency"}, headers=OURS
+    )
+    assert answer.status_code == 200, _alert(answer.text)
+    features = re.search(r'<table id="explain-features">(.*?)</table>', answer.text, re.S)
+    assert features is not None
+    assert features.group(1).count("<tr><td>") == 4
+    assert "petal width (cm)" in features.group(1)  # named from the dataset
+    assert 'id="explain-heatmap"' in answer.text  # the feature bars, as a PNG
+    short = browser.post("/models/iris/1/explain", data={"row": "1, 2"}, headers=OURS)
+    assert short.status_code == 422
+    assert "[4]" in _alert(short.text)
+
+    started = browser.post("/models/iris/1/importance", headers=OURS, follow_redirects=False)
+    assert started.status_code == 303
+    _wait_measured("iris:1", _measure.IMPORTANCE)
+    stored = _measure.stored(version, _measure.IMPORTANCE)
+    assert stored is not None
+    assert stored["test_data"] == "iris"
+    top = stored["features"][0]
+    assert top["name"].startswith("petal")  # iris is told apart by its petals
+    assert top["importance"] > 0.1  # shuffling them costs accuracy
+    page = browser.get("/models/iris/1").text
+    table = re.search(r'<table id="importance">(.*?)</table>', page, re.S)
+    assert table is not None
+    assert table.group(1).index(top["name"]) < table.group(1).index(stored["features"][1]["name"])
+    assert "Global feature importance" in page  # the card's new section
+    card = browser.get("/api/v1/models/iris/versions/1/card").json()["markdown"]
+    assert f"| {top['name']} | {top['importance']:.4f} |" in card

@@ -19,6 +19,7 @@ from lepton.platform.jobs._specs import (
     STATES,
     CompressJob,
     EvaluateJob,
+    FederatedJob,
     JobRequest,
     JobSpec,
     JobView,
@@ -56,7 +57,8 @@ def test_the_kind_picks_the_spec_type_and_unknown_kinds_are_refused():
     assert isinstance(request(kind="tune", space=space).spec, TuneJob)
     for kind in ("shell", "bash"):
         with pytest.raises(
-            ValidationError, match="expected tags: 'train', 'evaluate', 'tune', 'compress'"
+            ValidationError,
+            match="expected tags: 'train', 'evaluate', 'tune', 'compress', 'federated'",
         ):
             request(kind=kind)
 
@@ -76,6 +78,23 @@ def test_a_compress_request_takes_the_recipe_defaults_and_refuses_nothing_to_do(
         request(kind="compress", model="../etc/passwd")
     with pytest.raises(ValidationError, match="unknown dataset 'nope'; use one of mnist"):
         request(kind="compress", model="m:1", data="nope")
+
+
+def test_a_federated_request_takes_the_recipe_defaults_and_checks_names():
+    req = request(kind="federated", data="digits", clients=3, register="fed-digits")
+    assert isinstance(req.spec, FederatedJob)
+    assert (req.spec.model, req.spec.strategy, req.spec.partition, req.spec.mode) == (
+        "convnet", "fedavg", "dirichlet", "simulation",
+    )  # fmt: skip
+    stored = req.spec.model_dump(mode="json")
+    assert (stored["kind"], stored["register"]) == ("federated", "fed-digits")
+    assert isinstance(TypeAdapter(JobSpec).validate_python(stored), FederatedJob)
+    with pytest.raises(ValidationError, match="unknown model 'nope'"):
+        request(kind="federated", model="nope")
+    with pytest.raises(ValidationError, match="Input should be 'fedavg', 'fedprox' or 'fedadam'"):
+        request(kind="federated", strategy="fedsgd")
+    with pytest.raises(ValidationError, match="greater than or equal to 2"):
+        request(kind="federated", clients=1)
 
 
 def test_a_tune_request_checks_its_space_and_its_cpus():

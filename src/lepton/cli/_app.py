@@ -13,6 +13,7 @@ from lepton.cli._compress import compress
 from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
+from lepton.cli._federated import federated
 from lepton.cli._jobs import jobs_app
 from lepton.cli._models import models_app
 from lepton.cli._privacy import privacy_app
@@ -50,6 +51,7 @@ app.command()(train)
 app.command()(tune)
 app.command()(automl)
 app.command()(compress)
+app.command()(federated)
 app.command()(demo)
 app.command()(env)
 app.command()(serve)

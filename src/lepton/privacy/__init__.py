@@ -28,6 +28,7 @@ if importlib.util.find_spec("dp_accounting") is None:  # the accountant everythi
     )
 
 from lepton.privacy._accounting import Composition, EpsilonDpEvent, compose
+from lepton.privacy._dpsgd import DPSGD
 from lepton.privacy._gaussian import analytic_gaussian_sigma, classic_gaussian_sigma
 from lepton.privacy._history import Budget, Charge, budget, budget_key, charges
 from lepton.privacy._ledger import charge, set_budget
@@ -42,6 +43,7 @@ from lepton.privacy._queries import STATISTICS, query
 from lepton.privacy._release import TableRelease, differential_privacy
 
 __all__ = [
+    "DPSGD",
     "STATISTICS",
     "Budget",
     "Charge",

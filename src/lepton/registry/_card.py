@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-__all__ = ["model_card"]
+__all__ = ["importance_section", "model_card"]
 
 
 def model_card(manifest: dict[str, Any]) -> str:
@@ -43,6 +43,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         lines.append(
             f"- produced by run {manifest['run_id']} (`lepton runs show {manifest['run_id']}`)"
         )
+    lines += _privacy_lines(manifest.get("privacy"))
     lines += ["", "## Metrics", ""]
     metrics = manifest.get("metrics") or {}
     if metrics:
@@ -65,3 +66,49 @@ def model_card(manifest: dict[str, Any]) -> str:
         for f, meta in manifest["files"].items()
     ]
     return "\n".join(lines) + "\n"
+
+
+def importance_section(importance: dict[str, Any], k: int = 10) -> str:
+    """Markdown of global feature importances (a ``FeatureImportance.summary()`` record,
+    with ``test_data``/``test_rows`` when known), appended to a card when they are
+    measured after registration (a version's card file is immutable, like the version)."""
+    features = list(importance.get("features") or [])[:k]
+    data = importance.get("test_data")
+    on = f" on {importance.get('test_rows', 0):,} `{data}` test rows" if data else ""
+    lines = [
+        "## Global feature importance",
+        "",
+        f"Drop of {importance.get('metric', 'the metric')} (from "
+        f"{float(importance.get('baseline_score', float('nan'))):.4f}) when one feature is "
+        f"shuffled{on}, mean ± std over {importance.get('n_repeats', '?')} shuffles "
+        f"(permutation importance).",
+        "",
+        "| feature | importance | std |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {f['name']} | {float(f['importance']):.4f} | {float(f['std']):.4f} |" for f in features
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _privacy_lines(privacy: dict[str, Any] | None) -> list[str]:
+    """The DP-SGD guarantee of the training run, when it had one."""
+    if not privacy:
+        return []
+    lines = [
+        "",
+        "## Privacy",
+        f"- trained with differential privacy (DP-SGD): epsilon = {privacy['epsilon']:.3g}, "
+        f"delta = {privacy['delta']:g}, for adding or removing one training row",
+        f"- accountant: {privacy.get('accountant', 'unknown')}",
+        f"- clipping: each sample's gradient to L2 norm {privacy.get('max_grad_norm', '?')}"
+        f", noise multiplier {privacy.get('noise_multiplier', float('nan')):.3g}, "
+        f"sample rate {privacy.get('sample_rate', float('nan')):.3g}, "
+        f"{privacy.get('steps', '?')} steps",
+    ]
+    if privacy.get("ledger"):
+        lines.append(f"- charged to the privacy budget of `{privacy['ledger']}`")
+    if privacy.get("private") is False:
+        lines.append("- **seeded run (noise reproducible): for tests, not private**")
+    return lines

@@ -189,6 +189,7 @@ def register(
     description: str = "",
     lineage: Mapping[str, Any] | None = None,
     database: Database | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` (created if new).
 
@@ -204,6 +205,9 @@ def register(
         lineage: Where the model came from when it was derived from another version,
             e.g. ``{"derived_from": "mnist-convnet:1", "recipe": {...}}`` (JSON-safe;
             :mod:`lepton.compress` writes it); stored as the manifest's ``lineage``.
+        privacy: The differential-privacy guarantee of the training run
+            (``result.privacy`` from ``lp.fit(..., privacy=lp.privacy.DPSGD(...))``);
+            stored as the manifest's ``privacy`` and stated on the model card.
 
     Returns:
         The new ``ready`` :class:`ModelVersion`.
@@ -276,6 +280,8 @@ def register(
         }
         if lineage_record is not None:
             manifest["lineage"] = lineage_record
+        if privacy is not None:
+            manifest["privacy"] = json.loads(json.dumps(dict(privacy), default=str))
         store.put(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         store.put(f"{prefix}/MODEL_CARD.md", model_card(manifest).encode())
     except BaseException:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -23,6 +23,9 @@ from lepton.serve._explain_route import ExplainAnswer, Explainer, ExplainRequest
 from lepton.serve._handler import handler
 from lepton.serve._service import Service
 from lepton.serve._types import Image, Prediction, Tensor
+
+if TYPE_CHECKING:
+    from lepton.storage import Database
 
 __all__ = ["ModelInput", "ModelService"]
 
@@ -58,15 +61,16 @@ def _sample_shape(shape: list[Any] | None) -> list[int] | None:
 class ModelService(Service):
     """A registered version (PyTorch or ONNX) behind ``/predict``, ``/explain`` and ``/info``."""
 
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, *, database: Database | None = None) -> None:
         self.ref = ref
+        self.database = database  # the default one; the platform passes its own
 
     def setup(self) -> None:
         from lepton.registry import load_model, resolve
 
-        version = resolve(self.ref)
+        version = resolve(self.ref, database=self.database)
         self.version = version
-        self.model = load_model(version.ref)
+        self.model = load_model(version.ref, database=self.database)
         manifest = version.manifest
         self.shape = _sample_shape(manifest.get("input_schema", {}).get("shape"))
         self.steps: list[dict[str, Any]] = list(manifest.get("preprocessing") or [])

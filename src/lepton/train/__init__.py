@@ -4,6 +4,7 @@ from lepton.train._callbacks import Callback, EarlyStopping, EpochRecord, TrainS
 from lepton.train._fit import FitResult, fit, resolve_device
 from lepton.train._metrics import evaluate
 from lepton.train._optim import OPTIMIZERS, SCHEDULES
+from lepton.train._private import PrivateTraining, TrainingPrivacy
 
 __all__ = [
     "OPTIMIZERS",
@@ -12,7 +13,9 @@ __all__ = [
     "EarlyStopping",
     "EpochRecord",
     "FitResult",
+    "PrivateTraining",
     "TrainState",
+    "TrainingPrivacy",
     "evaluate",
     "fit",
     "resolve_device",

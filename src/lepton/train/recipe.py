@@ -21,8 +21,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +28,10 @@ from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from safetensors.torch import save_file
 from torch import nn
 
 from lepton import data as lp_data
 from lepton import models as lp_models
-from lepton._fs import atomic_dir
 from lepton.data import Dataset
 from lepton.errors import ConfigError
 from lepton.storage import Database
@@ -45,6 +41,8 @@ from lepton.train._checkpoint import latest_epoch
 from lepton.train._fit import FitResult, fit
 from lepton.train._metrics import evaluate
 from lepton.train._progress import format_metrics
+from lepton.train._recipe_parts import HOLDOUT as HOLDOUT  # re-exported: tune uses it
+from lepton.train._recipe_parts import build_model, load_data, save_model, splits
 
 __all__ = [
     "Registered",
@@ -61,7 +59,6 @@ __all__ = [
 
 JsonScalar: TypeAlias = str | int | float | bool | None
 ConfigValue: TypeAlias = JsonScalar | list[JsonScalar]
-HOLDOUT = 1 / 12  # of the training split, for val="holdout"
 _C = TypeVar("_C", bound="TrainConfig")
 
 
@@ -231,76 +228,6 @@ class TrainOutcome:
     registered: str | None
 
 
-def load_data(
-    name: str, split: Literal["train", "test", "all"], limit: int | None = None
-) -> Dataset:
-    """A catalog split, cut to its first ``limit`` rows when given."""
-    ds = lp_data.load(name, split=split)
-    return ds.subset(slice(0, limit)) if limit is not None and limit < len(ds) else ds
-
-
-def _splits(config: TrainConfig) -> tuple[Dataset, Dataset | None, Dataset]:
-    full = load_data(config.data, "train", config.limit)
-    test = lp_data.load(config.data, split="test")
-    if config.val == "holdout":
-        train_ds, val_ds = full.split(test_size=HOLDOUT, seed=0)
-        return train_ds, val_ds, test
-    return full, (test if config.val == "test" else None), test
-
-
-def build_model(name: str, ds: Dataset, overrides: Mapping[str, Any]) -> nn.Module:
-    """Build zoo model ``name`` with input and output sizes that fit ``ds``
-    (``overrides`` win)."""
-    accepted = lp_models.model_parameters(name)
-    shape = ds.input_shape
-    auto: dict[str, Any] = {}
-    if ds.task == "classification":
-        auto["num_classes"] = ds.num_classes
-    elif "out_features" in accepted:
-        auto["out_features"] = (
-            1 if ds.targets is None or ds.targets.dim() == 1 else ds.targets.shape[1]
-        )
-    if "in_features" in accepted:
-        auto["in_features"] = math.prod(shape)
-    if len(shape) == 3:
-        auto["in_channels"] = shape[0]
-        auto["input_size"] = [shape[1], shape[2]]
-    config = {k: v for k, v in auto.items() if k in accepted}
-    config.update(overrides)
-    return lp_models.build(name, **config)
-
-
-def save_model(
-    folder: Path, model: nn.Module, train_ds: Dataset, metrics: dict[str, float], result: FitResult
-) -> Path:
-    """Write ``folder`` (new) atomically: ``model.safetensors``, ``manifest.json`` (what
-    rebuilds the model, with the metrics and the fit) and ``dataset.json`` (the training
-    data's lineage, input shape and classes)."""
-    if folder.exists():
-        raise ConfigError(f"{folder} already exists; save to a new folder")
-    manifest = {
-        "model": lp_models.model_spec(model),
-        "dataset": {
-            "name": train_ds.name,
-            "fingerprint": train_ds.fingerprint(),
-            "preprocessing": list(train_ds.preprocessing),
-        },
-        "metrics": metrics,
-        "fit": result.to_dict(),
-    }
-    summary = {
-        "name": train_ds.name, "rows": len(train_ds), "fingerprint": train_ds.fingerprint(),
-        "preprocessing": train_ds.preprocessing, "input_shape": list(train_ds.input_shape),
-        "task": train_ds.task, "classes": train_ds.classes,
-    }  # fmt: skip
-    with atomic_dir(folder) as tmp:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / "dataset.json").write_text(json.dumps(summary, indent=1))
-    return folder
-
-
 class _EachEpoch(Callback):
     def __init__(self, hook: Callable[[EpochRecord], None]) -> None:
         self.hook = hook
@@ -360,7 +287,7 @@ def run(
         )
     if save_to is not None and save_to.exists():  # before the training, not after it
         raise ConfigError(f"{save_to} already exists; save to a new folder")
-    train_ds, val_ds, test = _splits(config)
+    train_ds, val_ds, test = splits(config.data, limit=config.limit, val=config.val)
     tell(f"train {config.model} on {config.data}: {len(train_ds)} samples, {config.epochs} epochs")
     torch.manual_seed(config.seed)  # the seed covers the initial weights too
     net = build_model(config.model, train_ds, config.config)

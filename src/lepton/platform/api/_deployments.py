@@ -1,5 +1,5 @@
 """``/api/v1/deployments``: serve a registered version, scale, stop, start, delete, read
-its live figures, and forward predictions to it."""
+its live figures, and forward predictions and explanations to it."""
 
 from __future__ import annotations
 
@@ -87,20 +87,19 @@ def deployment_metrics(p: P, name: DeploymentName) -> dict[str, Any]:
     return p.deployments.metrics(name)
 
 
-@router.post(
-    "/deployments/{name}/predict",
-    tags=["deployments"],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-                "multipart/form-data": {"schema": {"type": "object"}},
-            },
-        }
-    },
-)
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.post("/deployments/{name}/predict", tags=["deployments"], openapi_extra=_BODY)
 @allow("viewer", audit=False)
 async def predict(p: P, name: DeploymentName, request: Request) -> Response:
     """Forward a prediction to the deployment: the same body its own ``/predict`` takes
@@ -108,5 +107,17 @@ async def predict(p: P, name: DeploymentName, request: Request) -> Response:
     body = await request.body()
     status, content_type, answer = await p.deployments.predict(
         name, body, request.headers.get("content-type", "application/json")
+    )
+    return Response(answer, status, media_type=content_type)
+
+
+@router.post("/deployments/{name}/explain", tags=["deployments"], openapi_extra=_BODY)
+@allow("viewer", audit=False)
+async def explain(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward an explanation to the deployment: its own ``/explain`` body (``/predict``'s
+    plus ``method``, ``target`` and ``plot``); the same rules and errors as ``predict``."""
+    body = await request.body()
+    status, content_type, answer = await p.deployments.predict(
+        name, body, request.headers.get("content-type", "application/json"), route="explain"
     )
     return Response(answer, status, media_type=content_type)

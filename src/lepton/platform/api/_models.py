@@ -15,6 +15,8 @@ from lepton.errors import ConflictError, RegistryError, UnsafeFormatError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import Page, PageQuery, RecordId, allow
 from lepton.platform._queries import deployments_of
+from lepton.platform.web import _measure
+from lepton.registry._card import importance_section
 
 __all__ = ["router"]
 
@@ -82,8 +84,30 @@ def version(p: P, name: str, version: RecordId) -> VersionView:
 @router.get("/models/{name}/versions/{version}/card", tags=["models"])
 @allow("viewer")
 def card(p: P, name: str, version: RecordId) -> dict[str, str]:
-    """The version's model card (Markdown)."""
-    return {"markdown": registry.model_card_text(f"{name}:{version}", database=p.db)}
+    """The version's model card (Markdown), with its global feature importances when
+    they were measured after registration (as the dashboard shows it)."""
+    found = registry.resolve(f"{name}:{version}", database=p.db)
+    text = registry.model_card_text(found.ref, database=p.db)
+    importance = _measure.stored(found, _measure.IMPORTANCE)
+    if importance is not None:
+        text = text.rstrip("\n") + "\n\n" + importance_section(importance)
+    return {"markdown": text}
+
+
+@router.get("/models/{name}/versions/{version}/figures", tags=["models"])
+@allow("viewer")
+def figures(p: P, name: str, version: RecordId) -> dict[str, Any]:
+    """What was measured on the version after registration: ``benchmark`` (CPU latency
+    at batch 1 and 64, test accuracy) and ``importance`` (global permutation importance),
+    each ``null`` until measured from the dashboard; and ``registration``, the figures a
+    compress step measured when it registered the version (``lineage.figures``)."""
+    found = registry.resolve(f"{name}:{version}", database=p.db)
+    return {
+        "ref": found.ref,
+        "benchmark": _measure.stored(found, _measure.BENCHMARK),
+        "importance": _measure.stored(found, _measure.IMPORTANCE),
+        "registration": (found.manifest.get("lineage") or {}).get("figures"),
+    }
 
 
 class FromJob(BaseModel):

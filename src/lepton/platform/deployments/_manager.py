@@ -251,8 +251,11 @@ class DeploymentManager:
             self._scraper.forget(name)
             self._processes.remove(name)
 
-    async def predict(self, name: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
-        """Forward one ``POST /predict`` to the deployment, with its token.
+    async def predict(
+        self, name: str, body: bytes, content_type: str, *, route: str = "predict"
+    ) -> tuple[int, str, bytes]:
+        """Forward one ``POST /predict`` (or ``/explain``: ``route="explain"``) to the
+        deployment, with its token.
 
         Answers ``(status, content type, body)``: the deployment's own answer, or a JSON
         error ``{"error": {"code", "message"}}``: 503 when it is stopped or cannot be
@@ -265,7 +268,7 @@ class DeploymentManager:
         rt = self._runtimes.get(name)
         if rt is None:
             rt = await asyncio.to_thread(lambda: self._runtimes.of(self._store.require(name)))
-        return await self._proxy.forward(rt, body, content_type)
+        return await self._proxy.forward(rt, body, content_type, route)
 
     async def aclose(self) -> None:
         """Close :meth:`predict`'s connections of the running event loop (at shutdown)."""

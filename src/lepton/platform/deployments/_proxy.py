@@ -1,4 +1,5 @@
-"""``POST /predict`` forwarded to a deployment over loopback, with its token.
+"""``POST /predict`` and ``POST /explain`` forwarded to a deployment over loopback, with
+its token.
 
 Deployments listen on loopback and demand their own bearer token, so the platform's
 users reach them through :class:`PredictProxy`. A deployment being (re)started, or
@@ -20,7 +21,11 @@ from lepton._wire import error_body
 from lepton.platform.deployments._runtime import Runtime
 from lepton.platform.deployments._specs import base_url
 
-__all__ = ["PredictProxy"]
+__all__ = ["ROUTES", "PredictProxy"]
+
+#: The deployment routes the platform forwards: both only read the model, so a request
+#: may be retried once on a connection a draining supervisor closed.
+ROUTES = ("predict", "explain")
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 
@@ -48,14 +53,18 @@ class PredictProxy:
         # keys, so no lock.
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
-    async def forward(self, rt: Runtime, body: bytes, content_type: str) -> Answer:
-        """Send ``body`` to ``rt``'s ``/predict``.
+    async def forward(
+        self, rt: Runtime, body: bytes, content_type: str, route: str = "predict"
+    ) -> Answer:
+        """Send ``body`` to ``rt``'s ``/predict`` (or ``/explain``: ``route="explain"``).
 
         Returns:
             The deployment's own answer, or a JSON error: 503 when it is stopped or
             cannot be reached (after up to ``wait_s``), 502 when it broke the
             connection, 504 when it does not answer within ``timeout_s``.
         """
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
         name = rt.name
         if rt.desired != "running":
             return json_error(
@@ -63,7 +72,7 @@ class PredictProxy:
                 f"deployment {name!r} is stopped; start it (POST /api/v1/deployments/{name}/start)",
             )  # fmt: skip
         client = self._client()
-        url = f"{base_url(self.host, rt.port)}/predict"
+        url = f"{base_url(self.host, rt.port)}/{route}"
         headers = {
             "authorization": f"Bearer {rt.token}",
             "content-type": content_type or "application/octet-stream",
@@ -85,8 +94,8 @@ class PredictProxy:
                 )  # fmt: skip
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 # A kept-alive connection that a draining supervisor closed under us.
-                # Predictions change nothing, so one retry is safe (and only one: an
-                # input that crashes replicas must not take down the next one too).
+                # Predictions and explanations change nothing, so one retry is safe (and
+                # only one: an input that crashes replicas must not take down the next one).
                 if not retried and time.monotonic() < deadline:
                     retried = True
                     continue

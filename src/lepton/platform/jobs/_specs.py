@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lepton.compress import CompressConfig
 from lepton.errors import RegistryError
+from lepton.federated.recipe import FederatedConfig
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
 from lepton.train.recipe import TrainConfig, catalog_name
@@ -32,6 +33,7 @@ __all__ = [
     "TERMINAL",
     "CompressJob",
     "EvaluateJob",
+    "FederatedJob",
     "JobRequest",
     "JobSpec",
     "JobState",
@@ -105,6 +107,21 @@ class CompressJob(CompressConfig):
     kind: Literal["compress"] = "compress"
 
 
+class FederatedJob(FederatedConfig):
+    """Train a zoo model federated (Flower) over a catalog dataset split among clients:
+    the recipe's :class:`~lepton.federated.recipe.FederatedConfig` plus its ``kind``, run
+    by :func:`lepton.federated.recipe.run` in the worker (a Ray simulation, or a SuperLink
+    and one SuperNode process per client on 127.0.0.1, inside the job's process group).
+
+    Example: ``{"kind": "federated", "model": "convnet", "data": "mnist", "clients": 5,
+    "partition": "dirichlet", "alpha": 0.5, "rounds": 10, "strategy": "fedprox"}``.
+    """
+
+    kind: Literal["federated"] = "federated"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
 class EvaluateJob(_Spec):
     """Evaluate a registered model version on a catalog dataset split.
 
@@ -125,7 +142,9 @@ class EvaluateJob(_Spec):
         return catalog_name(value)
 
 
-JobSpec = Annotated[TrainJob | EvaluateJob | TuneJob | CompressJob, Field(discriminator="kind")]
+JobSpec = Annotated[
+    TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob, Field(discriminator="kind")
+]
 
 
 class JobRequest(BaseModel):

@@ -35,10 +35,13 @@ from lepton._fs import atomic_write_bytes
 from lepton.config import get_settings
 from lepton.data import apply_preprocessing
 from lepton.errors import JobError, LeptonError
+from lepton.federated import RoundRecord
+from lepton.federated import recipe as federated_recipe
 from lepton.platform.jobs._specs import (
     DETERMINISTIC_EXIT,
     CompressJob,
     EvaluateJob,
+    FederatedJob,
     JobSpec,
     TrainJob,
     TuneJob,
@@ -75,7 +78,7 @@ def _write_result(workdir: Path, result: dict[str, Any]) -> None:
     atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
 
 
-Spec = TrainJob | EvaluateJob | TuneJob | CompressJob
+Spec = TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob
 
 
 def _load(db: Database, job_id: int) -> tuple[Spec, float]:
@@ -204,6 +207,30 @@ def _compress(db: Database, job_id: int, spec: CompressJob) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _federated(db: Database, job_id: int, spec: FederatedJob) -> dict[str, Any]:
+    config = federated_recipe.FederatedConfig.model_validate(spec.model_dump(exclude={"kind"}))
+
+    def each(record: RoundRecord) -> None:
+        accuracy = f"{record.accuracy:.4f}" if record.accuracy is not None else "-"
+        _say(f"round {record.round}/{config.rounds}: accuracy {accuracy} loss "
+             f"{record.loss:.4f} · {record.clients_replied}/{record.clients_sampled} clients "
+             f"replied, {record.clients_failed} failed")  # fmt: skip
+
+    result = federated_recipe.run(
+        config, registrar=register, database=db, on_round=each, say=_say,
+        run_name=f"job-{job_id}-federated-{spec.model}-{spec.data}",
+    )  # fmt: skip
+    if result.run_id is not None:
+        _record_run(db, job_id, result.run_id)
+    final = result.rounds[-1]
+    return {
+        "kind": "federated", "metrics": {"accuracy": final.accuracy, "loss": final.loss},
+        "rounds": [r.to_json() for r in result.rounds], "seconds": result.seconds,
+        "mode": result.mode, "strategy": result.strategy, "run_id": result.run_id,
+        "registered": result.extra.get("registered"),
+    }  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one attempt of a job; returns the exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -223,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = _tune(db, job_id, spec)
         elif isinstance(spec, CompressJob):
             outcome = _compress(db, job_id, spec)
+        elif isinstance(spec, FederatedJob):
+            outcome = _federated(db, job_id, spec)
         else:
             outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})

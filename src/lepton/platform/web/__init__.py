@@ -27,8 +27,11 @@ def install(app: FastAPI) -> None:
     """
     from lepton.platform._http import iter_routes
     from lepton.platform.web import (
+        _compare,
         _datasets,
         _deployments,
+        _explain,
+        _federated,
         _jobs,
         _models,
         _overview,
@@ -39,7 +42,9 @@ def install(app: FastAPI) -> None:
     )
     from lepton.platform.web._render import errors_as_pages
 
-    routers = (_site, _overview, _datasets, _runs, _studies, _models, _jobs, _deployments, _users)
+    # _compare before _models: /models/{name}/compare is not a version number
+    routers = (_site, _overview, _datasets, _runs, _studies, _compare, _explain, _federated,
+               _models, _jobs, _deployments, _users)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     pages: set[Any] = {
