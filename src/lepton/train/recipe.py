@@ -62,11 +62,19 @@ ConfigValue: TypeAlias = JsonScalar | list[JsonScalar]
 _C = TypeVar("_C", bound="TrainConfig")
 
 
+_RATINGS = frozenset({"movielens"})  # catalog entries that load as lp.data.Ratings
+
+
 def catalog_name(value: str) -> str:
     """A catalog dataset's name as the catalog spells it (``Fashion_MNIST`` ->
     ``fashion-mnist``); a ``ValueError`` lists the catalog for an unknown one."""
-    names = [d.name for d in lp_data.list_datasets()]
     key = value.strip().lower().replace("_", "-")
+    if key in _RATINGS:  # a ratings table, not features and labels
+        raise ValueError(
+            f"{key!r} is a ratings table (user, item, rating): fit it with "
+            "lp.recommend.Recommender; jobs cannot train on it yet"
+        )
+    names = [d.name for d in lp_data.list_datasets() if d.name not in _RATINGS]
     if key not in names:
         raise ValueError(
             f"unknown dataset {value!r}; use one of {', '.join(names)} (`lepton data list`)"
