@@ -77,6 +77,25 @@ class ArtifactStore(abc.ABC):
     def gc(self, *, min_age: float = 3600.0) -> int:
         """Remove unreferenced content and interrupted writes; returns files removed."""
 
+    cipher: Cipher | None = None
+
+    def _opened(self, info: ArtifactInfo, stored: bytes) -> bytes:
+        """The stored bytes of ``info``, decrypted if need be and checked against its
+        SHA-256 (every backend reads through here)."""
+        if info.encrypted:
+            if self.cipher is None:
+                raise EncryptionError(
+                    f"{info.key!r} is encrypted; set LEPTON_ENCRYPTION_KEY (or "
+                    f"LEPTON_ENCRYPTION_KEY_FILE) to the key it was written with"
+                )
+            stored = self.cipher.decrypt(stored, info.sha256.encode())
+        if hashlib.sha256(stored).hexdigest() != info.sha256:
+            raise IntegrityError(
+                f"the content of {info.key!r} no longer matches its SHA-256 (corruption or "
+                f"tampering); restore it from a backup or put the artifact again"
+            )
+        return stored
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds an artifact."""
         try:
@@ -162,19 +181,7 @@ class LocalArtifactStore(ArtifactStore):
                 f"the content of {info.key!r} is missing from the store ({blob}); restore it "
                 f"from a backup or put the artifact again"
             ) from None
-        if info.encrypted:
-            if self.cipher is None:
-                raise EncryptionError(
-                    f"{info.key!r} is encrypted; set LEPTON_ENCRYPTION_KEY (or "
-                    f"LEPTON_ENCRYPTION_KEY_FILE) to the key it was written with"
-                )
-            stored = self.cipher.decrypt(stored, info.sha256.encode())
-        if hashlib.sha256(stored).hexdigest() != info.sha256:
-            raise IntegrityError(
-                f"the content of {info.key!r} no longer matches its SHA-256 (disk corruption or "
-                f"tampering); restore it from a backup or put the artifact again"
-            )
-        return stored
+        return self._opened(info, stored)
 
     def delete(self, key: str) -> None:
         ref = self._ref_path(key)

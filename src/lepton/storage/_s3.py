@@ -34,7 +34,6 @@ from urllib.parse import urlparse
 from lepton.errors import (
     ArtifactNotFoundError,
     ConfigError,
-    EncryptionError,
     IntegrityError,
     LeptonError,
     MissingExtraError,
@@ -208,19 +207,7 @@ class S3ArtifactStore(ArtifactStore):
                 f"the content of {info.key!r} is missing from the store (s3://{self.bucket}/"
                 f"{name}); restore it from a backup or put the artifact again"
             )
-        if info.encrypted:
-            if self.cipher is None:
-                raise EncryptionError(
-                    f"{info.key!r} is encrypted; set LEPTON_ENCRYPTION_KEY (or "
-                    f"LEPTON_ENCRYPTION_KEY_FILE) to the key it was written with"
-                )
-            stored = self.cipher.decrypt(stored, info.sha256.encode())
-        if hashlib.sha256(stored).hexdigest() != info.sha256:
-            raise IntegrityError(
-                f"the content of {info.key!r} no longer matches its SHA-256 (corruption or "
-                f"tampering); restore it from a backup or put the artifact again"
-            )
-        return stored
+        return self._opened(info, stored)
 
     def delete(self, key: str) -> None:
         ref = self._ref_name(key)
