@@ -30,7 +30,7 @@ if importlib.util.find_spec("dp_accounting") is None:  # the accountant everythi
 from lepton.privacy._accounting import Composition, EpsilonDpEvent, compose
 from lepton.privacy._dpsgd import DPSGD
 from lepton.privacy._gaussian import analytic_gaussian_sigma, classic_gaussian_sigma
-from lepton.privacy._history import Budget, Charge, budget, budget_key, charges
+from lepton.privacy._history import Budget, Charge, budget, budget_key, budgets, charges
 from lepton.privacy._ledger import charge, set_budget
 from lepton.privacy._mechanisms import (
     Release,
@@ -54,6 +54,7 @@ __all__ = [
     "analytic_gaussian_sigma",
     "budget",
     "budget_key",
+    "budgets",
     "charge",
     "charges",
     "classic_gaussian_sigma",

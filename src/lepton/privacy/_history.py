@@ -24,6 +24,7 @@ __all__ = [
     "Charge",
     "budget",
     "budget_key",
+    "budgets",
     "charge_of",
     "charges",
     "database_of",
@@ -139,10 +140,25 @@ def budget(dataset: Dataset | str, *, database: Database | str | None = None) ->
         row = s.get(PrivacyBudgetRow, key)
         if row is None:
             raise no_budget(key)
-        events = events_of(s, key)
+        return _budget_of(row, events_of(s, key))
+
+
+def budgets(*, database: Database | str | None = None) -> list[Budget]:
+    """Every dataset's budget and what its charges spent, by dataset key.
+
+    Example:
+        >>> [(b.dataset, b.remaining) for b in lp.privacy.budgets()]  # doctest: +SKIP
+        [('diabetes', 1.5)]
+    """
+    with database_of(database).session() as s:
+        rows = s.scalars(select(PrivacyBudgetRow).order_by(PrivacyBudgetRow.dataset)).all()
+        return [_budget_of(row, events_of(s, row.dataset)) for row in rows]
+
+
+def _budget_of(row: PrivacyBudgetRow, events: list[Any]) -> Budget:
     spent = compose(events, row.delta)
     return Budget(
-        dataset=key,
+        dataset=row.dataset,
         epsilon=row.epsilon,
         delta=row.delta,
         spent=spent.epsilon,

@@ -35,6 +35,7 @@ def install(app: FastAPI) -> None:
         _jobs,
         _models,
         _overview,
+        _privacy,
         _runs,
         _site,
         _studies,
@@ -43,8 +44,8 @@ def install(app: FastAPI) -> None:
     from lepton.platform.web._render import errors_as_pages
 
     # _compare before _models: /models/{name}/compare is not a version number
-    routers = (_site, _overview, _datasets, _runs, _studies, _compare, _explain, _federated,
-               _models, _jobs, _deployments, _users)  # fmt: skip
+    routers = (_site, _overview, _datasets, _privacy, _runs, _studies, _compare, _explain,
+               _federated, _models, _jobs, _deployments, _users)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     pages: set[Any] = {
