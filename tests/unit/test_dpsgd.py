@@ -6,6 +6,7 @@ which then trains nothing), BatchNorm is fixed, and the model card states the gu
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -141,15 +142,40 @@ def test_the_ledger_is_charged_before_training_and_refuses_an_overspending_run(
     assert len(privacy.charges(key)) == 1
 
 
-def test_batchnorm_is_replaced_by_groupnorm_with_a_warning(mnist: Dataset) -> None:
+def test_a_zoo_convnet_gets_groupnorm_and_its_spec_rebuilds_what_was_trained(
+    mnist: Dataset,
+) -> None:
     model = lp.models.ConvNet(num_classes=10, num_filters=[8, 16], in_channels=1)
-    with pytest.warns(UserWarning, match=r"BatchNorm2d.*-> GroupNorm"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = train(model, mnist.subset(slice(0, 300)),
                        privacy.DPSGD(epsilon=3, delta=1e-4, max_grad_norm=1.0))  # fmt: skip
+    # norm="group" rebuilds it, so nothing to warn about (torch's own hook notes aside)
+    assert not [w for w in caught if "DP-SGD changed" in str(w.message)]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, nn.GroupNorm) for m in model.modules()) == 2
     assert result.privacy is not None
     assert len(result.privacy["model_changes"]) == 2
+    spec = lp.models.model_spec(model)
+    assert spec["config"]["norm"] == "group"
+    rebuilt = lp.models.build(spec)
+    rebuilt.load_state_dict(model.state_dict())  # strict: same layers, same shapes
+    model.eval()
+    rebuilt.eval()
+    x = mnist.features[:16]
+    assert torch.equal(rebuilt(x), model(x))
+
+
+def test_batchnorm_of_a_model_outside_the_zoo_is_replaced_with_a_warning(
+    mnist: Dataset,
+) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))  # fmt: skip
+    with pytest.warns(UserWarning, match=r"BatchNorm2d.*-> GroupNorm"):
+        train(model, mnist.subset(slice(0, 300)),
+              privacy.DPSGD(epsilon=3, delta=1e-4, max_grad_norm=1.0))  # fmt: skip
+    assert isinstance(model[1], nn.GroupNorm)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ def test_public_surface_is_exact() -> None:
             "model_parameters",
             "model_spec",
             "register_model",
+            "respec",
         ]
     )
     assert all(hasattr(lm, name) for name in lm.__all__)
@@ -126,6 +127,7 @@ def test_model_parameters_lists_constructor_arguments() -> None:
         "dropout",
         "in_channels",
         "input_size",
+        "norm",
     ]
     with pytest.raises(UnknownModelError, match=r"Did you mean 'convnet'\?"):
         lm.model_parameters("convnett")

@@ -112,6 +112,7 @@ def test_seed_api_convnet_spec() -> None:
             "dropout": 0.5,
             "in_channels": 1,
             "input_size": 28,
+            "norm": "batch",
         },
     }
     assert model(torch.randn(2, 28, 28)).shape == (2, 10)  # (B, H, W) is unsqueezed

@@ -23,6 +23,7 @@ from lepton.models._registry import (
     model_parameters,
     model_spec,
     register_model,
+    respec,
 )
 from lepton.models._resnet import ResNet
 from lepton.models._sequence import GRUClassifier, LSTMClassifier, TransformerClassifier
@@ -47,4 +48,5 @@ __all__ = [
     "model_parameters",
     "model_spec",
     "register_model",
+    "respec",
 ]

@@ -6,8 +6,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from lepton.errors import ShapeError, UnknownModelError
+
+NORMS = ("batch", "group", "none")  # the zoo's normalisation choices (``norm=``)
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """The normalisation layer ``norm=kind`` puts after a convolution: ``"batch"``
+    (BatchNorm), ``"group"`` (GroupNorm with ``min(32, channels)`` groups, which is what
+    Opacus puts in BatchNorm's place: per-sample gradients stay per sample, so DP-SGD can
+    train it) or ``"none"``."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(32, channels), channels)
+    return nn.Identity()
 
 
 class ArgChecker:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lepton.models._checks import ArgChecker, image_batch
+from lepton.models._checks import NORMS, ArgChecker, image_batch, norm2d
 from lepton.models._registry import register_model
 
 __all__ = ["ConvNet"]
@@ -17,7 +17,7 @@ _HIDDEN = 256  # width of the fully connected layer before the classifier
 
 @register_model("convnet")
 class ConvNet(nn.Module):
-    """A plain CNN: one ``Conv -> BatchNorm -> ReLU -> MaxPool(2)`` block per filter count.
+    """A plain CNN: one ``Conv -> Norm -> ReLU -> MaxPool(2)`` block per filter count.
 
     (Each block applies the pool before the ReLU, which computes exactly the same thing.)
 
@@ -33,6 +33,9 @@ class ConvNet(nn.Module):
         dropout: Dropout probability in the head, in [0, 1).
         in_channels: Channels of the input images (1 for MNIST).
         input_size: Height and width of the input images (an int for square images).
+        norm: The normalisation after each convolution: ``"batch"`` (BatchNorm, the
+            default), ``"group"`` (GroupNorm, for DP-SGD: ``lp.fit(..., privacy=DPSGD(...))``
+            turns ``"batch"`` into it) or ``"none"``.
 
     Example:
         >>> model = ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3)
@@ -48,6 +51,7 @@ class ConvNet(nn.Module):
         dropout: float = 0.5,
         in_channels: int = 1,
         input_size: int | Sequence[int] = 28,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         check = ArgChecker(
@@ -59,6 +63,7 @@ class ConvNet(nn.Module):
         kernels = check.kernel_sizes("kernel_size", kernel_size, len(filters))
         p = check.fraction("dropout", dropout)
         check.int_("in_channels", in_channels, 1)
+        check.choice("norm", norm, NORMS)
         sizes = [input_size] * 2 if isinstance(input_size, int) else input_size
         if not isinstance(sizes, Sequence) or len(sizes) != 2:
             raise check.fail(f"input_size must be an int or [height, width], got {input_size!r}")
@@ -75,7 +80,7 @@ class ConvNet(nn.Module):
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(channels, out, (kh, kw), padding=(kh // 2, kw // 2), bias=False),
-                    nn.BatchNorm2d(out),
+                    norm2d(norm, out),
                     nn.MaxPool2d(2),
                     nn.ReLU(inplace=True),
                 )

@@ -220,3 +220,38 @@ def build(name_or_spec: str | Mapping[str, Any], **config: Any) -> nn.Module:
         return cls(**config)
     except (UnknownModelError, TypeError) as exc:
         raise UnknownModelError(f"{exc} The valid signature is {_signature_text(cls)}.") from exc
+
+
+def respec(model: nn.Module, **changes: Any) -> bool:
+    """Record changed constructor arguments of ``model`` after it was changed in place,
+    if a model built with them is the same architecture (the same layer types and the
+    same parameter and buffer shapes); otherwise leave its spec alone.
+
+    DP-SGD uses it: Opacus replaces each BatchNorm with a GroupNorm, which is exactly
+    ``norm="group"`` of the zoo's convolutional models, so the registered manifest
+    rebuilds the model that was trained.
+
+    Returns:
+        Whether the spec now records ``changes``.
+    """
+    try:
+        spec = model_spec(model)
+    except UnknownModelError:
+        return False
+    try:
+        rebuilt = build(spec, **changes)
+    except (UnknownModelError, TypeError):
+        return False
+
+    def layout(m: nn.Module) -> tuple[list[type], dict[str, tuple[int, ...]]]:
+        return [type(x) for x in m.modules()], {
+            k: tuple(v.shape) for k, v in m.state_dict().items()
+        }
+
+    def groups(m: nn.Module) -> list[int]:
+        return [x.num_groups for x in m.modules() if isinstance(x, nn.GroupNorm)]
+
+    if layout(rebuilt) != layout(model) or groups(rebuilt) != groups(model):
+        return False
+    getattr(model, _CONFIG_ATTR).update(_jsonable(changes))
+    return True

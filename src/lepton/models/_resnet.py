@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lepton.models._checks import ArgChecker, image_batch
+from lepton.models._checks import NORMS, ArgChecker, image_batch, norm2d
 from lepton.models._registry import register_model
 
 __all__ = ["ResNet"]
@@ -16,17 +16,17 @@ __all__ = ["ResNet"]
 class _BasicBlock(nn.Module):
     """Two 3x3 convolutions with a shortcut; a 1x1 projection when the shape changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = norm2d(norm, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = norm2d(norm, out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                norm2d(norm, out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +47,7 @@ class ResNet(nn.Module):
         in_channels: Channels of the input images.
         widths: Channels of each stage.
         blocks_per_stage: BasicBlocks in each stage (>= 1).
+        norm: ``"batch"`` (default), ``"group"`` (GroupNorm, DP-SGD-friendly) or ``"none"``.
 
     Example:
         >>> model = ResNet(num_classes=10, in_channels=3)
@@ -60,6 +61,7 @@ class ResNet(nn.Module):
         in_channels: int = 1,
         widths: Sequence[int] = (16, 32, 64),
         blocks_per_stage: int = 1,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         check = ArgChecker("ResNet", "ResNet(num_classes=10, in_channels=3, widths=[16, 32, 64])")
@@ -67,10 +69,11 @@ class ResNet(nn.Module):
         self.in_channels = check.int_("in_channels", in_channels, 1)
         stage_widths = check.ints("widths", widths)
         check.int_("blocks_per_stage", blocks_per_stage, 1)
+        check.choice("norm", norm, NORMS)
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stage_widths[0], 3, padding=1, bias=False),
-            nn.BatchNorm2d(stage_widths[0]),
+            norm2d(norm, stage_widths[0]),
             nn.ReLU(inplace=True),
         )
         blocks: list[nn.Module] = []
@@ -78,7 +81,7 @@ class ResNet(nn.Module):
         for stage, width in enumerate(stage_widths):
             for i in range(blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(_BasicBlock(channels, width, stride))
+                blocks.append(_BasicBlock(channels, width, stride, norm))
                 channels = width
         self.stages = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -31,6 +31,7 @@ from torch import nn
 
 from lepton.data import Dataset
 from lepton.errors import PrivacyError, PrivateTrainingError
+from lepton.models import respec
 from lepton.privacy._gaussian import check_epsilon_delta
 from lepton.privacy._history import budget_key
 from lepton.privacy._ledger import charge
@@ -153,8 +154,9 @@ class DPSGD(TrainingPrivacy):
     def prepare(self, model: nn.Module) -> nn.Module:
         """Check ``model`` with Opacus' ``ModuleValidator`` and fix it in place: each
         BatchNorm becomes a GroupNorm (BatchNorm mixes rows of a batch, so one row's
-        gradient is not its own), with a warning naming every change. A model Opacus
-        still cannot train privately is refused."""
+        gradient is not its own). A zoo model then records ``norm="group"``, so the
+        registry rebuilds what was trained; any other change gets a warning naming it. A
+        model Opacus still cannot train privately is refused."""
         from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
 
         self.model_changes = []
@@ -186,7 +188,7 @@ class DPSGD(TrainingPrivacy):
                 + ". Replace those layers (e.g. nn.GroupNorm for normalisation, Opacus' "
                 "DPLSTM for recurrent layers) or use a model from lepton.models without them"
             )
-        if self.model_changes:
+        if self.model_changes and not respec(model, norm="group"):
             warnings.warn(
                 f"DP-SGD changed {type(model).__name__} in place so that each sample's "
                 f"gradient is its own: {'; '.join(self.model_changes)}. The registry "
