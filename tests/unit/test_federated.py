@@ -185,3 +185,36 @@ def test_processes_mode_needs_a_zoo_model(digits) -> None:
     parts = partition(train, 2, seed=0)
     with pytest.raises(FederatedError, match="zoo model"):
         lp.federated.run(torch.nn.Linear(64, 10), parts, test=test, mode="processes")
+
+
+@pytest.mark.slow
+def test_secure_aggregation_gives_fedavgs_model_without_showing_one_update(
+    digits, tmp_path: Path
+) -> None:
+    """SecAgg+ (masked, quantized updates; the server only unmasks their sum) ends at the
+    same global model as plain FedAvg from the same start, within the quantization step."""
+    import torch
+
+    train, test = digits
+    parts = partition(train, 3, scheme="iid", seed=2)
+    ends = {}
+    for secure in (False, True):
+        torch.manual_seed(0)
+        model = build_model("mlp", train, {})
+        result = lp.federated.run(
+            model, parts, test=test, rounds=1, local_epochs=2, lr=3e-3, track=False,
+            secure_aggregation=secure, folder=tmp_path / f"job-{secure}",
+        )  # fmt: skip
+        assert [r.clients_replied for r in result.rounds[1:]] == [3]
+        assert result.rounds[-1].accuracy is not None
+        assert result.rounds[-1].accuracy > result.rounds[0].accuracy + 0.2  # it learns
+        ends[secure] = (result.model.state_dict(), result.rounds)
+    plain, secure_state = ends[False][0], ends[True][0]
+    gap = max((plain[k] - secure_state[k]).abs().max().item() for k in plain)
+    # masked and quantized (a step of 2 * 64 / 2**24 = 7.6e-6), yet the same average
+    assert 0 < gap < 1e-4
+    # masks and key shares cost more upload than the bare update
+    assert ends[True][1][1].bytes_up > ends[False][1][1].bytes_up
+    with pytest.raises(FederatedError, match="3 or more clients"):
+        lp.federated.run(build_model("mlp", train, {}), parts[:2], test=test,
+                         secure_aggregation=True, track=False)  # fmt: skip

@@ -43,6 +43,9 @@ def federated(
     dp_ledger: str | None = typer.Option(
         None, help="Client-side DP: charge ledger keys '<prefix>/client-<i>' each round."
     ),
+    secure_aggregation: bool = typer.Option(
+        False, help="SecAgg+: the server sees only each round's sum of updates (3+ clients)."
+    ),
     mode: str = typer.Option(
         "simulation", help="simulation (Ray, one process) or processes (SuperLink + SuperNodes)."
     ),
@@ -80,7 +83,8 @@ def federated(
         rounds=rounds, strategy=strategy, fraction_fit=fraction_fit, min_fit=min_fit,
         min_available=min_available, local_epochs=local_epochs, lr=lr, batch_size=batch_size,
         proximal_mu=proximal_mu, server_lr=server_lr, dp_clip=dp_clip, dp_noise=dp_noise,
-        dp_ledger=dp_ledger, mode=mode, round_timeout=round_timeout, limit=limit,
+        dp_ledger=dp_ledger, secure_aggregation=secure_aggregation, mode=mode,
+        round_timeout=round_timeout, limit=limit,
         test_limit=test_limit, seed=seed, register=register,
     )  # fmt: skip
     if quiet or as_json:

@@ -29,7 +29,14 @@ from lepton.federated._dp import ledger_key, privatize
 from lepton.federated._job import JOB_ENV, Job, RoundRecord
 from lepton.train import evaluate, fit
 
-__all__ = ["client_app", "make_client_app", "make_server_app", "server_app"]
+__all__ = [
+    "client_app",
+    "local_update",
+    "make_client_app",
+    "make_server_app",
+    "round_recorder",
+    "server_app",
+]
 
 OnRound = Callable[[RoundRecord], None]
 
@@ -60,39 +67,58 @@ def _proximal(model: nn.Module, mu: float, task: str | None) -> Callable[..., to
     return loss
 
 
-def _train(msg: Message, context: Context, folder: str, template: nn.Module | None) -> Message:
-    job = _job(folder)
-    client = int(context.node_config["partition-id"])
+def local_update(
+    job: Job,
+    client: int,
+    global_state: dict[str, torch.Tensor],
+    server_round: int,
+    mu: float,
+    template: nn.Module | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float], int]:
+    """One client's round: ``lp.fit`` on its data from the global weights (FedProx's
+    proximal term when ``mu > 0``, client DP when the job has it). Returns the new
+    weights, the metrics to report and the client's weight in the average."""
     data = job.client_data(client)
-    config = msg.content.config_records["config"]
-    server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]
     model = job.new_model(template)
-    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
-    mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
+    model.load_state_dict(global_state)
     result = fit(
         model, data, epochs=job.local_epochs, batch_size=job.batch_size, lr=job.lr,
         optimizer=job.optimizer, seed=job.seed * 7919 + server_round * 101 + client,
         loss=_proximal(model, mu, data.task) if mu > 0 else None, quiet=True, num_threads=1,
     )  # fmt: skip
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    metrics: dict[str, int | float | list[int] | list[float]] = {
-        "train-loss": float(result.history[-1].train["loss"])
-    }
+    metrics = {"train-loss": float(result.history[-1].train["loss"])}
     weight = len(data)
     dp = job.client_dp
     if dp is not None:
-        state, norm = _private_state(state, msg, dp, client, server_round, job)
+        state, norm = _private_state(state, global_state, dp, client, server_round)
         metrics["update-norm"] = norm
         weight = 1  # DP-FedAvg averages uniformly: the row count stays on the client
+    return state, metrics, weight
+
+
+def _train(msg: Message, context: Context, folder: str, template: nn.Module | None) -> Message:
+    config = msg.content.config_records["config"]
+    state, values, weight = local_update(
+        _job(folder), int(context.node_config["partition-id"]),
+        msg.content.array_records["arrays"].to_torch_state_dict(),
+        int(config.get("server-round", 0)),  # type: ignore[arg-type]
+        float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+        template,
+    )  # fmt: skip
+    metrics: dict[str, int | float | list[int] | list[float]] = dict(values)
     metrics["num-examples"] = weight
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
 
 def _private_state(
-    state: dict[str, torch.Tensor], msg: Message, dp: Any, client: int, rnd: int, job: Job
+    state: dict[str, torch.Tensor],
+    global_state: dict[str, torch.Tensor],
+    dp: Any,
+    client: int,
+    rnd: int,
 ) -> tuple[dict[str, torch.Tensor], float]:
-    global_state = msg.content.array_records["arrays"].to_torch_state_dict()
     keys = [k for k, v in state.items() if v.is_floating_point()]
     noisy, norm = privatize(
         [state[k].numpy() for k in keys], [global_state[k].numpy() for k in keys], dp,
@@ -124,7 +150,21 @@ def make_client_app(folder: str | None = None, template: nn.Module | None = None
 
 # -- server ---------------------------------------------------------------------------
 def _nbytes(content: RecordDict) -> int:
-    return sum(r.count_bytes() for r in content.array_records.values())
+    """Payload bytes: the arrays, and the configs (where SecAgg+ sends masked vectors)."""
+    arrays = sum(r.count_bytes() for r in content.array_records.values())
+    return arrays + sum(_config_bytes(r) for r in content.config_records.values())
+
+
+def _config_bytes(record: ConfigRecord) -> int:
+    """``ConfigRecord.count_bytes`` as Flower counts (8 bytes a number), which Flower
+    1.41's own fails at on an empty list."""
+
+    def size(value: Any) -> int:
+        if isinstance(value, list):
+            return sum(size(v) for v in value)
+        return len(value) if isinstance(value, str | bytes) else 1 if isinstance(value, bool) else 8
+
+    return sum(len(k) + size(v) for k, v in record.items())
 
 
 class _CountingGrid:
@@ -135,7 +175,17 @@ class _CountingGrid:
         self.reset()
 
     def reset(self) -> None:
-        self.sampled = self.replied = self.failed = self.down = self.up = 0
+        self.down = self.up = 0
+        self.calls: list[tuple[int, int]] = []  # (messages sent, good replies) per exchange
+
+    def clients(self) -> tuple[int, int, int]:
+        """Clients sampled, replied and failed this round. A round is one exchange, or
+        several (SecAgg+'s four stages): a client counts as replied only if it answered
+        every one."""
+        calls = [(sent, ok) for sent, ok in self.calls if sent]
+        sampled = max((sent for sent, _ in calls), default=0)
+        replied = min((ok for _, ok in calls), default=0)
+        return sampled, replied, sampled - replied
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
@@ -147,9 +197,7 @@ class _CountingGrid:
         self.down += sum(_nbytes(m.content) for m in messages)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         ok = [r for r in replies if not r.has_error()]
-        self.sampled += len(messages)
-        self.replied += len(ok)
-        self.failed += len(messages) - len(ok)
+        self.calls.append((len(messages), len(ok)))
         self.up += sum(_nbytes(r.content) for r in ok)
         return replies
 
@@ -169,30 +217,44 @@ def make_strategy(job: Job) -> FedAvg:
     return FedAvg(**common)
 
 
+def round_recorder(
+    job: Job, model: nn.Module, counting: _CountingGrid, on_round: OnRound | None
+) -> Callable[[int, dict[str, torch.Tensor]], dict[str, float]]:
+    """The server's after-round step: test the global weights on the server's data, write
+    the round's record (clients, bytes, time) and report it; returns the metrics."""
+    test = job.test_data()
+    clock = [time.perf_counter()]
+
+    def record(rnd: int, state: dict[str, torch.Tensor]) -> dict[str, float]:
+        model.load_state_dict(state)
+        metrics = {k: float(v) for k, v in evaluate(model, test).items()}
+        now = time.perf_counter()
+        sampled, replied, failed = counting.clients()
+        done = RoundRecord(
+            round=rnd, accuracy=metrics.get("accuracy"), loss=metrics["loss"],
+            clients_sampled=sampled, clients_replied=replied, clients_failed=failed,
+            bytes_down=counting.down, bytes_up=counting.up, seconds=now - clock[0],
+            metrics=metrics,
+        )  # fmt: skip
+        counting.reset()
+        clock[0] = now
+        job.append_round(done)
+        if on_round is not None:
+            on_round(done)
+        return metrics
+
+    return record
+
+
 def _serve(grid: Grid, folder: str, template: nn.Module | None, on_round: OnRound | None) -> None:
     job = _job(folder)
     torch.manual_seed(job.seed)
     model = job.new_model(template)
-    test = job.test_data()
     counting = _CountingGrid(grid)
-    clock = [time.perf_counter()]
+    record = round_recorder(job, model, counting, on_round)
 
     def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-        model.load_state_dict(arrays.to_torch_state_dict())
-        metrics = evaluate(model, test)
-        now = time.perf_counter()
-        record = RoundRecord(
-            round=rnd, accuracy=metrics.get("accuracy"), loss=metrics["loss"],
-            clients_sampled=counting.sampled, clients_replied=counting.replied,
-            clients_failed=counting.failed, bytes_down=counting.down, bytes_up=counting.up,
-            seconds=now - clock[0], metrics={k: float(v) for k, v in metrics.items()},
-        )  # fmt: skip
-        counting.reset()
-        clock[0] = now
-        job.append_round(record)
-        if on_round is not None:
-            on_round(record)
-        return MetricRecord({k: float(v) for k, v in metrics.items()})
+        return MetricRecord(dict(record(rnd, arrays.to_torch_state_dict())))
 
     initial = ArrayRecord(model.state_dict())
     try:

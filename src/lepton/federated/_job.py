@@ -81,6 +81,9 @@ class Job:
     seed: int
     model: dict[str, Any] | None
     dp: dict[str, Any] | None = None
+    secure_aggregation: bool = False  # SecAgg+ (lepton.federated._secagg)
+    secagg_shares: float = 1.0  # share each client's mask seeds with this fraction of the round
+    secagg_threshold: float = 0.67  # fraction of the share holders needed to unmask
 
     @property
     def path(self) -> Path:

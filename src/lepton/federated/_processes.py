@@ -45,8 +45,8 @@ packages = ["."]
 publisher = "lepton"
 
 [tool.flwr.app.components]
-serverapp = "lepton.federated._flower:server_app"
-clientapp = "lepton.federated._flower:client_app"
+serverapp = "lepton.federated.{apps}server_app"
+clientapp = "lepton.federated.{apps}client_app"
 
 [tool.flwr.app.config]
 job-dir = "{job}"
@@ -132,7 +132,7 @@ class Federation:
         )
         app = self.folder / "app"
         app.mkdir(exist_ok=True)
-        (app / "pyproject.toml").write_text(_APP_TOML.format(job=self.folder))
+        (app / "pyproject.toml").write_text(_APP_TOML.format(job=self.folder, apps=_apps(self.job)))
         self.superlink = self._spawn(
             [_bin("flower-superlink"), "--insecure", "--isolation", "subprocess",
              "--database", str(self.folder / "superlink.db"),
@@ -266,3 +266,8 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _apps(job: Job) -> str:
+    """Where the job's Flower apps are: ``module:prefix`` of ``server_app``/``client_app``."""
+    return "_secagg:secure_" if job.secure_aggregation else "_flower:"

@@ -115,6 +115,7 @@ def run(
     proximal_mu: float = 0.01,
     server_lr: float = 1e-2,
     dp: ClientDP | None = None,
+    secure_aggregation: bool = False,
     mode: Mode = "simulation",
     round_timeout: float = 300.0,
     timeout: float = 3600.0,
@@ -148,6 +149,9 @@ def run(
         proximal_mu: FedProx's mu.
         server_lr: FedAdam's server learning rate (eta).
         dp: Client-side differential privacy (:class:`ClientDP`).
+        secure_aggregation: Aggregate with SecAgg+ (Flower's ``SecAggPlusWorkflow``): the
+            server sees only the sum of each round's updates, never one client's. Needs 3
+            or more clients per round; costs a key exchange and masking every round.
         mode: ``"simulation"`` (Ray actors) or ``"processes"`` (SuperLink + SuperNodes).
         round_timeout: Seconds the server waits for a round's replies; later or missing
             replies are left out of the round.
@@ -179,6 +183,13 @@ def run(
         >>> result = lp.federated.run(model, parts, test=test, rounds=10)  # doctest: +SKIP
     """
     spec = _check(model, partitions, mode, strategy, rounds, fraction_fit)
+    per_round = max(min(min_fit, len(partitions)), int(fraction_fit * len(partitions)))
+    if secure_aggregation and per_round < 3:
+        raise FederatedError(
+            "secure_aggregation needs 3 or more clients in every round (masks are shared "
+            f"among them); this run samples {per_round}: give 3+ partitions, and raise "
+            f"fraction_fit or min_fit"
+        )
     started = time.perf_counter()
     base = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="lepton-fl-"))
     job = Job(
@@ -188,7 +199,7 @@ def run(
         local_epochs=local_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
         proximal_mu=proximal_mu if strategy == "fedprox" else 0.0, server_lr=server_lr,
         round_timeout=round_timeout, seed=seed, model=spec,
-        dp=dp.to_json() if dp is not None else None,
+        dp=dp.to_json() if dp is not None else None, secure_aggregation=secure_aggregation,
     )  # fmt: skip
     job.write(model, list(partitions), test)
     params = {k: v for k, v in vars(job).items() if k not in ("folder", "model", "dp")}
@@ -273,7 +284,11 @@ def _simulate(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from flwr.simulation import run_simulation
 
-    from lepton.federated._flower import make_client_app, make_server_app
+    if job.secure_aggregation:
+        from lepton.federated._secagg import make_secure_client_app as make_client_app
+        from lepton.federated._secagg import make_secure_server_app as make_server_app
+    else:
+        from lepton.federated._flower import make_client_app, make_server_app
 
     if quiet:
         logging.getLogger("flwr").setLevel(logging.WARNING)

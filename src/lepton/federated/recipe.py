@@ -69,6 +69,9 @@ class FederatedConfig(BaseModel):
     dp_clip: float | None = Field(None, gt=0, le=1e6, description="Client DP: clip norm.")
     dp_noise: float = Field(1.0, ge=0, le=1e3, description="Client DP: noise multiplier.")
     dp_ledger: str | None = Field(None, description="Client DP: ledger key prefix.")
+    secure_aggregation: bool = Field(
+        False, description="SecAgg+: the server sees only the sum of each round's updates."
+    )
     mode: Literal["simulation", "processes"] = Field(
         "simulation", description="Ray simulation or SuperLink + SuperNode processes."
     )
@@ -146,6 +149,7 @@ def run(
         min_available=config.min_available, local_epochs=config.local_epochs, lr=config.lr,
         batch_size=config.batch_size, optimizer=config.optimizer,
         proximal_mu=config.proximal_mu, server_lr=config.server_lr, dp=dp, mode=config.mode,
+        secure_aggregation=config.secure_aggregation,
         round_timeout=config.round_timeout, seed=config.seed, run_name=run_name,
         registrar=registrar, register_as=config.register_as, on_round=on_round,
         database=database,
