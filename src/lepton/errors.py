@@ -23,7 +23,11 @@ its message always says what to do next::
     │       └── ParityError         a compressed model's answers drift past the tolerance
     ├── TrainingError               anything about ``fit`` / ``evaluate``
     │   ├── DivergedError           the loss became NaN or infinite
-    │   └── CheckpointError         a checkpoint is missing, corrupt or incompatible
+    │   ├── CheckpointError         a checkpoint is missing, corrupt or incompatible
+    │   └── DistributedError        data-parallel training cannot start or run as asked
+    │       ├── WorkerFailedError   a worker process raised or died (the others were stopped)
+    │       └── RendezvousError     the workers could not meet (address, world size, timeout)
+    │           └── PortInUseError  the rendezvous port is taken by another process
     ├── TrackingError               a run or metric cannot be logged or found
     │   └── RunNotFoundError        no run with that id
     ├── TuneError                   a tuning study or AutoML search cannot run as asked
@@ -34,6 +38,11 @@ its message always says what to do next::
     │   └── BudgetExceededError     a release would spend more than the budget left
     ├── RecommendError              a recommender cannot be fitted or asked as requested
     │   └── UnknownIdError          a user or item id the recommender has never seen
+    ├── GraphError                  a knowledge graph cannot be opened, loaded or asked
+    │   ├── GraphNotFoundError      no graph has that name
+    │   ├── GraphReadOnlyError      a write to a graph opened read-only
+    │   ├── SparqlError             a SPARQL query or update that cannot run (syntax, SERVICE)
+    │   └── QueryLimitError         a query past its time or result-size limit
     ├── FederatedError              a federated run cannot be made or its federation failed
     │   └── FederationTimeoutError  the federation did not finish in time
     ├── RegistryError               a model version cannot be registered or found
@@ -85,6 +94,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DeadlineExceededError",
     "DeploymentError",
+    "DistributedError",
     "DivergedError",
     "EmptyDatasetError",
     "EncryptionError",
@@ -92,6 +102,9 @@ __all__ = [
     "FederatedError",
     "FederationTimeoutError",
     "ForbiddenError",
+    "GraphError",
+    "GraphNotFoundError",
+    "GraphReadOnlyError",
     "IntegrityError",
     "InvalidBodyError",
     "InvalidKeyError",
@@ -109,17 +122,21 @@ __all__ = [
     "ParityError",
     "PayloadTooLargeError",
     "PlatformError",
+    "PortInUseError",
     "PrivacyError",
     "PrivateTrainingError",
+    "QueryLimitError",
     "QuotaExceededError",
     "RecommendError",
     "RegistryError",
+    "RendezvousError",
     "RequestError",
     "RunNotFoundError",
     "SearchSpaceError",
     "ServerBusyError",
     "ServingError",
     "ShapeError",
+    "SparqlError",
     "StaleSchemaError",
     "StorageError",
     "StudyNotFoundError",
@@ -130,6 +147,7 @@ __all__ = [
     "UnknownIdError",
     "UnknownModelError",
     "UnsafeFormatError",
+    "WorkerFailedError",
 ]
 
 
@@ -257,6 +275,34 @@ class CheckpointError(TrainingError):
     """A checkpoint is missing, corrupt, or does not match the model."""
 
     code = "checkpoint_error"
+
+
+class DistributedError(TrainingError):
+    """Data-parallel training (``fit(workers=N)``, ``torchrun``, ``lepton launch``) cannot
+    start or run as asked: a batch size that does not split over the workers, a worker
+    count that differs from the launcher's, something that cannot be sent to a worker."""
+
+    code = "distributed_error"
+
+
+class WorkerFailedError(DistributedError):
+    """A worker process of a data-parallel run raised or died; the other workers were
+    stopped. The message names the rank and carries its error."""
+
+    code = "worker_failed"
+
+
+class RendezvousError(DistributedError):
+    """The workers of a data-parallel run could not meet: an unreachable rendezvous
+    address, fewer workers than the world size within the timeout."""
+
+    code = "rendezvous_failed"
+
+
+class PortInUseError(RendezvousError):
+    """The rendezvous port of a data-parallel run is taken by another process."""
+
+    code = "port_in_use"
 
 
 class ServingError(LeptonError):
@@ -567,3 +613,43 @@ class UnknownIdError(RecommendError):
     (``similar_items`` of an unknown item); ``partial_fit`` adds new ids."""
 
     code = "unknown_id"
+
+
+# -- knowledge graph (lepton.graph) --------------------------------------------------
+
+
+class GraphError(LeptonError):
+    """A knowledge graph cannot be opened, loaded or asked as requested (a bad name, a file
+    that is not RDF, a CSV without head/relation/tail columns, an embedding model asked
+    about an entity it has never seen)."""
+
+    code = "graph_error"
+
+
+class GraphNotFoundError(GraphError):
+    """No graph has that name under ``LEPTON_HOME/graphs``; ``lp.graph.list_graphs()``
+    names those there, ``lp.graph.create(name)`` makes one."""
+
+    code = "graph_not_found"
+
+
+class GraphReadOnlyError(GraphError):
+    """A write (``update``, ``load``, ``materialize``) to a graph opened read-only; open it
+    with ``read_only=False`` to change it."""
+
+    code = "graph_read_only"
+
+
+class SparqlError(GraphError):
+    """A SPARQL query or update that cannot run: a syntax error, an update sent to
+    ``query`` (or the reverse), or a ``SERVICE`` clause (federation to other hosts is
+    refused)."""
+
+    code = "sparql_error"
+
+
+class QueryLimitError(GraphError):
+    """A SPARQL query ran past its time limit or its result-size limit; narrow it
+    (``LIMIT``, a more specific pattern) or raise ``timeout=`` / ``max_rows=``."""
+
+    code = "query_limit"

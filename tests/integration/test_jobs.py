@@ -27,7 +27,7 @@ from servers import kill_leftovers, ok, start_platform, stop_platform
 import lepton as lp
 from lepton.config import get_settings
 from lepton.errors import ConflictError, JobError, NotFoundError, QuotaExceededError
-from lepton.platform.jobs._executor import Capacity, Executor, ExitStatus, LocalExecutor
+from lepton.platform.jobs._executor import Capacity, Executor, LocalExecutor
 from lepton.platform.jobs._quotas import QueueQuota
 from lepton.platform.jobs._scheduler import JobManager
 from lepton.platform.jobs._specs import (
@@ -126,67 +126,7 @@ def pid_gone(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] in "ZX"
 
 
-# -- the executor contract (one suite; a Ray executor would join the params) -------------
-SLEEPER = """
-child = os.fork()
-if child == 0:  # a grandchild in the same process group
-    time.sleep(60)
-    os._exit(0)
-with open("child.txt", "w") as f:
-    f.write(str(child))
-time.sleep(60)
-"""
-
-
-@pytest.fixture(params=["local"])
-def executor(request: pytest.FixtureRequest, tmp_path: Path) -> Executor:
-    assert request.param == "local"
-    return script_executor(tmp_path, SLEEPER)
-
-
-def test_executor_contract_start_poll_cancel(executor: Executor, tmp_path: Path):
-    workdir = tmp_path / "job"
-    handle = executor.start(1, {"kind": "train"}, workdir, {"LEPTON_X": "1"})
-    handle = json.loads(json.dumps(handle))  # JSON-safe: it is stored in the database
-    assert executor.poll(handle) is None
-    deadline = time.monotonic() + 10
-    while not (workdir / "child.txt").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    grandchild = int((workdir / "child.txt").read_text())
-    assert executor.poll(handle) is None
-    executor.cancel(handle, force=False)
-    status = None
-    while status is None and time.monotonic() < deadline:
-        status = executor.poll(handle)
-        time.sleep(0.02)
-    assert status == ExitStatus(signal=signal.SIGTERM)
-    while not pid_gone(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert pid_gone(grandchild), "cancel reaches the worker's whole process group"
-    assert "worker of job 1" in (workdir / "log.txt").read_text()
-    executor.cancel(handle, force=True)  # an ended worker is left alone, no error
-
-
-def test_executor_contract_adopt_after_restart(executor: Executor, tmp_path: Path):
-    handle = executor.start(2, {}, tmp_path / "job", {})
-    fresh = type(executor)(worker=executor.worker)  # type: ignore[attr-defined]
-    assert fresh.adopt(handle)
-    assert fresh.poll(handle) is None
-    assert not fresh.adopt({**handle, "start_time": handle["start_time"] + 1}), "pid reused"
-    assert not fresh.adopt({**handle, "host": "another-host"})
-    assert not fresh.adopt({})
-    assert not fresh.adopt({"pid": "1; rm -rf /", "start_time": 0, "host": handle["host"]})
-    fresh.cancel(handle, force=True)  # works on a worker it did not start
-    deadline = time.monotonic() + 10
-    status = None
-    while status is None and time.monotonic() < deadline:
-        status = fresh.poll(handle)
-        time.sleep(0.02)
-    assert status == ExitStatus(), "a worker that is not our child ends with an unknown status"
-    assert not fresh.adopt(handle)
-    assert executor.poll(handle) == ExitStatus(signal=signal.SIGKILL)
-
-
+# -- memory (the executor contract is tests/integration/test_executor_contract.py) -------
 GROWER = """
 child = os.fork()  # a child that touches memory of its own: the whole group is counted
 block = bytearray(int(sys.argv[2] if len(sys.argv) > 2 else 150) * 2**20)
@@ -195,22 +135,6 @@ for i in range(0, len(block), 4096):
 open("grown.txt" if child else "child-grown.txt", "w").close()
 time.sleep(60)
 """
-
-
-def test_executor_contract_memory_of_the_worker_and_its_children(tmp_path: Path):
-    executor = script_executor(tmp_path, GROWER)
-    handle = executor.start(3, {}, tmp_path / "job", {})
-    deadline = time.monotonic() + 20
-    while not all((tmp_path / "job" / f).exists() for f in ("grown.txt", "child-grown.txt")):
-        assert time.monotonic() < deadline, "the worker never grew"
-        time.sleep(0.02)
-    used = executor.memory_mb(handle)
-    assert used is not None
-    assert 300 <= used < 600, used  # 2 x 150 MiB touched, plus two small interpreters
-    executor.cancel(handle, force=True)
-    while executor.poll(handle) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert executor.memory_mb(handle) is None
 
 
 def test_a_job_over_its_memory_is_stopped_and_not_retried(sqlite_db: Database, tmp_path: Path):

@@ -7,25 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-import pytest
-from fastapi.testclient import TestClient
-
-from lepton.config import get_settings
-from lepton.platform._app import Platform, create_app
 from lepton.tracking import start_run
-
-BASE = "http://127.0.0.1:8000"
-
-
-@pytest.fixture
-def client(platform: Platform) -> Any:
-    admin = platform.auth.bootstrap(get_settings().home)
-    client = TestClient(
-        create_app(platform), base_url=BASE, headers={"Authorization": f"Bearer {admin}"}
-    )
-    link = platform.auth.login_link_secret(platform.auth.admin_id())
-    assert client.get(f"/login?token={link}", follow_redirects=False).status_code == 303
-    return client
 
 
 def _federated_run(name: str = "fl-<b>") -> int:

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 import lepton as lp
 from lepton import registry, tracking
-from lepton.config import get_settings
 from lepton.errors import RegistryError, TrackingError
-from lepton.platform._app import Platform, create_app
+from lepton.platform._app import Platform
 from lepton.platform.deployments._specs import MAX_REPLICAS
 
 BASE = "http://127.0.0.1:8000"
@@ -36,18 +34,6 @@ def lineage(platform: Platform) -> int:
     lp.register(model, "iris-mlp", dataset=train, database=platform.db)
     registry.set_stage(first.ref, "production", database=platform.db)
     return run.id
-
-
-@pytest.fixture
-def client(platform: Platform) -> Any:
-    """Signed in as the admin twice over: a bearer token for the API, a cookie for pages."""
-    admin = platform.auth.bootstrap(get_settings().home)
-    client = TestClient(
-        create_app(platform), base_url=BASE, headers={"Authorization": f"Bearer {admin}"}
-    )
-    link = platform.auth.login_link_secret(platform.auth.admin_id())
-    assert client.get(f"/login?token={link}", follow_redirects=False).status_code == 303
-    return client
 
 
 def test_the_sdk_answers_lineage_stages_and_a_run_s_outputs(

@@ -38,6 +38,7 @@ def test_top_level_all_is_exact() -> None:
             "explain",
             "federated",
             "fit",
+            "graph",
             "handler",
             "Image",
             "load_model",

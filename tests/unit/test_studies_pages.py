@@ -9,11 +9,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from lepton.config import get_settings
 from lepton.errors import TrainingError, TuneError
-from lepton.platform._app import Platform, create_app
+from lepton.platform._app import Platform
 from lepton.platform._auth import Principal
 from lepton.platform.jobs._specs import JobView
 from lepton.platform.web._parallel_chart import parallel_chart
@@ -22,21 +20,8 @@ from lepton.platform.web._study_charts import BETTER, WORSE, curves_chart
 from lepton.tune import Categorical, Float, Space, tune
 from lepton.tune._optuna import import_optuna, storage_for
 
-BASE = "http://127.0.0.1:8000"
 SVG = "{http://www.w3.org/2000/svg}"
 NASTY = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-def client(platform: Platform) -> Any:
-    """Signed in as the admin twice over: a bearer token for the API, a cookie for pages."""
-    admin = platform.auth.bootstrap(get_settings().home)
-    client = TestClient(
-        create_app(platform), base_url=BASE, headers={"Authorization": f"Bearer {admin}"}
-    )
-    link = platform.auth.login_link_secret(platform.auth.admin_id())
-    assert client.get(f"/login?token={link}", follow_redirects=False).status_code == 303
-    return client
 
 
 def _bowl(params: dict[str, Any]) -> float:

@@ -15,8 +15,10 @@ from lepton.cli._db import db_app
 from lepton.cli._env import env
 from lepton.cli._federated import federated
 from lepton.cli._jobs import jobs_app
+from lepton.cli._launch import launch
 from lepton.cli._models import models_app
 from lepton.cli._privacy import privacy_app
+from lepton.cli._recommend import recommend_app
 from lepton.cli._runs import runs_app
 from lepton.cli._serve import deploy, predict, serve
 from lepton.cli._server import server, users_app
@@ -46,6 +48,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(recommend_app, name="recommend")
 app.command()(server)
 app.command()(train)
 app.command()(tune)
@@ -57,6 +60,10 @@ app.command()(env)
 app.command()(serve)
 app.command()(deploy)
 app.command()(predict)
+app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                      "allow_interspersed_args": False},
+)(launch)  # fmt: skip
 
 
 def _version(value: bool) -> None:

@@ -34,6 +34,13 @@ def server(
     login_link: bool = typer.Option(
         False, "--login-link", help="Print a fresh one-time dashboard link and exit."
     ),
+    executor: str = typer.Option(
+        "local", help="What runs jobs: local (subprocesses) or ray (actors on a Ray cluster)."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        help="The Ray cluster's head, HOST:PORT (default: RAY_ADDRESS); with --executor ray.",
+    ),
 ) -> None:
     """Run the Lepton platform: REST API (/api/v1, docs at /docs), jobs, deployments, dashboard.
 
@@ -50,14 +57,22 @@ def server(
         raise ConfigError(f"--port must be 1-65535, got {port}")
     if max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb must be positive, got {max_body_mb}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ConfigError("--ray-address is only used with --executor ray; add --executor ray")
     config = ServerConfig(
         host=host,
         port=port,
         allowed_hosts=list(allowed_host),
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        executor=executor,
+        ray_address=ray_address,
     )
     if login_link:
-        platform = Platform(open_database(), get_settings().home, config)
+        # a link needs no job engine: never connect to a Ray cluster for it
+        local = ServerConfig(host=host, port=port, allowed_hosts=list(allowed_host))
+        platform = Platform(open_database(), get_settings().home, local)
         platform.auth.bootstrap(get_settings().home)
         print(make_link(platform))
         return

@@ -89,6 +89,9 @@ def train(
     register: str | None = typer.Option(
         DEFAULT.register_as, help="Register the result under this model name."
     ),
+    workers: int = typer.Option(
+        DEFAULT.workers, min=1, help="Data-parallel processes (global batch = batch-size)."
+    ),
     track: bool = typer.Option(True, help="Record the run (see `lepton runs list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -105,7 +108,7 @@ def train(
         model=model, config=_parse_config(config), data=data, limit=limit, val=val,
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
         weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
-        grad_clip=grad_clip, seed=seed, device=device, register=register,
+        grad_clip=grad_clip, seed=seed, device=device, register=register, workers=workers,
     )  # fmt: skip
     outcome = run_recipe(
         recipe,

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import cookie_parser
 
-from lepton.errors import ForbiddenError
+from lepton.errors import ConfigError, ForbiddenError
 from lepton.platform._auth import Auth, Principal
 from lepton.platform._http import SESSION_COOKIE
 from lepton.platform._lease import ManagerLease
@@ -44,6 +44,10 @@ class ServerConfig:
             on the public routes (the others read no body before the caller is known).
         manage: Run the job scheduler and the deployment monitor (off in unit tests that
             need only the API).
+        executor: What runs the jobs' workers: ``"local"`` (subprocesses of this
+            server) or ``"ray"`` (actors on the Ray cluster at :attr:`ray_address`).
+        ray_address: The Ray cluster's ``HOST:PORT`` (``None``: ``RAY_ADDRESS``, else a
+            cluster started on this machine); only with ``executor="ray"``.
     """
 
     host: str = "127.0.0.1"
@@ -52,6 +56,8 @@ class ServerConfig:
     max_body_bytes: int = 256 * 1024 * 1024
     max_anonymous_body_bytes: int = 64 * 1024
     manage: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
 
     @property
     def url(self) -> str:
@@ -82,7 +88,7 @@ class Platform:
     def __init__(self, db: Database, home: Path, config: ServerConfig) -> None:
         self.db, self.home, self.config = db, home, config
         self.auth = Auth(db)
-        self.jobs = JobManager(db, home)
+        self.jobs = _job_manager(db, home, config)
         self.deployments = DeploymentManager(db, home)
         self.lease = ManagerLease(db, config.url, on_lost=self._stop_managing)
         self.started_at = time.time()
@@ -160,6 +166,19 @@ class Platform:
             row = s.get(AuditRow, entry_id)
             if row is not None:
                 row.detail = {**(row.detail or {}), "count": count}
+
+
+def _job_manager(db: Database, home: Path, config: ServerConfig) -> JobManager:
+    """The scheduler over the executor ``config`` names; a Ray one is connected now, so
+    that a wrong address stops the server at its start, and gives the cluster's size."""
+    if config.executor == "local":
+        return JobManager(db, home)
+    if config.executor == "ray":
+        from lepton.platform.jobs._ray import RayExecutor
+
+        executor = RayExecutor(config.ray_address)
+        return JobManager(db, home, executor, executor.capacity())
+    raise ConfigError(f"--executor must be local or ray, got {config.executor!r}")
 
 
 def has_credentials(headers: Mapping[str, str]) -> bool:

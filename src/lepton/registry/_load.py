@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from torch import nn
 
 from lepton.errors import IntegrityError, ModelNotFoundError, UnsafeFormatError
-from lepton.models import build
+from lepton.models import available_models, build
 from lepton.registry._artifact_check import artifact_file
 from lepton.registry._onnx_runtime import OnnxModule
 from lepton.registry._registry import ModelVersion, _freeze, aliases_of, resolve
@@ -74,7 +75,25 @@ def load_model(ref: str, *, database: Database | None = None) -> nn.Module:
     return LOADERS[kind](version, data).eval()
 
 
+#: Architectures whose classes live in a package above the registry (a solution package),
+#: by the name of the package that registers them. The registry may not import upward, so
+#: it imports that package by name the first time a version of one is loaded: a
+#: ``lp.load_model`` of a recommender works without ``import lepton.recommend`` first.
+MODEL_PACKAGES: dict[str, str] = {
+    "recommender-mf": "lepton.recommend",
+    "kg-embedding": "lepton.graph",
+}
+
+
+def _import_provider(architecture: object) -> None:
+    name = architecture.get("name") if isinstance(architecture, dict) else architecture
+    package = MODEL_PACKAGES.get(name) if isinstance(name, str) else None
+    if package is not None and name not in available_models():
+        importlib.import_module(package)  # its @register_model runs on import
+
+
 def _load_pytorch(version: ModelVersion, data: bytes) -> nn.Module:
+    _import_provider(version.manifest["architecture"])
     model = build(version.manifest["architecture"])
     try:
         state = load_safetensors(data)  # plain tensors: no code can run

@@ -38,9 +38,9 @@ log = logging.getLogger("lepton.serve")
 def build_service(spec: dict[str, Any]) -> Any:
     """The service instance a spec names (a user class, or a registered model)."""
     if spec.get("model"):
-        from lepton.serve._model import ModelService
+        from lepton.serve._recommend import service_for_model
 
-        return ModelService(spec["model"])
+        return service_for_model(spec["model"])  # a ModelService, or a recommender's
     from lepton.serve._service import load_service_class
 
     return load_service_class(spec["target"])()

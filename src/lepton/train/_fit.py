@@ -19,8 +19,9 @@ from torch import nn
 from lepton._context import active_run
 from lepton.config import get_settings
 from lepton.data import Dataset
-from lepton.errors import PrivateTrainingError, TrainingError
+from lepton.errors import DistributedError, PrivateTrainingError, TrainingError
 from lepton.train._callbacks import Callback, EarlyStopping, RunLogger
+from lepton.train._distributed import is_launched, join, record_failure, spawn_fit
 from lepton.train._loop import Loop
 from lepton.train._metrics import as_dataset
 from lepton.train._optim import make_optimizer
@@ -57,6 +58,8 @@ def fit(
     quiet: bool = False,
     log_every: int = 20,
     privacy: TrainingPrivacy | None = None,
+    workers: int | None = None,
+    per_worker_batch: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``train``; the model is updated in place.
 
@@ -96,6 +99,23 @@ def fit(
             budget before the first step, and ``FitResult.privacy`` records the guarantee.
             BatchNorm layers are replaced by GroupNorm in place (with a warning). Not
             combinable with ``amp``, ``grad_clip`` or checkpoints.
+        workers: Train data-parallel in this many processes on this machine
+            (``torch.distributed``: gloo on the CPU, NCCL with one GPU per process):
+            gradients are averaged over the workers after every step, and the caller's
+            model receives the trained weights, as with one process. Every worker sees the
+            same global batches one process would, so the weights match ``workers=1`` (up
+            to float rounding; dropout is drawn per worker). The model, the data, the
+            callbacks and ``loss`` are sent to the workers, so they must be picklable
+            (defined at a module's top level; a script's call must sit under ``if
+            __name__ == "__main__":``). Callbacks run in every worker
+            (``torch.distributed.get_rank()`` tells which); one whose class sets
+            ``in_caller = True`` runs in the calling process instead, on each epoch's
+            record. Progress, tracking and checkpoints come from rank 0 only. Under
+            ``torchrun`` / ``lepton launch`` the process joins the launched job instead
+            (``workers`` may be left unset).
+        per_worker_batch: ``batch_size`` is each worker's batch (the global batch is
+            ``batch_size * workers``) instead of the global batch, which must then split
+            evenly over the workers. ``FitResult.extra["distributed"]`` records the split.
 
     Returns:
         A :class:`FitResult` with the per-epoch history and final metrics.
@@ -110,6 +130,11 @@ def fit(
             it cannot train privately.
         BudgetExceededError: ``privacy`` charges a dataset whose budget cannot pay for
             the run; nothing was trained.
+        DistributedError: ``workers`` cannot be honoured (a batch that does not split,
+            a worker count unlike the launcher's, something that cannot be pickled);
+            ``WorkerFailedError`` when a worker fails (its error is re-raised as is when it
+            is a Lepton error), ``RendezvousError`` / ``PortInUseError`` when the workers
+            cannot meet.
 
     Example:
         >>> train = lp.data.load("mnist", split="train")  # doctest: +SKIP
@@ -118,27 +143,64 @@ def fit(
     """
     started = time.perf_counter()
     check_arguments(epochs, batch_size, lr, grad_clip)
+    if workers is not None and workers < 1:
+        raise DistributedError(f"workers must be >= 1, got {workers}")
+    launched = is_launched()
+    parallel = launched or (workers or 1) > 1
     if privacy is not None:
         _check_private(privacy, amp=amp, grad_clip=grad_clip, checkpoint_dir=checkpoint_dir)
+        if parallel:
+            raise PrivateTrainingError(
+                "privacy= trains in one process (the accountant needs every step's sampling); "
+                "leave workers unset and do not launch it with torchrun"
+            )
     train_ds = as_dataset(train, what="train")
     val_ds = as_dataset(val, what="val") if val is not None else None
-    dev = resolve_device(device)
+    shard = (
+        join(workers, batch_size=batch_size, per_worker_batch=per_worker_batch, device=device)
+        if launched
+        else None
+    )
+    dev = shard.device if shard is not None else resolve_device(device)
     if amp and dev.type != "cuda":
         raise TrainingError("amp=True needs a CUDA device; leave amp=False on the CPU")
-    model.to(dev)
+    here = torch.device("cpu") if parallel and shard is None else dev  # the workers move it
+    model.to(here)
     if privacy is not None:
         model = privacy.prepare(model)
-    check_compatible(model, train_ds, dev)
+    check_compatible(model, train_ds, here)
     callbacks = list(callbacks)
-    run = active_run()  # set by lp.start_run
+    run = active_run() if shard is None or shard.is_main else None  # set by lp.start_run
+    logger: RunLogger | None = None
     if run is not None:
         settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                     "weight_decay": weight_decay, "schedule": schedule, "seed": seed,
                     "grad_clip": grad_clip, "device": str(dev)}  # fmt: skip
         if privacy is not None:
             settings["privacy"] = type(privacy).__name__
+        if parallel:
+            settings["workers"] = shard.world if shard else workers
+            settings["per_worker_batch"] = per_worker_batch
         datasets = {"train": train_ds, **({"val": val_ds} if val_ds is not None else {})}
-        callbacks.append(RunLogger(run, settings, datasets))
+        logger = RunLogger(run, settings, datasets)
+    name = f"{type(model).__name__} on {train_ds.name}"
+    if parallel and shard is None:  # fit(workers=N) here: start the workers
+        assert workers is not None
+        in_caller = [cb for cb in callbacks if getattr(cb, "in_caller", False)]
+        options = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+                   "weight_decay": weight_decay, "momentum": momentum, "schedule": schedule,
+                   "early_stopping": early_stopping, "grad_clip": grad_clip, "loss": loss,
+                   "seed": seed, "device": device, "amp": amp, "checkpoint_dir": checkpoint_dir,
+                   "callbacks": [cb for cb in callbacks if cb not in in_caller], "resume": resume,
+                   "num_threads": num_threads, "quiet": quiet, "log_every": log_every,
+                   "per_worker_batch": per_worker_batch}  # fmt: skip
+        return spawn_fit(
+            model, train_ds, val_ds, workers=workers, options=options, name=name, device=dev,
+            caller_callbacks=in_caller + ([logger] if logger is not None else []),
+            fit=fit,
+        )  # fmt: skip
+    if logger is not None:
+        callbacks.append(logger)
     opt = make_optimizer(
         optimizer, model.parameters(), lr=lr, weight_decay=weight_decay, momentum=momentum
     )
@@ -152,7 +214,7 @@ def fit(
             val=val_ds,
             dev=dev,
             epochs=epochs,
-            batch_size=batch_size,
+            batch_size=shard.batch if shard else batch_size,
             optimizer=private.optimizer if private else opt,
             schedule=schedule,
             lr=lr,
@@ -164,17 +226,28 @@ def fit(
             early_stopping=early_stopping,
             checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
             log_every=max(1, log_every),
-            reporter=Reporter(quiet=quiet, name=f"{type(model).__name__} on {train_ds.name}"),
+            reporter=shard.reporter(quiet=quiet, name=name)
+            if shard
+            else Reporter(quiet=quiet, name=name),
             batches=private.batches if private else None,
             steps_per_epoch=private.steps_per_epoch if private else None,
+            shard=shard,
         )
         if num_threads is None:
             num_threads = get_settings().num_threads or None
         with threads(num_threads):
             result = loop.run(resume=resume)
+        if shard is not None:
+            result.extra["distributed"] = shard.describe()
+    except BaseException as exc:
+        if shard is not None:
+            record_failure(exc)
+        raise
     finally:
         if privacy is not None and private is not None:
             privacy.detach()
+        if shard is not None:
+            shard.close()
     if privacy is not None:
         result.privacy = privacy.report()
     result.seconds = time.perf_counter() - started

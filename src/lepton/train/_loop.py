@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from lepton.data import Dataset
 from lepton.errors import CheckpointError, DivergedError
 from lepton.train._callbacks import Callback, EarlyStopping, EpochRecord, TrainState
 from lepton.train._checkpoint import load_checkpoint, save_checkpoint
+from lepton.train._distributed import Shard
 from lepton.train._metrics import evaluate, loss_function, to_float_batch
 from lepton.train._optim import Scheduler, make_scheduler, scheduler_state, steps_per_batch
 from lepton.train._private import Batches
@@ -57,8 +59,11 @@ class Loop:
         reporter: Reporter,
         batches: Batches | None = None,
         steps_per_epoch: int | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.model, self.train, self.val, self.dev = model, train, val, dev
+        self.shard = shard  # one rank of a data-parallel run; batch_size is the global batch
+        self.net = shard.wrap(model) if shard is not None else model  # what the steps call
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.optimizer, self.grad_clip, self.log_every = optimizer, grad_clip, log_every
         self.steps = steps_per_epoch or (
@@ -154,7 +159,7 @@ class Loop:
         return keys
 
     def _save(self) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or (self.shard is not None and not self.shard.is_main):
             return
         extra = {"rng.torch": torch.get_rng_state(), "rng.generator": self.generator.get_state()}
         if self.dev.type == "cuda":
@@ -208,14 +213,9 @@ class Loop:
         loss_sum = torch.zeros((), device=self.dev)
         correct = torch.zeros((), dtype=torch.int64, device=self.dev)
         seen = 0
-        batches = (
-            self.private_batches()
-            if self.private_batches is not None
-            else self.train.batches(self.batch_size, shuffle=True, generator=self.generator)
-        )
-        for step, (xb, yb) in enumerate(batches, 1):
+        for step, (xb, yb, scale) in enumerate(self._batches(), 1):
             assert yb is not None
-            out, loss, y = self._step(xb, yb)
+            out, loss, y = self._step(xb, yb, scale)
             n = y.shape[0]
             if n == 0:  # Poisson sampling can draw an empty batch: its step adds only noise
                 state.step += 1
@@ -230,6 +230,8 @@ class Loop:
                 self.reporter.update(step, state.batch_loss)
             for cb in self.callbacks:
                 cb.on_batch_end(state)
+        if self.shard is not None:  # the sums of every rank
+            loss_sum, correct, seen = self.shard.reduce(loss_sum, correct, seen)
         train_time = time.perf_counter() - epoch_start
         self.train_seconds += train_time
         self.trained_samples += seen
@@ -237,22 +239,44 @@ class Loop:
         train_metrics = {"loss": self._finite(float(loss_sum) / seen, self.steps)}
         if self.classify:
             train_metrics["accuracy"] = int(correct) / seen
-        val_metrics = evaluate(self.model, self.val, device=self.dev) if self.val else {}
+        val_metrics = (
+            {}
+            if self.val is None
+            else self.shard.evaluate(self.model, self.val)
+            if self.shard is not None
+            else evaluate(self.model, self.val, device=self.dev)
+        )
         self._epoch_end(train_metrics, val_metrics, time.perf_counter() - epoch_start)
 
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, float]]:
+        """The epoch's batches, each with the weight of its loss (1 but in a shard)."""
+        if self.shard is not None:
+            yield from self.shard.batches(self.train, self.generator)
+            return
+        batches = (
+            self.private_batches()
+            if self.private_batches is not None
+            else self.train.batches(self.batch_size, shuffle=True, generator=self.generator)
+        )
+        for xb, yb in batches:
+            yield xb, yb, 1.0
+
     def _step(
-        self, xb: torch.Tensor, yb: torch.Tensor
+        self, xb: torch.Tensor, yb: torch.Tensor, scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = to_float_batch(xb, self.dev)
         y = yb.to(self.dev, non_blocking=True)
         with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.model(x)
+            out = self.net(x)
             if not self.classify:
                 out = out.reshape(y.shape)
             hook = self.loss_hook
             loss = self.criterion(out, y) if hook is None else hook(out, y, x)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if scale != 1.0:  # a rank's share of an uneven global batch (0: none, still a step)
+            self.scaler.scale(loss * scale if y.shape[0] else out.sum() * 0.0).backward()
+        else:
+            self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -295,6 +319,8 @@ class Loop:
                 self.scheduler.step()
         for cb in self.callbacks:
             cb.on_epoch_end(state)
+        if self.shard is not None:  # a callback on any rank may stop the run: all stop
+            state.should_stop = self.shard.any(state.should_stop)
         self.reporter.end_epoch(record, self.epochs)
         self._save()
 

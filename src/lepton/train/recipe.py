@@ -102,6 +102,8 @@ class TrainConfig(BaseModel):
         seed: Seeds the initial weights, shuffling and dropout.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         register_as: Register the result under this model name (``"register"`` in JSON).
+        workers: Train data-parallel in this many processes (``fit(workers=...)``); the
+            global batch stays ``batch_size``, which must split evenly over them.
     """
 
     # "register" is the field's name on the wire; as an attribute it would shadow
@@ -127,6 +129,9 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
     register_as: str | None = Field(
         None, alias="register", description="Register the result under this model name."
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="Data-parallel training processes (lp.fit workers=)."
     )
 
     @field_validator("model")
@@ -237,6 +242,8 @@ class TrainOutcome:
 
 
 class _EachEpoch(Callback):
+    in_caller = True  # fit(workers=N) calls it in this process with each epoch's record
+
     def __init__(self, hook: Callable[[EpochRecord], None]) -> None:
         self.hook = hook
 
@@ -316,6 +323,7 @@ def run(
             grad_clip=config.grad_clip, seed=config.seed, device=config.device,
             checkpoint_dir=checkpoint_dir, resume=resume and checkpoint_dir is not None,
             callbacks=[_EachEpoch(on_epoch)] if on_epoch is not None else (), quiet=quiet,
+            workers=config.workers if config.workers > 1 else None,
         )  # fmt: skip
         metrics = evaluate(net, test)
         tell(f"test ({len(test)} samples): {format_metrics(metrics)}")

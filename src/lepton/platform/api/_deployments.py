@@ -121,3 +121,28 @@ async def explain(p: P, name: DeploymentName, request: Request) -> Response:
         name, body, request.headers.get("content-type", "application/json"), route="explain"
     )
     return Response(answer, status, media_type=content_type)
+
+
+@router.post("/deployments/{name}/recommend", tags=["deployments"])
+@allow("viewer", audit=False)
+async def recommend(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to a recommender deployment's ``/recommend``: ``{"user": ..., "k": 10,
+    "exclude_seen": true, "filter": {"genres": [...]}}``; the same rules and errors as
+    ``predict``."""
+    body = await request.body()
+    status, content_type, answer = await p.deployments.predict(
+        name, body, request.headers.get("content-type", "application/json"), route="recommend"
+    )
+    return Response(answer, status, media_type=content_type)
+
+
+@router.post("/deployments/{name}/similar", tags=["deployments"])
+@allow("viewer", audit=False)
+async def similar(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to a recommender deployment's ``/similar``: ``{"item": ..., "k": 10}``; the
+    same rules and errors as ``predict``."""
+    body = await request.body()
+    status, content_type, answer = await p.deployments.predict(
+        name, body, request.headers.get("content-type", "application/json"), route="similar"
+    )
+    return Response(answer, status, media_type=content_type)

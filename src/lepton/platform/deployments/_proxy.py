@@ -1,5 +1,5 @@
-"""``POST /predict`` and ``POST /explain`` forwarded to a deployment over loopback, with
-its token.
+"""``POST /predict`` and ``POST /explain`` (and a recommender's ``/recommend`` and
+``/similar``) forwarded to a deployment over loopback, with its token.
 
 Deployments listen on loopback and demand their own bearer token, so the platform's
 users reach them through :class:`PredictProxy`. A deployment being (re)started, or
@@ -23,9 +23,10 @@ from lepton.platform.deployments._specs import base_url
 
 __all__ = ["ROUTES", "PredictProxy"]
 
-#: The deployment routes the platform forwards: both only read the model, so a request
-#: may be retried once on a connection a draining supervisor closed.
-ROUTES = ("predict", "explain")
+#: The deployment routes the platform forwards: all only read the model, so a request
+#: may be retried once on a connection a draining supervisor closed. ``recommend`` and
+#: ``similar`` are a recommender deployment's (lepton.serve._recommend).
+ROUTES = ("predict", "explain", "recommend", "similar")
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 

@@ -55,11 +55,9 @@ class Executor(Protocol):
     with the folder on shared storage, or copy both back). Every method is called from
     the scheduler's thread or an API thread, never at the same time for one handle.
 
-    A Ray executor, for instance, would submit the same worker as a task with
-    ``num_cpus``/``num_gpus`` and ``env`` as its runtime environment, return
-    ``{"task": <ObjectRef hex>, "address": <cluster>}`` as the handle, poll with
-    ``ray.wait(timeout=0)``, cancel with ``ray.cancel(ref, force=force)`` and adopt by
-    looking the task up in the cluster's state API; its memory from the same API.
+    :class:`~lepton.platform.jobs._ray.RayExecutor` runs the same worker inside a named,
+    detached Ray actor with the job's ``num_cpus``, ``num_gpus`` and ``memory``, and
+    brings its log (and a ``result.json`` written where the folder is not shared) back.
 
     Attributes:
         name: Stored with each job (``Job.executor``); a handle is only given back to an
@@ -69,7 +67,12 @@ class Executor(Protocol):
     name: str
 
     def start(
-        self, job_id: int, spec: dict[str, Any], workdir: Path, env: Mapping[str, str]
+        self,
+        job_id: int,
+        spec: dict[str, Any],
+        workdir: Path,
+        env: Mapping[str, str],
+        resources: Capacity | None = None,
     ) -> dict[str, Any]:
         """Start the worker of ``job_id`` and return at once.
 
@@ -78,6 +81,8 @@ class Executor(Protocol):
             spec: The job's spec (JSON-safe), for executors that ship it with the task.
             workdir: The job's folder: log, result, checkpoints and output go there.
             env: Variables the worker needs (database URL, LEPTON_HOME, visible GPUs).
+            resources: What the job reserved (its CPUs, GPUs and memory), for executors
+                that place workers themselves (Ray); ``None``: one CPU.
 
         Returns:
             A JSON-safe handle that :meth:`poll`, :meth:`cancel` and :meth:`adopt`
@@ -135,9 +140,15 @@ class LocalExecutor:
         self._lock = threading.Lock()
 
     def start(
-        self, job_id: int, spec: dict[str, Any], workdir: Path, env: Mapping[str, str]
+        self,
+        job_id: int,
+        spec: dict[str, Any],
+        workdir: Path,
+        env: Mapping[str, str],
+        resources: Capacity | None = None,
     ) -> dict[str, Any]:
-        """Start ``worker JOB_ID`` in ``workdir``; see :meth:`Executor.start`."""
+        """Start ``worker JOB_ID`` in ``workdir``; see :meth:`Executor.start` (the
+        scheduler's own slots are this machine's, so ``resources`` is not needed here)."""
         make_dirs(workdir)
         with open_private(workdir / "log.txt", "ab") as log:
             process = subprocess.Popen(

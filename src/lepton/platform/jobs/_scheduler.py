@@ -322,7 +322,8 @@ class JobManager(JobQueries):
             }
             folder.note(f"attempt {attempt} of {row.max_retries + 1} starting")
             try:
-                handle = self.executor.start(job_id, dict(row.spec), folder.path, env)
+                share = Capacity(cpus=row.cpus, gpus=row.gpus, memory_mb=row.memory_mb)
+                handle = self.executor.start(job_id, dict(row.spec), folder.path, env, share)
             except OSError as exc:
                 why = f"the worker could not be started ({exc}); check the server's logs"
                 return Change("start_failed", {"error": why})

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lepton.compress import CompressConfig
 from lepton.errors import RegistryError
 from lepton.federated.recipe import FederatedConfig
+from lepton.recommend.recipe import RecommendConfig
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
 from lepton.train.recipe import TrainConfig, catalog_name
@@ -38,6 +39,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobView",
+    "RecommendJob",
     "TrainJob",
     "TuneJob",
 ]
@@ -122,6 +124,20 @@ class FederatedJob(FederatedConfig):
     _register_as = field_validator("register_as")(_model_name)
 
 
+class RecommendJob(RecommendConfig):
+    """Train a recommender on MovieLens, test it (RMSE, NDCG@k, ...) and optionally
+    register it: the recipe's :class:`~lepton.recommend.recipe.RecommendConfig` plus its
+    ``kind``, run by :func:`lepton.recommend.recipe.run` in the worker.
+
+    Example: ``{"kind": "recommend", "data": "movielens", "factors": 64, "epochs": 15,
+    "register": "movies"}``.
+    """
+
+    kind: Literal["recommend"] = "recommend"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
 class EvaluateJob(_Spec):
     """Evaluate a registered model version on a catalog dataset split.
 
@@ -143,7 +159,8 @@ class EvaluateJob(_Spec):
 
 
 JobSpec = Annotated[
-    TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob, Field(discriminator="kind")
+    TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob,
+    Field(discriminator="kind"),
 ]
 
 
@@ -166,6 +183,21 @@ class JobRequest(BaseModel):
     )
     max_retries: int = Field(2, ge=0, le=10, description="Retries after a crash.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _train_workers_reserve_slots(cls, data: Any) -> Any:
+        # a data-parallel train job reserves one CPU slot per worker unless cpus is given
+        if isinstance(data, dict) and "cpus" not in data:
+            spec = data.get("spec")
+            workers = None
+            if isinstance(spec, dict) and spec.get("kind") == "train":
+                workers = spec.get("workers")
+            if isinstance(spec, TrainJob):
+                workers = spec.workers
+            if isinstance(workers, int) and workers > 1 and not data.get("gpus"):
+                data = {**data, "cpus": float(workers)}
+        return data
+
     @model_validator(mode="after")
     def _slots_for_workers(self) -> JobRequest:
         if isinstance(self.spec, TuneJob) and self.spec.workers > self.cpus:
@@ -173,6 +205,17 @@ class JobRequest(BaseModel):
                 f"a tune job with workers={self.spec.workers} runs that many trials at once; "
                 f"ask for cpus >= {self.spec.workers}"
             )
+        if isinstance(self.spec, TrainJob) and self.spec.workers > 1:
+            if self.gpus and self.gpus < self.spec.workers:
+                raise ValueError(
+                    f"a train job with workers={self.spec.workers} on GPUs takes one GPU per "
+                    f"worker; ask for gpus >= {self.spec.workers}, or gpus=0 for CPU workers"
+                )
+            if not self.gpus and self.spec.workers > self.cpus:
+                raise ValueError(
+                    f"a train job with workers={self.spec.workers} runs that many processes; "
+                    f"ask for cpus >= {self.spec.workers}"
+                )
         return self
 
 

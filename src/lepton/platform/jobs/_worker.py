@@ -43,9 +43,11 @@ from lepton.platform.jobs._specs import (
     EvaluateJob,
     FederatedJob,
     JobSpec,
+    RecommendJob,
     TrainJob,
     TuneJob,
 )
+from lepton.recommend import recipe as recommend_recipe
 from lepton.registry import load_model, register, resolve
 from lepton.storage import Database, open_database
 from lepton.storage.schema import JobRow
@@ -78,7 +80,7 @@ def _write_result(workdir: Path, result: dict[str, Any]) -> None:
     atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
 
 
-Spec = TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob
+Spec = TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob
 
 
 def _load(db: Database, job_id: int) -> tuple[Spec, float]:
@@ -231,6 +233,16 @@ def _federated(db: Database, job_id: int, spec: FederatedJob) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _recommend(db: Database, job_id: int, spec: RecommendJob) -> dict[str, Any]:
+    config = recommend_recipe.RecommendConfig.model_validate(spec.model_dump(exclude={"kind"}))
+    result = recommend_recipe.run(
+        config, registrar=register, database=db, say=_say, tags={"job": job_id},
+        run_name=f"job-{job_id}-recommend-{spec.data}-{spec.feedback}",
+        on_run=lambda run_id: _record_run(db, job_id, run_id),
+    )  # fmt: skip
+    return {"kind": "recommend", **result.to_json()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one attempt of a job; returns the exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -252,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = _compress(db, job_id, spec)
         elif isinstance(spec, FederatedJob):
             outcome = _federated(db, job_id, spec)
+        elif isinstance(spec, RecommendJob):
+            outcome = _recommend(db, job_id, spec)
         else:
             outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})

@@ -36,6 +36,7 @@ def install(app: FastAPI) -> None:
         _models,
         _overview,
         _privacy,
+        _recommend,
         _runs,
         _site,
         _studies,
@@ -45,7 +46,7 @@ def install(app: FastAPI) -> None:
 
     # _compare before _models: /models/{name}/compare is not a version number
     routers = (_site, _overview, _datasets, _privacy, _runs, _studies, _compare, _explain,
-               _federated, _models, _jobs, _deployments, _users)  # fmt: skip
+               _federated, _recommend, _models, _jobs, _deployments, _users)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     pages: set[Any] = {

@@ -7,14 +7,13 @@ preprocessing, its image decoding and resizing, its ``/explain`` answer), rather
 through a deployment's ``/explain``: a version can be explained before (or without) being
 deployed, the page needs no deployment token or proxy hop, and the answer is the same
 code's. The price is the platform's CPU, so it is bounded: small uploads, one row of
-at most :data:`MAX_VALUES` numbers, a few services kept loaded (:data:`_CACHE_SIZE`), and
+at most :data:`MAX_VALUES` numbers, a few services kept loaded (``Loaded``), and
 one explanation at a time (a lock), since Captum's methods run many forward passes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Request, UploadFile
@@ -26,6 +25,7 @@ from lepton import registry
 from lepton.errors import LeptonError, RequestError
 from lepton.platform._deps import P
 from lepton.platform._http import RecordId, allow
+from lepton.platform.web._loaded import Loaded
 from lepton.storage import Database
 
 __all__ = ["MAX_UPLOAD", "MAX_VALUES", "explain_input", "router"]
@@ -34,30 +34,16 @@ router = APIRouter(include_in_schema=False)
 ModelName = Annotated[str, Path(max_length=100)]
 MAX_UPLOAD = 4 * 1024 * 1024  # bytes of an uploaded image
 MAX_VALUES = 4096  # numbers in a typed row
-_CACHE_SIZE = 4  # loaded versions kept (they are immutable, so never stale)
-_services: OrderedDict[tuple[int, str], Any] = OrderedDict()
-_cache_lock = threading.Lock()
 _explain_lock = threading.Lock()
 
 
-def _service(ref: str, database: Database) -> Any:
-    """The loaded :class:`~lepton.serve.ModelService` of ``ref`` (least recently used
-    ones are dropped beyond :data:`_CACHE_SIZE`)."""
+def _model_service(ref: str, database: Database) -> Any:
     from lepton.serve import ModelService
 
-    key = (id(database), ref)
-    with _cache_lock:
-        found = _services.get(key)
-        if found is not None:
-            _services.move_to_end(key)
-            return found
-    service = ModelService(ref, database=database)
-    service.setup()
-    with _cache_lock:
-        _services[key] = service
-        while len(_services) > _CACHE_SIZE:
-            _services.popitem(last=False)
-    return service
+    return ModelService(ref, database=database)
+
+
+_service: Loaded[Any] = Loaded(_model_service)  # the loaded ModelService of a version
 
 
 def _row(text: str) -> list[float]:

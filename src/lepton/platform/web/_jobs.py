@@ -33,6 +33,7 @@ from lepton.platform.web._render import (
     redirect,
     render,
 )
+from lepton.recommend.recipe import RATINGS_DATASETS
 from lepton.registry._registry import validate_name
 
 __all__ = ["router"]
@@ -82,7 +83,8 @@ def _jobs_page(
         offset=offset,
         per_page=PER_PAGE,
         zoo=lp_models.available_models(),
-        datasets=[d.name for d in lp_data.list_datasets()],
+        # ratings tables train recommenders (their own form, /recommend), not zoo models
+        datasets=[d.name for d in lp_data.list_datasets() if d.name not in RATINGS_DATASETS],
         form=form or _defaults(),
         error=error,
         spec_error=spec_error,

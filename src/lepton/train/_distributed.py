@@ -1,0 +1,786 @@
+"""Data-parallel training for ``fit``: N worker processes, one loop, the same result.
+
+There are three ways into a data-parallel ``fit``; all of them end in the same
+:class:`~lepton.train._loop.Loop`, handed a :class:`Shard`:
+
+* ``fit(..., workers=N)`` in a plain process: :func:`spawn_fit` starts N worker processes
+  (``spawn``), hosts the rendezvous store itself (a c10d ``TCPStore`` on 127.0.0.1, on a
+  free port or ``MASTER_PORT``), sends each worker the model, the data and the options,
+  relays rank 0's progress and epoch records back (the progress bar and the tracking run
+  stay in the caller's process), watches the workers, and at the end loads rank 0's
+  weights into the caller's model. A worker that raises or dies stops the others at once.
+* Under ``torchrun`` / ``lepton launch`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+  ``MASTER_ADDR`` in the environment) the same script joins the process group those set
+  up (:func:`join`), and rank 0 alone prints, tracks and writes checkpoints.
+* A process group the caller initialised already is used as it is.
+
+Inside the loop every rank sees the same global batches as a single process would: the
+epoch's permutation is drawn from the fit's seeded generator (the draw the one-process
+loop makes), and each global batch is cut into one contiguous part per rank. That is what
+``DistributedSampler`` does (a seeded permutation, disjoint shards), but its strided shards
+would give a different sample order than ``workers=1``; this order makes ``workers=N``
+train the same weights as one process with the same global batch (up to float rounding),
+and lets a checkpoint resume with another number of workers. Gradients are averaged by
+``DistributedDataParallel``; each rank's loss is weighted by its share of the global batch
+so an uneven last batch averages exactly as in one process. BatchNorm layers normalise
+with the statistics of the global batch (an all-reduce of sums, differentiable, CPU and
+GPU alike). Train metrics are summed over ranks; validation is split over ranks and its
+torchmetrics states are gathered by torchmetrics' own sync.
+
+Dropout masks and random transforms are drawn on each rank, so a model with dropout trains
+as well with ``workers=N`` but not bit for bit like one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.reduction import ForkingPickler
+from queue import Empty
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed import TCPStore  # type: ignore[attr-defined]
+
+from lepton.data import Dataset
+from lepton.errors import (
+    DistributedError,
+    LeptonError,
+    PortInUseError,
+    RendezvousError,
+    WorkerFailedError,
+)
+from lepton.train._callbacks import Callback, EpochRecord, TrainState
+from lepton.train._metrics import _run, evaluate, loss_function
+from lepton.train._progress import Reporter
+from lepton.train._result import FitResult
+
+__all__ = [
+    "Shard",
+    "global_batch",
+    "is_launched",
+    "join",
+    "record_failure",
+    "spawn_fit",
+]
+
+#: Seconds a collective (all-reduce, barrier) may wait for the slowest rank before the run
+#: fails instead of hanging (``LEPTON_DIST_TIMEOUT_S``).
+TIMEOUT_S = float(os.environ.get("LEPTON_DIST_TIMEOUT_S", "600"))
+#: Seconds the workers of a ``torchrun``-style environment wait for each other to meet
+#: (``LEPTON_RDZV_TIMEOUT_S``).
+RENDEZVOUS_TIMEOUT_S = float(os.environ.get("LEPTON_RDZV_TIMEOUT_S", "120"))
+_GRACE_S = 1.0  # after a first failure: time to hear the root cause before stopping all
+
+_ENV = ("RANK", "WORLD_SIZE")
+
+
+# -- which mode ---------------------------------------------------------------------------
+def is_launched() -> bool:
+    """Whether this process is one rank of a launched job (``torchrun``, ``lepton
+    launch``, ``fit(workers=N)``'s own workers, or a group the caller initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return True
+    return all(k in os.environ for k in _ENV) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def global_batch(batch_size: int, world: int, per_worker_batch: bool) -> int:
+    """The samples per optimizer step over all ``world`` workers, checked."""
+    if per_worker_batch:
+        return batch_size * world
+    if batch_size % world:
+        low, high = batch_size - batch_size % world, batch_size - batch_size % world + world
+        raise DistributedError(
+            f"batch_size={batch_size} is the global batch and does not split evenly over "
+            f"{world} workers; use a multiple of {world} (e.g. {low or world} or {high}), or "
+            f"per_worker_batch=True to give each worker {batch_size} samples (a global batch "
+            f"of {batch_size * world})"
+        )
+    return batch_size
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- the shard a rank trains on -------------------------------------------------------------
+@dataclass
+class Shard:
+    """One rank's view of a data-parallel ``fit``: who it is, and the collectives the loop
+    needs (private: made by :func:`join`)."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    batch: int  # the global batch
+    per_worker_batch: bool
+    owns_group: bool  # fit initialised the process group, so fit destroys it
+    relay: Any = None  # rank 0 of fit(workers=N): the queue to the caller's process
+    _patched: list[nn.Module] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the rank that prints, tracks and writes checkpoints."""
+        return self.rank == 0
+
+    def describe(self) -> dict[str, Any]:
+        """What the result and the tracking run record about the split."""
+        return {
+            "workers": self.world,
+            "global_batch": self.batch,
+            "per_worker_batch": self.per_worker_batch,
+            "batch_per_worker": self.batch // self.world,
+            "backend": dist.get_backend(),
+        }
+
+    # -- model --------------------------------------------------------------------------
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Global-batch BatchNorm in ``model`` (in place), then ``DistributedDataParallel``
+        around it: the module the loop calls. ``model`` itself keeps its state-dict names."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+                module, nn.SyncBatchNorm
+            ):
+                module.forward = types.MethodType(_global_batch_norm, module)  # type: ignore[method-assign]
+                self._patched.append(module)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    # -- data ---------------------------------------------------------------------------
+    def bounds(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous part of ``n`` items (the first ``n % world`` ranks get
+        one more)."""
+        base, extra = divmod(n, self.world)
+        lo = self.rank * base + min(self.rank, extra)
+        return lo, lo + base + (1 if self.rank < extra else 0)
+
+    def batches(
+        self, ds: Dataset, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, float]]:
+        """This rank's part of each global batch, and the weight of its loss: the global
+        order is the one :meth:`Dataset.batches` draws with ``shuffle=True``."""
+        n = len(ds)
+        order = torch.randperm(n, generator=generator)  # the one-process draw, same state
+        for start in range(0, n, self.batch):
+            idx = order[start : start + self.batch]
+            lo, hi = self.bounds(len(idx))
+            part = idx[lo:hi]
+            xb = ds.features[part]
+            yb = ds.targets[part] if ds.targets is not None else None
+            if ds.transform is not None:
+                xb = ds.transform(xb)
+            # DDP averages the ranks' gradients: weight each rank's mean loss by its share
+            yield xb, yb, (hi - lo) * self.world / len(idx)
+
+    # -- metrics ------------------------------------------------------------------------
+    def reduce(
+        self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The epoch's train sums over every rank."""
+        buf = torch.stack(
+            [
+                loss_sum.detach().to(torch.float64),
+                correct.to(torch.float64),
+                torch.tensor(float(seen), dtype=torch.float64, device=loss_sum.device),
+            ]
+        )
+        dist.all_reduce(buf)
+        return buf[0], buf[1].round().to(torch.int64), int(buf[2].round())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: Dataset) -> dict[str, float]:
+        """Validation split over the ranks; torchmetrics gathers its states on compute."""
+        n = len(data)
+        if n < self.world:  # too small to split: every rank evaluates it all (same values)
+            return evaluate(model, data, device=self.device)
+        lo, hi = self.bounds(n)
+        was_training = model.training
+        model.eval()
+        try:
+            metrics, total = _run(
+                model, data.subset(slice(lo, hi)), loss_function(data.task), self.device, 1024
+            )
+        finally:
+            model.train(was_training)
+        computed = metrics.compute()  # sync_on_compute: every rank's states, gathered
+        loss = torch.tensor(total, dtype=torch.float64, device=self.device)
+        dist.all_reduce(loss)
+        order = ("accuracy", "f1", "precision", "recall", "auc", "mse", "mae", "r2")
+        return {"loss": float(loss) / n} | {k: float(computed[k]) for k in order if k in computed}
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (a callback's ``should_stop``)."""
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def reporter(self, *, quiet: bool, name: str) -> Reporter:
+        """Rank 0's progress (relayed to the caller under ``fit(workers=N)``); the other
+        ranks print nothing."""
+        if not self.is_main:
+            return Reporter(quiet=True, name=name)
+        if self.relay is not None:
+            return _RelayReporter(self.relay, name=name)
+        return Reporter(quiet=quiet, name=name)
+
+    def close(self) -> None:
+        """Undo :meth:`wrap`'s BatchNorm change; destroy the group if fit made it."""
+        for module in self._patched:
+            with contextlib.suppress(AttributeError):
+                del module.forward
+        self._patched.clear()
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient is summed over ranks too."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    return cast(torch.Tensor, _AllReduceSum.apply(x))  # type: ignore[no-untyped-call]
+
+
+def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn``'s training forward with the mean and variance of the global batch (every
+    rank's part), and its running statistics updated from them; eval is unchanged."""
+    if not bn.training:
+        return type(bn).forward(bn, x)  # type: ignore[no-any-return]
+    dims = [0, *range(2, x.dim())]
+    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    sums = _sum_over_ranks(torch.cat([x.sum(dims), x.new_full((1,), x.numel() / x.shape[1])]))
+    count = sums[-1]
+    mean = sums[:-1] / count
+    centred = x - mean.view(shape)
+    var = _sum_over_ranks((centred * centred).sum(dims)) / count
+    y = centred * torch.rsqrt(var + bn.eps).view(shape)
+    if bn.affine:
+        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    if bn.track_running_stats:
+        assert bn.running_mean is not None
+        assert bn.running_var is not None
+        assert bn.num_batches_tracked is not None
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            n = float(count)
+            bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
+            bn.running_var.mul_(1 - f).add_(var.detach() * (n / max(n - 1, 1.0)), alpha=f)
+    return y  # type: ignore[no-any-return]
+
+
+# -- joining a group ------------------------------------------------------------------------
+def _resolve(device: str | torch.device, local_rank: int) -> torch.device:
+    from lepton.train._setup import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return dev
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DistributedError(
+            f"worker with local rank {local_rank} needs GPU {local_rank} but {count} GPU(s) "
+            f"are visible: start at most {count} workers per machine, or use device='cpu'"
+        )
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def join(
+    workers: int | None, *, batch_size: int, per_worker_batch: bool, device: str | torch.device
+) -> Shard:
+    """This process's :class:`Shard` of a launched job: the process group the caller (or
+    :func:`spawn_fit`) initialised, else the one ``torchrun``'s environment describes."""
+    owns = False
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        source = "the initialised process group"
+    else:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        source = "torchrun's environment (WORLD_SIZE)"
+    if workers is not None and workers != world:
+        raise DistributedError(
+            f"fit(workers={workers}) runs in a job of {world} processes ({source}); launch "
+            f"{workers} processes (e.g. `lepton launch --nproc-per-node {workers} ...`) or "
+            f"call fit with workers={world} or without workers"
+        )
+    if not 0 <= rank < world:
+        raise RendezvousError(f"RANK={rank} is outside WORLD_SIZE={world}; check the launcher")
+    batch = global_batch(batch_size, world, per_worker_batch)
+    dev = _resolve(device, local_rank)
+    if not dist.is_initialized():
+        _init_from_env(rank, world, "nccl" if dev.type == "cuda" else "gloo")
+        owns = True
+    return Shard(
+        rank=rank,
+        world=world,
+        local_rank=local_rank,
+        device=dev,
+        batch=batch,
+        per_worker_batch=per_worker_batch,
+        owns_group=owns,
+        relay=_RELAY,
+    )
+
+
+def _init_from_env(rank: int, world: int, backend: str) -> None:
+    timeout = timedelta(seconds=TIMEOUT_S)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's agent met the other nodes already and hosts the store: join it
+        dist.init_process_group(backend, init_method="env://", timeout=timeout)
+        return
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        raise RendezvousError(
+            "RANK and WORLD_SIZE are set but MASTER_ADDR or MASTER_PORT is not; start the "
+            "script with `lepton launch` or torchrun, which set all four"
+        )
+    store = open_store(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world=world,
+        host=rank == 0,
+        timeout_s=RENDEZVOUS_TIMEOUT_S,
+    )
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+
+
+def open_store(
+    address: str, port: int, *, world: int, host: bool, timeout_s: float, wait: bool = True
+) -> TCPStore:
+    """A c10d ``TCPStore``: hosted here (``host``) or reached at ``address:port``; the
+    failures a person can fix become a :class:`RendezvousError` that says how."""
+    try:
+        return TCPStore(
+            address,
+            port,
+            world if wait else None,
+            host,
+            timedelta(seconds=timeout_s),
+            wait_for_workers=wait,
+        )
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        line = _first_line(exc)
+        if host and ("EADDRINUSE" in line or "address already in use" in line.lower()):
+            raise PortInUseError(
+                f"port {port} on {address} is in use by another process, so the workers "
+                f"cannot meet there; stop that process, or pick a free port (MASTER_PORT, or "
+                f"`lepton launch --rdzv-endpoint {address}:OTHER_PORT`)"
+            ) from None
+        if host:
+            raise RendezvousError(
+                f"waited {timeout_s:g}s at {address}:{port} for {world} workers and not all "
+                f"came ({line}); start WORLD_SIZE={world} processes with the same MASTER_ADDR "
+                f"and MASTER_PORT, or set WORLD_SIZE to the number you start"
+            ) from None
+        raise RendezvousError(
+            f"could not reach the rendezvous at {address}:{port} within {timeout_s:g}s "
+            f"({line}); check MASTER_ADDR/MASTER_PORT (or --rdzv-endpoint) name the machine "
+            f"and port of rank 0, and that rank 0 is running"
+        ) from None
+
+
+def record_failure(exc: BaseException) -> None:
+    """Under ``torchrun``, write ``exc`` where the elastic agent looks for a worker's
+    error, so ``lepton launch`` reports this rank's error and not only its exit code."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE") or not isinstance(exc, Exception):
+        return
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+    with contextlib.suppress(Exception):
+        ErrorHandler().record_exception(exc)
+
+
+# -- fit(workers=N): the caller's side --------------------------------------------------------
+_RELAY: Any = None  # set in rank 0 of fit(workers=N)'s workers: the queue to the caller
+
+
+class _RelayReporter(Reporter):
+    """Rank 0's progress, sent to the caller's process (which prints it)."""
+
+    def __init__(self, queue: Any, *, name: str) -> None:
+        super().__init__(quiet=True, name=name)
+        self.queue = queue
+
+    def start(self, epochs: int, steps_per_epoch: int, *, resumed_from: int = 0) -> None:
+        self.queue.put(("start", (epochs, steps_per_epoch, resumed_from)))
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.queue.put(("start_epoch", (epoch, epochs, steps)))
+
+    def update(self, step: int, loss: float) -> None:
+        self.queue.put(("update", (step, loss)))
+
+    def end_epoch(self, record: EpochRecord, epochs: int) -> None:
+        self.queue.put(("end_epoch", (record.to_dict(), epochs)))
+
+    def close(self) -> None:
+        self.queue.put(("close", ()))
+
+
+@dataclass(frozen=True)
+class _Job:
+    world: int
+    address: str
+    port: int
+    backend: str
+    threads: int | None
+    timeout_s: float
+
+
+def _free_port_or_raise(address: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            raise PortInUseError(
+                f"port {port} on {address} is in use by another process, so the workers "
+                f"cannot meet there; stop that process, choose another MASTER_PORT, or unset "
+                f"MASTER_PORT to let Lepton pick a free one"
+            ) from None
+
+
+def _payloads(world: int, parts: dict[str, Any], *, private: set[str]) -> list[bytes]:
+    """One pickle per worker; what cannot be pickled is named. The data travels through
+    shared memory (read only, one copy for all workers; each shared-memory handle can be
+    opened once, hence one pickle per worker); the parts in ``private`` (the model, the
+    callbacks: what training changes) are copied, or the workers would step one shared set
+    of weights."""
+    ready: dict[str, Any] = {}
+    for what, value in parts.items():
+        try:
+            ready[what] = pickle.dumps(value) if what in private else value
+            ForkingPickler.dumps(ready[what])
+        except Exception as exc:
+            raise DistributedError(
+                f"workers={world} sends {what} to worker processes, and it cannot be sent "
+                f"({type(exc).__name__}: {_first_line(exc)}); define classes and functions at "
+                f"a module's top level (not a lambda, a local function or a class defined in a "
+                f"notebook), or use workers=1"
+            ) from None
+    return [bytes(ForkingPickler.dumps(tuple(ready.values()))) for _ in range(world)]
+
+
+def spawn_fit(
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset | None,
+    *,
+    workers: int,
+    options: dict[str, Any],
+    name: str,
+    caller_callbacks: list[Callback],
+    device: torch.device,
+    fit: Callable[..., FitResult],
+) -> FitResult:
+    """``fit(..., workers=N)`` from a plain process: start, relay, watch, collect.
+
+    ``options`` are fit's keyword arguments for the workers, which call ``fit`` (passed in:
+    it imports this module); ``caller_callbacks`` run here on each epoch's record (the
+    tracking run's logger, callbacks marked ``in_caller``).
+    """
+    import torch.multiprocessing as tmp
+
+    started = time.perf_counter()
+    global_batch(options["batch_size"], workers, options["per_worker_batch"])
+    if device.type == "cuda" and torch.cuda.device_count() < workers:
+        raise DistributedError(
+            f"workers={workers} on the GPU takes one GPU per worker and "
+            f"{torch.cuda.device_count()} are visible; use at most that many workers, or "
+            f"device='cpu'"
+        )
+    threads = options.get("num_threads")
+    if not threads and device.type == "cpu":
+        from lepton.config import get_settings
+
+        # the budget of this process (LEPTON_NUM_THREADS, else the cores), split
+        threads = max(1, (get_settings().num_threads or os.cpu_count() or 1) // workers)
+    options = {**options, "num_threads": threads}
+    address = "127.0.0.1"
+    wanted = int(os.environ.get("MASTER_PORT", "0"))
+    if wanted:
+        _free_port_or_raise(address, wanted)
+    model_cpu = model.to("cpu")
+    payloads = _payloads(
+        workers,
+        {
+            "the model": model_cpu,
+            "the training data": train,
+            "the validation data": val,
+            "the callbacks and the loss hook": options,
+        },
+        private={"the model", "the callbacks and the loss hook"},
+    )
+    store = open_store(address, wanted, world=workers, host=True, timeout_s=30, wait=False)
+    job = _Job(
+        world=workers,
+        address=address,
+        port=store.port,
+        backend="nccl" if device.type == "cuda" else "gloo",
+        threads=threads,
+        timeout_s=TIMEOUT_S,
+    )
+    ctx = tmp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(rank, job, payloads[rank], queue, fit), daemon=True)
+        for rank in range(workers)
+    ]
+    reporter = Reporter(quiet=bool(options.get("quiet")), name=name)
+    state = TrainState(
+        model=model,
+        optimizer=cast(torch.optim.Optimizer, None),  # caller-side callbacks read history only
+        epochs=int(options["epochs"]),
+    )
+    watcher = _Watcher(procs, queue, reporter, state, caller_callbacks)
+    try:
+        for proc in procs:
+            proc.start()
+        outcome = watcher.watch()
+    finally:
+        watcher.stop_all()
+        reporter.close()
+        del store
+    weights, result = outcome
+    model.load_state_dict(weights)
+    model.to(device)
+    for cb in caller_callbacks:
+        cb.on_fit_end(state)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+_SYMPTOMS = (
+    "gloo/transport",
+    "connection closed by peer",
+    "connection reset by peer",
+    "remote worker",
+    "broken pipe",
+    "nccl",
+)
+
+
+def _symptom(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is how a rank learns that a peer is gone (not the root cause)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(s in text for s in _SYMPTOMS)
+
+
+class _Watcher:
+    """The caller's loop while workers train: relay their messages, notice a failure."""
+
+    def __init__(
+        self,
+        procs: list[Any],
+        queue: Any,
+        reporter: Reporter,
+        state: TrainState,
+        callbacks: list[Callback],
+    ) -> None:
+        self.procs, self.queue, self.reporter = procs, queue, reporter
+        self.state, self.callbacks = state, callbacks
+        self.errors: dict[int, tuple[BaseException | None, str]] = {}
+        self.result: tuple[dict[str, torch.Tensor], FitResult] | None = None
+        self.started_fit = False
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind, payload = msg[0], msg[1:]
+        if kind == "error":
+            rank, blob, text = payload
+            exc: BaseException | None = None
+            if blob is not None:
+                with contextlib.suppress(Exception):
+                    exc = pickle.loads(blob)
+            self.errors.setdefault(rank, (exc, text))
+        elif kind == "result":
+            self.result = pickle.loads(payload[0])
+        elif kind == "start":
+            epochs, steps, resumed = payload[0]
+            self.reporter.start(epochs, steps, resumed_from=resumed)
+            if not self.started_fit:
+                self.started_fit = True
+                for cb in self.callbacks:
+                    cb.on_fit_start(self.state)
+        elif kind == "start_epoch":
+            self.reporter.start_epoch(*payload[0])
+        elif kind == "update":
+            self.reporter.update(*payload[0])
+        elif kind == "end_epoch":
+            raw, epochs = payload[0]
+            record = EpochRecord.from_dict(raw)
+            self.reporter.end_epoch(record, epochs)
+            self.state.history.append(record)
+            self.state.epoch = record.epoch
+            for cb in self.callbacks:
+                cb.on_epoch_end(self.state)
+        elif kind == "close":
+            self.reporter.close()
+
+    def _drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self._handle(self.queue.get(timeout=max(left, 0.01)))
+            except Empty:
+                if left <= 0:
+                    return
+
+    def _failed(self) -> list[int]:
+        return [i for i, p in enumerate(self.procs) if p.exitcode not in (None, 0)]
+
+    def watch(self) -> tuple[dict[str, torch.Tensor], FitResult]:
+        while True:
+            with contextlib.suppress(Empty):
+                self._handle(self.queue.get(timeout=0.1))
+            if self.errors or self._failed():
+                self._drain(_GRACE_S)  # the root cause may come a moment after a symptom
+                raise self._failure()
+            if all(p.exitcode == 0 for p in self.procs):
+                self._drain(0.2)
+                if self.result is None:
+                    raise WorkerFailedError(
+                        "every worker exited but rank 0 sent no result; see the output above"
+                    )
+                return self.result
+
+    def _failure(self) -> BaseException:
+        world = len(self.procs)
+        # the root cause: an error that is not a peer's broken connection, else a rank that
+        # died without a word, else the first error heard
+        causes = [  # in the order they arrived
+            (rank, exc, text) for rank, (exc, text) in self.errors.items() if not _symptom(exc)
+        ]
+        silent = [r for r in self._failed() if r not in self.errors]
+        if causes:
+            rank, exc, text = causes[0]
+        elif silent:
+            code = self.procs[silent[0]].exitcode
+            how = (
+                f"was killed by signal {signal.Signals(-code).name}"
+                if code < 0
+                else f"exited with code {code}"
+            )
+            hint = (
+                " before it started training; if this is a script, put the code that calls "
+                "fit under `if __name__ == '__main__':` (worker processes import the script)"
+                if not self.started_fit
+                else " (out of memory, killed, or os._exit)"
+            )
+            return WorkerFailedError(
+                f"worker rank {silent[0]} of {world} {how}{hint}; the other workers were stopped"
+            )
+        else:
+            rank, (exc, text) = next(iter(self.errors.items()))
+        if isinstance(exc, LeptonError):  # the same error a single process would raise
+            exc.add_note(f"(raised on worker rank {rank} of {world}; the others were stopped)")
+            return exc
+        what = f"{type(exc).__name__}: {_first_line(exc)}" if exc else text.strip().splitlines()[-1]
+        error = WorkerFailedError(
+            f"worker rank {rank} of {world} failed with {what}; the other workers were "
+            f"stopped. Its traceback:\n{text.rstrip()}"
+        )
+        error.__cause__ = exc
+        return error
+
+    def stop_all(self) -> None:
+        """Stop every worker still running: SIGTERM, then SIGKILL after 3 s."""
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + 3
+        for p in self.procs:
+            if p.pid is None:
+                continue
+            p.join(timeout=max(deadline - time.monotonic(), 0.01))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1)
+
+
+# -- fit(workers=N): a worker's side ----------------------------------------------------------
+def _worker_main(
+    rank: int, job: _Job, payload: bytes, queue: Any, fit: Callable[..., FitResult]
+) -> None:
+    """One worker: meet the others at the caller's store, run ``fit``, send rank 0's
+    weights and result back; any error goes to the caller, then the process ends."""
+    global _RELAY
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(job.world),
+        LOCAL_WORLD_SIZE=str(job.world),
+        MASTER_ADDR=job.address,
+        MASTER_PORT=str(job.port),
+    )
+    try:
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        if job.backend == "nccl":
+            torch.cuda.set_device(rank)
+        # a slow start (imports on a busy machine) must not fail the others' wait; a
+        # worker that dies is seen by the caller, which stops the rest
+        store = open_store(
+            job.address, job.port, world=job.world, host=False, timeout_s=job.timeout_s, wait=False
+        )
+        dist.init_process_group(
+            job.backend,
+            store=store,
+            rank=rank,
+            world_size=job.world,
+            timeout=timedelta(seconds=job.timeout_s),
+        )
+        model_blob, train, val, options_blob = pickle.loads(payload)
+        model, options = pickle.loads(model_blob), pickle.loads(options_blob)
+        _RELAY = queue if rank == 0 else None
+        result = fit(model, train, val, workers=job.world, **options)
+        if rank == 0:
+            weights = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+            queue.put(("result", pickle.dumps((weights, result))))
+    except BaseException as exc:
+        blob: bytes | None
+        try:
+            blob = pickle.dumps(exc)
+            pickle.loads(blob)
+        except Exception:
+            blob = None
+        queue.put(("error", rank, blob, traceback.format_exc()))
+        queue.close()
+        queue.join_thread()
+        sys.stdout.flush()
+        os._exit(1)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    queue.close()
+    queue.join_thread()
