@@ -32,6 +32,8 @@ bench: setup
 	$(PY) benchmarks/train_mnist.py
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/registry.py
+	$(PY) benchmarks/articles.py
+	$(PY) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info

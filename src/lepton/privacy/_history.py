@@ -16,6 +16,7 @@ from lepton.data import Dataset
 from lepton.data import info as catalog_info
 from lepton.errors import DatasetNotFoundError, NoBudgetError, PrivacyError
 from lepton.privacy._accounting import compose, event_from_json
+from lepton.privacy._tables import as_table
 from lepton.storage import Database, open_database
 from lepton.storage.schema import PrivacyBudgetRow, PrivacyChargeRow
 
@@ -87,6 +88,8 @@ def budget_key(dataset: Dataset | str) -> str:
         >>> budget_key("Diabetes")
         'diabetes'
     """
+    if not isinstance(dataset, str):
+        dataset = as_table(dataset)  # a DataFrame or dict of columns is known by its content
     name = dataset if isinstance(dataset, str) else dataset.name
     try:
         return catalog_info(name).name

@@ -43,6 +43,7 @@ from lepton.privacy._history import declared_columns
 from lepton.privacy._ledger import charge
 from lepton.privacy._mechanisms import Release, gumbel_argmax
 from lepton.privacy._rng import generator
+from lepton.privacy._tables import as_table
 from lepton.storage import Database
 
 __all__ = ["STATISTICS", "Mechanism", "Statistic", "noise_plan", "query"]
@@ -97,7 +98,7 @@ def _spec(
 
 
 def query(
-    dataset: Dataset,
+    dataset: Dataset | Any,
     statistic: Statistic,
     *,
     epsilon: float,
@@ -116,7 +117,8 @@ def query(
     budget before anything is computed (see the module docstring for each sensitivity).
 
     Args:
-        dataset: A tabular :class:`~lepton.data.Dataset` (features of shape (N, d)).
+        dataset: A tabular :class:`~lepton.data.Dataset` (features of shape (N, d)), a
+            pandas DataFrame or a dict of numeric columns.
         statistic: ``count``, ``sum``, ``mean``, ``variance``, ``histogram`` or ``quantile``.
         epsilon: What the release spends.
         column: A feature name, a feature index or ``"target"`` (``count``: optional).
@@ -145,6 +147,7 @@ def query(
         ...                  epsilon=0.5).value  # doctest: +SKIP
         151.8
     """
+    dataset = as_table(dataset)
     if statistic not in STATISTICS:
         raise PrivacyError(f"statistic must be one of {', '.join(STATISTICS)}; got {statistic!r}")
     check_epsilon_delta(epsilon, delta, need_delta=mechanism == "gaussian")

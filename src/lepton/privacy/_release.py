@@ -26,6 +26,7 @@ from lepton.privacy._history import Charge, declared_columns
 from lepton.privacy._ledger import charge
 from lepton.privacy._queries import Mechanism, noise_plan
 from lepton.privacy._rng import SEEDED_NOTE, generator
+from lepton.privacy._tables import as_table
 from lepton.storage import Database
 
 __all__ = ["MAX_CELLS", "TableRelease", "differential_privacy"]
@@ -89,7 +90,7 @@ def _sample(spec: ColumnSpec, cells: np.ndarray, rng: np.random.Generator) -> np
 
 
 def differential_privacy(
-    data: Dataset,
+    data: Dataset | Any,
     epsilon: float = 0.1,
     *,
     columns: Mapping[str, Any] | Sequence[str] | None = None,
@@ -113,7 +114,9 @@ def differential_privacy(
     count is noised (it is the sum of the noisy cells).
 
     Args:
-        data: A tabular :class:`~lepton.data.Dataset`.
+        data: A tabular :class:`~lepton.data.Dataset`, a pandas DataFrame or a dict of
+            numeric columns (its budget is then keyed by its content: set it on the same
+            table).
         epsilon: What the release spends (the whole table at once).
         columns: The columns to release and their declared bounds, e.g.
             ``{"age": (0, 100, 10), "sex": [0, 1]}`` (a range with bins, or
@@ -139,6 +142,7 @@ def differential_privacy(
         >>> noisy.data.feature_names  # doctest: +SKIP
         ['mean radius']
     """
+    data = as_table(data)
     check_epsilon_delta(epsilon, delta, need_delta=mechanism == "gaussian")
     if mechanism == "laplace" and delta:
         raise PrivacyError("the Laplace mechanism spends no delta; pass mechanism='gaussian'")
