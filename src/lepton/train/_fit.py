@@ -21,7 +21,7 @@ from lepton.config import get_settings
 from lepton.data import Dataset
 from lepton.errors import DistributedError, PrivateTrainingError, TrainingError
 from lepton.train._callbacks import Callback, EarlyStopping, RunLogger
-from lepton.train._distributed import is_launched, join, record_failure, spawn_fit
+from lepton.train._distributed import is_launched, join, record_failure
 from lepton.train._loop import Loop
 from lepton.train._metrics import as_dataset
 from lepton.train._optim import make_optimizer
@@ -29,6 +29,7 @@ from lepton.train._private import PrivateTraining, TrainingPrivacy
 from lepton.train._progress import Reporter
 from lepton.train._result import FitResult, LossHook
 from lepton.train._setup import check_arguments, check_compatible, resolve_device, threads
+from lepton.train._spawn import spawn_fit
 
 __all__ = ["FitResult", "LossHook", "TrainingPrivacy", "fit", "resolve_device"]
 
