@@ -19,7 +19,8 @@ DatasetKey = Annotated[str, Path(min_length=1, max_length=300)]
 
 
 class BudgetView(BaseModel):
-    """:class:`lepton.privacy.Budget`."""
+    """:class:`lepton.privacy.Budget`, restated: ``lepton.privacy`` is an optional extra
+    (``lepton[privacy]``), imported only when a route runs, so the server starts without it."""
 
     dataset: str
     epsilon: float
