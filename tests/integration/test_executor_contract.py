@@ -17,7 +17,8 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,9 @@ child = os.fork()
 if child == 0:  # a grandchild in the same process group
     time.sleep(60)
     os._exit(0)
-with open("child.txt", "w") as f:
+with open("child.txt.tmp", "w") as f:  # whole or absent: the test reads it once it exists
     f.write(str(child))
+os.replace("child.txt.tmp", "child.txt")
 time.sleep(60)
 """
 
@@ -91,9 +93,28 @@ class Engine:
     kind: str
     address: str | None
     tmp: Path
+    started: list[tuple[Executor, dict[str, Any]]] = field(default_factory=list)
 
     def make(self, body: str) -> Executor:
-        return self._build(self.script(body))
+        executor = self._build(self.script(body))
+        start = executor.start
+
+        def tracked(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            handle = start(*args, **kwargs)
+            self.started.append((executor, handle))
+            return handle
+
+        executor.start = tracked  # type: ignore[method-assign]
+        return executor
+
+    def stop_leftovers(self) -> None:
+        """Cancel whatever a failing test left running: on the shared Ray cluster a
+        leftover would hold its CPUs and starve the next test."""
+        for executor, handle in self.started:
+            with suppress(Exception):
+                if executor.poll(handle) is None:
+                    executor.cancel(handle, force=True)
+                    until_ended(executor, handle)
 
     def script(self, body: str) -> tuple[str, ...]:
         path = self.tmp / f"worker_{abs(hash(body))}.py"
@@ -127,6 +148,9 @@ class Engine:
         )
         assert out.returncode == 0, out.stderr
         handle: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        adopter = self._build(self.script(body))
+        if adopter.adopt(handle):
+            self.started.append((adopter, handle))
         return handle
 
     def forged(self, handle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -141,9 +165,18 @@ class Engine:
 
 # the Ray side shares one cluster for the module, whose start alone takes 20-60 s
 @pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.slow)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     address = request.getfixturevalue("ray_address") if request.param == "ray" else None
-    return Engine(request.param, address, tmp_path)
+    made = Engine(request.param, address, tmp_path)
+    yield made
+    made.stop_leftovers()
+
+
+@pytest.fixture
+def ray_engine(ray_address: str, tmp_path: Path) -> Iterator[Engine]:
+    made = Engine("ray", ray_address, tmp_path)
+    yield made
+    made.stop_leftovers()
 
 
 def until_ended(executor: Executor, handle: dict[str, Any], timeout: float = STOPS_S) -> ExitStatus:
@@ -281,11 +314,10 @@ def test_memory_counts_the_worker_and_its_children(engine: Engine):
 
 # -- Ray only: resources, placement -------------------------------------------------------
 @pytest.mark.slow
-def test_ray_reserves_the_jobs_cpus_on_the_cluster(ray_address: str, tmp_path: Path):
+def test_ray_reserves_the_jobs_cpus_on_the_cluster(ray_engine: Engine, tmp_path: Path):
     from lepton.platform.jobs._ray import RayExecutor
 
-    engine = Engine("ray", ray_address, tmp_path)
-    executor = engine.make(SLEEPER)
+    executor = ray_engine.make(SLEEPER)
     assert isinstance(executor, RayExecutor)
     assert executor.capacity().cpus == 3, "both nodes counted"
     two = Capacity(cpus=2, gpus=0, memory_mb=64)
@@ -308,11 +340,11 @@ def test_ray_reserves_the_jobs_cpus_on_the_cluster(ray_address: str, tmp_path: P
 
 @pytest.mark.slow
 def test_ray_an_actor_that_dies_takes_its_worker_and_its_error_reaches_the_job(
-    ray_address: str, tmp_path: Path
+    ray_engine: Engine, tmp_path: Path
 ):
     import ray
 
-    executor = Engine("ray", ray_address, tmp_path).make(SLEEPER)
+    executor = ray_engine.make(SLEEPER)
     workdir = tmp_path / "job"
     handle = executor.start(21, {}, workdir, {})
     wait_until(lambda: (workdir / "child.txt").exists(), STARTS_S)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +115,42 @@ def test_the_settings_create_the_home_privately(
     home = get_settings().ensure_home()
     assert home == tmp_path / "h"
     assert_private(home)
+
+
+_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:  # SQLite's SHARED lock bytes: every open WAL connection holds one
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)
+except OSError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+def test_opening_a_database_again_keeps_the_locks_of_its_open_connections(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops all of this process's POSIX locks on it, so
+    a second ``Database`` on the same file (``lp.register`` beside a running server, say)
+    must not open it: another process would then see no reader, checkpoint, delete the WAL
+    under the first connection, and the database would be corrupted."""
+    path = tmp_path / "locks.db"
+    first = Database(f"sqlite:///{path}")
+
+    def probe() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    try:
+        with first.engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.exec_driver_sql("SELECT * FROM t").all()
+            assert probe() == "held"
+            os.chmod(path, 0o644)  # an older file: the second handle makes it private
+            Database(f"sqlite:///{path}").dispose()
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert probe() == "held", "the first connection's lock was dropped"
+    finally:
+        first.dispose()

@@ -48,17 +48,24 @@ def _private_sqlite_file(url: str) -> None:
         return  # create_engine reports the bad URL
     if not database or database == ":memory:" or database.startswith("file:"):
         return
+    # Never open (and so close) an existing database file here: closing any descriptor of
+    # a file drops every POSIX lock this process holds on it, the locks of SQLite's open
+    # connections included. Another process may then take the file for its own (a last
+    # connection checkpoints and deletes the WAL) and the database is corrupted
+    # ("database disk image is malformed"). A path-based chmod takes no descriptor.
     try:
-        fd = os.open(database, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE)
+        fd = os.open(
+            database, os.O_RDONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+            PRIVATE_FILE,
+        )  # fmt: skip
+    except FileExistsError:
+        with contextlib.suppress(OSError):  # someone else's file: leave its mode to them
+            if os.stat(database).st_mode & 0o777 != PRIVATE_FILE:
+                os.chmod(database, PRIVATE_FILE)
+        return
     except OSError:
         return  # a missing folder, say: SQLite's own error says which when it connects
-    try:
-        if os.fstat(fd).st_mode & 0o777 != PRIVATE_FILE:
-            os.fchmod(fd, PRIVATE_FILE)
-    except OSError:
-        pass  # someone else's file: leave its mode to them
-    finally:
-        os.close(fd)
+    os.close(fd)  # new and empty: no connection has it open yet
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
