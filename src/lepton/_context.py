@@ -17,7 +17,7 @@ import contextvars
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["ActiveRun", "active_run", "reset_active_run", "set_active_run"]
+__all__ = ["ActiveRun", "active_run", "forget_active_run", "reset_active_run", "set_active_run"]
 
 
 class ActiveRun(Protocol):
@@ -54,3 +54,9 @@ def set_active_run(run: ActiveRun) -> contextvars.Token[ActiveRun | None]:
 def reset_active_run(token: contextvars.Token[ActiveRun | None]) -> None:
     """Restore the run that was active before :func:`set_active_run` returned ``token``."""
     _ACTIVE.reset(token)
+
+
+def forget_active_run() -> None:
+    """No active run here: for a worker process forked from a process inside a run, whose
+    records that process logs itself (a forked child inherits its parent's context)."""
+    _ACTIVE.set(None)

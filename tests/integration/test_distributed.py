@@ -297,3 +297,15 @@ def test_a_train_job_reserves_a_cpu_slot_per_worker() -> None:
         JobRequest(spec=TrainJob(model="mlp", data="digits", workers=2), cpus=1.0)
     with pytest.raises(ValidationError, match="one GPU per worker; ask for gpus >= 4"):
         JobRequest(spec=TrainJob(model="mlp", data="digits", workers=4), gpus=2)
+
+
+def test_workers_are_forked_only_where_a_fork_is_safe() -> None:
+    """Forked workers start in milliseconds, but OpenMP's pool does not survive a fork: a
+    worker with several threads, after its parent used them, hangs. Those are spawned."""
+    from lepton.train._spawn import _start_method
+
+    cpu = torch.device("cpu")
+    assert _start_method(cpu, 1) == "fork"
+    assert _start_method(cpu, 2) == "spawn"
+    assert _start_method(cpu, None) == "spawn"
+    assert _start_method(torch.device("cuda"), 1) == "spawn"

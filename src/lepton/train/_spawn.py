@@ -1,11 +1,12 @@
 """``fit(..., workers=N)`` in a plain process: start N worker processes, watch them, and
 bring rank 0's weights and result back.
 
-:func:`spawn_fit` starts the workers (``spawn``), hosts the rendezvous store itself (a c10d
-``TCPStore`` on 127.0.0.1, on a free port or ``MASTER_PORT``), sends each worker the model,
-the data and the options, relays rank 0's progress and epoch records back (the progress bar
-and the tracking run stay in the caller's process), watches the workers, and at the end
-loads rank 0's weights into the caller's model. A worker that raises or dies stops the
+:func:`spawn_fit` starts the workers (forked or spawned, see :func:`_start_method`), hosts
+the rendezvous store itself (a c10d ``TCPStore`` on 127.0.0.1, on a free port or
+``MASTER_PORT``), sends each worker the model, the data and the options, relays rank 0's
+progress and epoch records back (the progress bar and the tracking run stay in the caller's
+process), watches the workers, and at the end loads rank 0's weights into the caller's
+model. A worker that raises or dies stops the
 others at once, and its error is raised here.
 
 What a rank does inside the process group (the shard it trains on, joining a group) is
@@ -35,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lepton._context import forget_active_run
 from lepton.data import Dataset
 from lepton.errors import DistributedError, LeptonError, PortInUseError, WorkerFailedError
 from lepton.train import _distributed
@@ -68,6 +70,20 @@ def _free_port_or_raise(address: str, port: int) -> None:
                 f"cannot meet there; stop that process, choose another MASTER_PORT, or unset "
                 f"MASTER_PORT to let Lepton pick a free one"
             ) from None
+
+
+def _start_method(device: torch.device, threads: int | None) -> str:
+    """How the workers start: ``fork`` where it is safe, else ``spawn``.
+
+    A forked worker starts in milliseconds with everything already imported; ``spawn``
+    costs each worker a fresh interpreter and ``import torch`` (seconds, most of a short
+    run). Forking is safe on the CPU when each worker computes on one thread: OpenMP's
+    thread pool does not survive a fork, and a child that opens a parallel region after
+    its parent used one hangs (seen here with two threads per worker). CUDA cannot be
+    forked at all.
+    """
+    cpu_only = device.type == "cpu" and not torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    return "fork" if sys.platform == "linux" and cpu_only and threads == 1 else "spawn"
 
 
 def _payloads(world: int, parts: dict[str, Any], *, private: set[str]) -> list[bytes]:
@@ -150,7 +166,8 @@ def spawn_fit(
         threads=threads,
         timeout_s=TIMEOUT_S,
     )
-    ctx = tmp.get_context("spawn")
+    method = _start_method(device, threads)
+    ctx: Any = tmp.get_context(method)
     queue = ctx.Queue()
     procs = [
         ctx.Process(target=_worker_main, args=(rank, job, payloads[rank], queue, fit), daemon=True)
@@ -344,6 +361,7 @@ def _worker_main(
         MASTER_ADDR=job.address,
         MASTER_PORT=str(job.port),
     )
+    forget_active_run()  # forked inside the caller's run: the caller logs what we relay
     try:
         if job.threads:
             torch.set_num_threads(job.threads)
