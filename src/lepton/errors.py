@@ -43,8 +43,14 @@ its message always says what to do next::
     │   ├── GraphReadOnlyError      a write to a graph opened read-only
     │   ├── SparqlError             a SPARQL query or update that cannot run (syntax, SERVICE)
     │   └── QueryLimitError         a query past its time or result-size limit
+    ├── TextError                   a text model, index or assistant cannot be used as asked
+    ├── MonitorError                drift or anomaly detection cannot run as asked
+    │   ├── SchemaMismatchError     reference and current data have different columns
+    │   ├── NotEnoughDataError      too few rows (or none) to compare or score
+    │   └── UnknownMethodError      a drift test or detector name that does not exist
     ├── FederatedError              a federated run cannot be made or its federation failed
-    │   └── FederationTimeoutError  the federation did not finish in time
+    │   ├── FederationTimeoutError  the federation did not finish in time
+    │   └── InsecureFederationError plain gRPC asked for off loopback (TLS is required there)
     ├── RegistryError               a model version cannot be registered or found
     │   ├── ModelNotFoundError      no model or ready version matches the reference
     │   └── UnsafeFormatError       a pickle-based file (never loaded)
@@ -80,6 +86,7 @@ from typing import Any
 # The exception tree (``lp.errors``). How an error travels over HTTP (its JSON body,
 # the status-to-class map of the clients) is in ``lepton._wire``.
 __all__ = [
+    "AnnotationError",
     "ArtifactNotFoundError",
     "BudgetExceededError",
     "CheckpointError",
@@ -105,6 +112,7 @@ __all__ = [
     "GraphError",
     "GraphNotFoundError",
     "GraphReadOnlyError",
+    "InsecureFederationError",
     "IntegrityError",
     "InvalidBodyError",
     "InvalidKeyError",
@@ -115,7 +123,9 @@ __all__ = [
     "MissingExtraError",
     "ModelError",
     "ModelNotFoundError",
+    "MonitorError",
     "NoBudgetError",
+    "NotEnoughDataError",
     "NotFittedError",
     "NotFoundError",
     "OverloadedError",
@@ -132,6 +142,7 @@ __all__ = [
     "RendezvousError",
     "RequestError",
     "RunNotFoundError",
+    "SchemaMismatchError",
     "SearchSpaceError",
     "ServerBusyError",
     "ServingError",
@@ -140,13 +151,17 @@ __all__ = [
     "StaleSchemaError",
     "StorageError",
     "StudyNotFoundError",
+    "TextError",
     "TrackingError",
     "TrainingError",
     "TuneError",
     "UnauthorizedError",
     "UnknownIdError",
+    "UnknownMethodError",
     "UnknownModelError",
     "UnsafeFormatError",
+    "VisionDependencyError",
+    "VisionError",
     "WorkerFailedError",
 ]
 
@@ -598,6 +613,13 @@ class FederationTimeoutError(FederatedError):
     code = "federation_timeout"
 
 
+class InsecureFederationError(FederatedError):
+    """A federation asked to listen off loopback without TLS: its SuperLink would carry
+    model weights and node credentials in clear text to anyone on the network."""
+
+    code = "insecure_federation"
+
+
 # -- recommender (lepton.recommend) --------------------------------------------------
 
 
@@ -653,3 +675,71 @@ class QueryLimitError(GraphError):
     (``LIMIT``, a more specific pattern) or raise ``timeout=`` / ``max_rows=``."""
 
     code = "query_limit"
+
+
+# -- language (lepton.text) ------------------------------------------------------------
+
+
+class TextError(LeptonError):
+    """A text model, search index or assistant cannot be used as asked: texts that are not
+    strings, vectors of the wrong width, an unknown encoder, a corrupt saved folder."""
+
+    code = "text_error"
+
+
+# -- vision (lepton.vision) ------------------------------------------------------------
+
+
+class VisionError(LeptonError):
+    """Images, boxes or a vision model cannot be used as asked: a scene size too small for
+    its digits, boxes that are not ``(k, 4)`` ``x1 < x2, y1 < y2``, a detector asked to
+    predict before it was trained, an option outside its range."""
+
+    code = "vision_error"
+
+
+class AnnotationError(VisionError):
+    """A COCO-format annotation file cannot be read: not JSON, no ``images`` /
+    ``annotations`` / ``categories`` lists, an annotation naming an unknown image or
+    category, a bounding box that is not ``[x, y, width, height]`` with positive sizes, or
+    an image file missing from the images folder."""
+
+    code = "bad_annotations"
+
+
+class VisionDependencyError(VisionError):
+    """An optional package of ``lepton.vision`` is missing or unusable (torchvision built
+    for another torch, no COCO evaluator); the message names what to install."""
+
+    code = "vision_dependency"
+
+
+# -- monitoring (lepton.monitor) -----------------------------------------------------
+
+
+class MonitorError(LeptonError):
+    """Drift or anomaly detection cannot run as asked: an option out of range, a batch
+    detector asked to stream (or the reverse), data of the wrong shape."""
+
+    code = "monitor_error"
+
+
+class SchemaMismatchError(MonitorError):
+    """The reference and the current data do not have the same columns (names, count or
+    sample shape); compare data of one layout, or pass ``features=`` to pick columns."""
+
+    code = "schema_mismatch"
+
+
+class NotEnoughDataError(MonitorError):
+    """Too few rows to compare or score (an empty window, a reference of one row, a series
+    shorter than the subsequence length); collect more data first."""
+
+    code = "not_enough_data"
+
+
+class UnknownMethodError(MonitorError):
+    """A drift test or anomaly detector name that does not exist; the message lists the
+    known ones."""
+
+    code = "unknown_method"

@@ -5,6 +5,7 @@ line per round."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -49,6 +50,20 @@ def federated(
     mode: str = typer.Option(
         "simulation", help="simulation (Ray, one process) or processes (SuperLink + SuperNodes)."
     ),
+    tls: bool = typer.Option(
+        False, "--tls", help="--mode processes: TLS to the SuperLink (a throwaway CA by default)."
+    ),
+    tls_ca: Path | None = typer.Option(None, help="With --tls: your CA certificate (PEM)."),
+    tls_cert: Path | None = typer.Option(
+        None, help="With --tls: the SuperLink's certificate (PEM, issued by --tls-ca)."
+    ),
+    tls_key: Path | None = typer.Option(None, help="With --tls: its private key (PEM)."),
+    node_auth: bool = typer.Option(
+        False, "--node-auth", help="Only SuperNodes whose keys are registered join (needs --tls)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", help="--mode processes: the SuperLink's bind address (off loopback: --tls)."
+    ),
     round_timeout: float = typer.Option(300.0, help="Seconds to wait for a round's replies."),
     limit: int | None = typer.Option(None, help="Use the first N training rows."),
     test_limit: int | None = typer.Option(None, help="Test on the first N test rows."),
@@ -68,27 +83,37 @@ def federated(
 
     --mode processes starts a real Flower SuperLink and one SuperNode per client as
     separate processes on 127.0.0.1 (stopped when the run ends); a client that dies is
-    left out of the round after --round-timeout.
+    left out of the round after --round-timeout. --tls serves the SuperLink over TLS (a
+    throwaway CA in the run's folder, or --tls-ca/--tls-cert/--tls-key), --node-auth
+    registers one key per SuperNode and refuses any other node; a --host off loopback
+    is refused without --tls.
 
     Example: `lepton federated --model convnet --data mnist --clients 5 --partition
     dirichlet --alpha 0.5 --rounds 10 --strategy fedprox --mode processes`.
     """
-    from lepton.federated import RoundRecord
+    from lepton.errors import ConfigError
+    from lepton.federated import RoundRecord, TlsFiles
     from lepton.federated.recipe import FederatedConfig
     from lepton.federated.recipe import run as run_recipe
     from lepton.registry import register as registrar
+
+    own = (tls_ca, tls_cert, tls_key)
+    if any(own) and not all(own):
+        raise ConfigError("give all three of --tls-ca, --tls-cert and --tls-key, or none")
+    tls_files = TlsFiles.of(tls_ca, tls_cert, tls_key) if tls_ca and tls_cert and tls_key else None
 
     config = FederatedConfig.checked(
         model=model, data=data, clients=clients, partition=partition, alpha=alpha,
         rounds=rounds, strategy=strategy, fraction_fit=fraction_fit, min_fit=min_fit,
         min_available=min_available, local_epochs=local_epochs, lr=lr, batch_size=batch_size,
         proximal_mu=proximal_mu, server_lr=server_lr, dp_clip=dp_clip, dp_noise=dp_noise,
-        dp_ledger=dp_ledger, secure_aggregation=secure_aggregation, mode=mode,
+        dp_ledger=dp_ledger, secure_aggregation=secure_aggregation, mode=mode, tls=tls,
+        node_auth=node_auth,
         round_timeout=round_timeout, limit=limit,
         test_limit=test_limit, seed=seed, register=register,
     )  # fmt: skip
     if quiet or as_json:
-        result = run_recipe(config, registrar=registrar)
+        result = run_recipe(config, registrar=registrar, host=host, tls_files=tls_files)
     else:
         columns = (
             TextColumn("[bold]federated[/]"), BarColumn(), MofNCompleteColumn(),
@@ -103,7 +128,10 @@ def federated(
                     progress.console.print(line)
                 progress.update(task, completed=r.round, description=line)
 
-            result = run_recipe(config, registrar=registrar, on_round=on_round, say=console.print)
+            result = run_recipe(
+                config, registrar=registrar, on_round=on_round, say=console.print, host=host,
+                tls_files=tls_files,
+            )  # fmt: skip
     if as_json:
         print(json.dumps({"run_id": result.run_id, "seconds": result.seconds,
                           "rounds": [r.to_json() for r in result.rounds]}, indent=2))  # fmt: skip

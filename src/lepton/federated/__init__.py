@@ -30,5 +30,14 @@ from lepton.federated._dp import ClientDP
 from lepton.federated._job import RoundRecord
 from lepton.federated._partition import label_counts, partition
 from lepton.federated._run import FederatedResult, run
+from lepton.federated._tls import TlsFiles
 
-__all__ = ["ClientDP", "FederatedResult", "RoundRecord", "label_counts", "partition", "run"]
+__all__ = [
+    "ClientDP",
+    "FederatedResult",
+    "RoundRecord",
+    "TlsFiles",
+    "label_counts",
+    "partition",
+    "run",
+]

@@ -8,8 +8,9 @@ or do not answer within ``round_timeout`` are left out of the round.
 
 ``mode="simulation"`` runs the clients as Ray actors on this machine (Flower's Simulation
 Runtime); ``mode="processes"`` starts a real SuperLink and SuperNodes as separate
-processes (:mod:`lepton.federated._processes`). Both run the same apps on the same job
-folder.
+processes (:mod:`lepton.federated._processes`), over TLS with SuperNode authentication
+when asked (``tls=``, ``node_auth=``; required off loopback). Both run the same apps on
+the same job folder.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from lepton.data import Dataset
 from lepton.errors import FederatedError, UnknownModelError
 from lepton.federated._dp import ClientDP
 from lepton.federated._job import Job, RoundRecord, read_rounds
+from lepton.federated._tls import TlsOption, check_transport
 from lepton.storage import Database
 
 __all__ = ["FederatedResult", "run"]
@@ -129,6 +131,9 @@ def run(
     quiet: bool = True,
     on_start: Callable[[Any], None] | None = None,
     database: Database | None = None,
+    host: str = "127.0.0.1",
+    tls: TlsOption = None,
+    node_auth: bool = False,
 ) -> FederatedResult:
     """Train ``model`` federated over ``partitions`` (one dataset per client) with Flower.
 
@@ -167,8 +172,20 @@ def run(
         quiet: Hide Flower's and Ray's logs.
         on_start: ``processes`` mode: called with the running
             :class:`~lepton.federated._processes.Federation` (its ``supernodes`` are the
-            client processes), e.g. to watch or stop one.
+            client processes) once every process is up and before the app is
+            submitted, e.g. to watch or stop one.
         database: The metadata database of the tracking run (default: the configured one).
+        host: ``processes`` mode: the SuperLink's bind address. Off loopback (anything but
+            127.0.0.1, ::1, localhost) it needs ``tls``.
+        tls: ``processes`` mode: serve the SuperLink over TLS. ``True`` makes a throwaway
+            CA and a server certificate for ``host``, 127.0.0.1 and localhost in the job
+            folder (``tls/``, keys 0600); or give your own PEM files as a
+            :class:`~lepton.federated.TlsFiles` or ``{"ca": ..., "cert": ..., "key":
+            ...}``. Default: plain HTTP, on loopback only.
+        node_auth: ``processes`` mode: SuperNode authentication (Flower's
+            ``--enable-supernode-auth``): each SuperNode gets an EC key pair, its public
+            key is registered with the SuperLink before it starts, and the SuperLink
+            refuses any node whose key was not registered. Needs ``tls``.
 
     Returns:
         A :class:`FederatedResult`: per-round accuracy, loss, clients and bytes, the
@@ -177,12 +194,21 @@ def run(
     Raises:
         FederatedError: Bad arguments, or the federation failed (the logs are named).
         FederationTimeoutError: The run did not finish within ``timeout``.
+        InsecureFederationError: ``host`` is off loopback and ``tls`` is off (nothing is
+            started).
 
     Example:
         >>> parts = lp.federated.partition(train, 5, scheme="dirichlet")  # doctest: +SKIP
         >>> result = lp.federated.run(model, parts, test=test, rounds=10)  # doctest: +SKIP
     """
     spec = _check(model, partitions, mode, strategy, rounds, fraction_fit)
+    if mode == "processes":
+        check_transport(host, tls, node_auth)
+    elif tls not in (None, False) or node_auth or host != "127.0.0.1":
+        raise FederatedError(
+            "host, tls and node_auth apply to mode='processes' (a simulation has no "
+            "network); drop them or use mode='processes'"
+        )
     per_round = max(min(min_fit, len(partitions)), int(fraction_fit * len(partitions)))
     if secure_aggregation and per_round < 3:
         raise FederatedError(
@@ -204,6 +230,8 @@ def run(
     job.write(model, list(partitions), test)
     params = {k: v for k, v in vars(job).items() if k not in ("folder", "model", "dp")}
     params.update(mode=mode, model=(spec or {}).get("name", type(model).__name__))
+    if mode == "processes":
+        params.update(host=host, tls=tls not in (None, False), node_auth=node_auth)
     if dp is not None:
         params.update(dp_clip=dp.clip, dp_noise_multiplier=dp.noise_multiplier)
     tracked = _start_run(run_name, params, partitions, database) if track else None
@@ -220,7 +248,7 @@ def run(
         if mode == "simulation":
             _simulate(job, model if spec is None else None, report, quiet)
         else:
-            _deploy(job, report, timeout, on_start)
+            _deploy(job, report, timeout, on_start, host=host, tls=tls, node_auth=node_auth)
         done = (Path(job.folder) / "done.json").read_text()
         if '"error": null' not in done:
             raise FederatedError(f"the ServerApp failed: {done}; see the logs in {job.folder}")
@@ -305,8 +333,9 @@ def _simulate(
 
 
 def _deploy(
-    job: Job, report: Callable[..., None], timeout: float, on_start: Callable[[Any], None] | None
-) -> None:
+    job: Job, report: Callable[..., None], timeout: float, on_start: Callable[[Any], None] | None,
+    *, host: str = "127.0.0.1", tls: TlsOption = None, node_auth: bool = False,
+) -> None:  # fmt: skip
     from lepton.federated._processes import Federation
 
     done: set[int] = set()
@@ -317,8 +346,8 @@ def _deploy(
                 done.add(record.round)
                 report(record)
 
-    with Federation(job) as federation:
-        federation.submit()
+    with Federation(job, host=host, tls=tls, node_auth=node_auth) as federation:
         if on_start is not None:
-            on_start(federation)
+            on_start(federation)  # before the app is submitted: round 1 has not begun
+        federation.submit()
         federation.wait(timeout, poll)

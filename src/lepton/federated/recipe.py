@@ -15,9 +15,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lepton import data as lp_data
 from lepton import models as lp_models
@@ -27,6 +27,7 @@ from lepton.federated._job import RoundRecord
 from lepton.federated._partition import partition
 from lepton.federated._run import FederatedResult
 from lepton.federated._run import run as run_federated
+from lepton.federated._tls import TlsFiles, check_transport
 from lepton.storage import Database
 from lepton.train.recipe import build_model, catalog_name, load_data, problems
 
@@ -75,6 +76,12 @@ class FederatedConfig(BaseModel):
     mode: Literal["simulation", "processes"] = Field(
         "simulation", description="Ray simulation or SuperLink + SuperNode processes."
     )
+    tls: bool = Field(
+        False, description="processes mode: TLS between SuperLink and SuperNodes (throwaway CA)."
+    )
+    node_auth: bool = Field(
+        False, description="processes mode: only SuperNodes with registered keys join (TLS)."
+    )
     round_timeout: float = Field(300.0, gt=0, le=86400, description="Seconds per round.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     register_as: str | None = Field(
@@ -85,6 +92,16 @@ class FederatedConfig(BaseModel):
     @classmethod
     def _known_data(cls, value: str) -> str:
         return catalog_name(value)
+
+    @model_validator(mode="after")
+    def _transport(self) -> Self:
+        if (self.tls or self.node_auth) and self.mode != "processes":
+            raise ValueError(
+                "tls and node_auth need mode 'processes' (a simulation has no network)"
+            )
+        if self.node_auth and not self.tls:
+            raise ValueError("node_auth needs tls (Flower signs SuperNode requests over TLS only)")
+        return self
 
     @field_validator("model")
     @classmethod
@@ -113,6 +130,8 @@ def run(
     on_round: Callable[[RoundRecord], None] | None = None,
     say: Callable[[str], None] | None = None,
     run_name: str | None = None,
+    host: str = "127.0.0.1",
+    tls_files: TlsFiles | None = None,
 ) -> FederatedResult:
     """Run the federation ``config`` describes, tracked as one run.
 
@@ -124,8 +143,18 @@ def run(
         on_round: Called after every round.
         say: Receives one line at each step, e.g. ``print``.
         run_name: The tracking run's name.
+        host: processes mode: the SuperLink's bind address; off loopback it needs
+            ``config.tls`` (paths and addresses are arguments here, not config fields, so
+            a platform job cannot name them).
+        tls_files: processes mode with ``config.tls``: your own CA, server certificate
+            and key instead of a throwaway CA.
     """
     tell = say or (lambda _: None)
+    tls: bool | TlsFiles = tls_files if (config.tls and tls_files is not None) else config.tls
+    if tls_files is not None and not config.tls:
+        raise ConfigError("tls_files given but tls is off: set tls=True (`--tls`) to use them")
+    if config.mode == "processes":
+        check_transport(host, tls, config.node_auth)  # before the data is loaded
     train = load_data(config.data, "train", config.limit)
     test = lp_data.load(config.data, split="test")
     if config.test_limit is not None and config.test_limit < len(test):
@@ -152,5 +181,5 @@ def run(
         secure_aggregation=config.secure_aggregation,
         round_timeout=config.round_timeout, seed=config.seed, run_name=run_name,
         registrar=registrar, register_as=config.register_as, on_round=on_round,
-        database=database,
+        database=database, host=host, tls=tls, node_auth=config.node_auth,
     )  # fmt: skip
