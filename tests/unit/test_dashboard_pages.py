@@ -491,3 +491,86 @@ def test_tabular_versions_explain_rows_and_show_global_importances(
     assert "Global feature importance" in page  # the card's new section
     card = browser.get("/api/v1/models/iris/versions/1/card").json()["markdown"]
     assert f"| {top['name']} | {top['importance']:.4f} |" in card
+
+
+# -- the Graph pages (lp.graph embeddings) --------------------------------------------------
+
+
+def _graph_model(name: str = "tiny-kg") -> Any:
+    """A tiny DistMult on hand-made triples, one entity label made to break HTML."""
+    import lepton as lp
+    from lepton.graph import Embedding, TripleSplits
+
+    evil = '<script>alert("x")</script>'
+    rows = [("alice", "knows", "bob"), ("bob", "knows", "carol"), ("carol", "likes", evil),
+            ("alice", "likes", "carol"), (evil, "knows", "alice"),
+            ("dave", "likes", "bob")]  # fmt: skip
+    emb = Embedding("distmult", dim=4, epochs=3, num_threads=1).fit(
+        TripleSplits.from_labels("tiny", rows)
+    )
+    assert emb.model is not None
+    lp.register(emb.model, name, metrics={"mrr": 0.5, "hits@10": 1.0})
+    return emb
+
+
+def test_the_graph_pages_list_train_search_predict_and_draw(
+    browser: Any, platform: Platform
+) -> None:
+    import html as html_lib
+
+    import lepton as lp
+
+    emb = _graph_model()
+    lp.register(lp.models.MLP(in_features=4, num_classes=3), "not-a-graph")
+    listing = browser.get("/graph")
+    assert listing.status_code == 200
+    assert "/models/tiny-kg/1/graph" in listing.text
+    assert "not-a-graph" not in listing.text
+    assert 'id="submit-graph"' in listing.text
+    assert 'id="graphs-link"' in browser.get("/models").text
+    assert 'id="graph-link"' in browser.get("/models/tiny-kg/1").text
+
+    bad = browser.post("/graph", data={"dataset": "nations", "dim": "0"}, headers=OURS)
+    assert bad.status_code == 422
+    assert "dim: Input should be greater than or equal to 1" in _alert(bad.text)
+    assert 'name="dim" type="number" min="1" value="0"' in bad.text  # kept
+    made = browser.post(
+        "/graph", data={"dataset": "umls", "model": "rotate", "epochs": "3", "register_as": "u"},
+        headers=OURS, follow_redirects=False,
+    )  # fmt: skip
+    assert made.status_code == 303
+    job = platform.jobs.get(int(made.headers["location"].rsplit("/", 1)[1]))
+    assert (job.kind, job.spec["dataset"], job.spec["model"], job.spec["register"]) == (
+        "graph", "umls", "rotate", "u",
+    )  # fmt: skip
+    assert browser.get(made.headers["location"]).status_code == 200  # the job's page
+
+    page = browser.get("/models/tiny-kg/1/graph", params={"entity": "alice", "relation": "likes",
+                                                          "k": 3, "q": "CAR"})  # fmt: skip
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert "<script>" not in text  # the evil label is escaped everywhere, the SVG too
+    assert "&lt;script&gt;" in text
+    assert re.search(r'<ul id="entity-hits">\s*<li><a [^>]*>carol</a>', text)  # search
+    cells = re.findall(r"<tr><td>\d+</td><td><a [^>]*>(.*?)</a></td><td>", text.split(
+        'id="links"', 1)[1].split("</table>", 1)[0])  # fmt: skip
+    assert [html_lib.unescape(c) for c in cells] == [
+        e for e, _ in emb.predict_tail("alice", "likes", k=3)
+    ]
+    svg = text.split('<div id="neighbourhood">', 1)[1].split("</svg>", 1)[0]
+    assert svg.startswith("<svg")
+    assert " style=" not in svg
+    assert "<script" not in svg
+    # alice's neighbours: bob and carol (out), the evil one (in), each a link to its view
+    assert svg.count("<circle") == 4
+    assert "entity=bob" in svg
+    assert "entity=carol" in svg
+    assert "→ knows" in svg
+    assert "← knows" in svg
+    unknown = browser.get("/models/tiny-kg/1/graph", params={"entity": "zed"})
+    assert unknown.status_code == 200
+    assert "entity &#39;zed&#39; is not known" in _alert(unknown.text)
+    assert "is not an entity of this model" in unknown.text
+    not_graph = browser.get("/models/not-a-graph/1/graph", headers={"accept": "text/html"})
+    assert not_graph.status_code == 404
+    assert "is not a graph embedding" in _alert(not_graph.text)

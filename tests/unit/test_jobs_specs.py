@@ -20,6 +20,7 @@ from lepton.platform.jobs._specs import (
     CompressJob,
     EvaluateJob,
     FederatedJob,
+    GraphJob,
     JobRequest,
     JobSpec,
     JobView,
@@ -95,6 +96,21 @@ def test_a_federated_request_takes_the_recipe_defaults_and_checks_names():
         request(kind="federated", strategy="fedsgd")
     with pytest.raises(ValidationError, match="greater than or equal to 2"):
         request(kind="federated", clients=1)
+
+
+def test_a_graph_request_takes_the_recipe_defaults_and_checks_names():
+    req = request(kind="graph", dataset="kinships", model="complex", register="kin")
+    assert isinstance(req.spec, GraphJob)
+    assert (req.spec.dim, req.spec.epochs, req.spec.negatives, req.spec.loss) == (32, 40, 4, None)
+    stored = req.spec.model_dump(mode="json")
+    assert (stored["kind"], stored["register"], stored["model"]) == ("graph", "kin", "complex")
+    assert isinstance(TypeAdapter(JobSpec).validate_python(stored), GraphJob)
+    with pytest.raises(ValidationError, match="'nations', 'kinships' or 'umls'"):
+        request(kind="graph", dataset="wordnet")
+    with pytest.raises(ValidationError, match="'transe', 'distmult', 'complex' or 'rotate'"):
+        request(kind="graph", model="transh")
+    with pytest.raises(ValidationError, match="register"):
+        request(kind="graph", register="Not A Name")
 
 
 def test_a_tune_request_checks_its_space_and_its_cpus():

@@ -63,6 +63,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/deployments/{name}/explain"): "viewer",
     ("POST", "/api/v1/deployments/{name}/recommend"): "viewer",
     ("POST", "/api/v1/deployments/{name}/similar"): "viewer",
+    ("POST", "/api/v1/deployments/{name}/predict_link"): "viewer",
+    ("POST", "/api/v1/deployments/{name}/query"): "viewer",
     ("GET", "/api/v1/users"): "admin",
     ("POST", "/api/v1/users"): "admin",
     ("GET", "/api/v1/users/{user_id}"): "admin",

@@ -14,6 +14,7 @@ from lepton.cli._data import data_app
 from lepton.cli._db import db_app
 from lepton.cli._env import env
 from lepton.cli._federated import federated
+from lepton.cli._graph import graph_app
 from lepton.cli._jobs import jobs_app
 from lepton.cli._launch import launch
 from lepton.cli._models import models_app
@@ -49,6 +50,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(recommend_app, name="recommend")
+app.add_typer(graph_app, name="graph")
 app.command()(server)
 app.command()(train)
 app.command()(tune)

@@ -10,6 +10,10 @@
   materialized to a fixpoint into a separate named graph (:data:`INFERRED`).
 - **Embeddings**: TransE, DistMult, ComplEx, RotatE trained with ``lp.fit``; filtered
   MRR and Hits@k, link prediction and entity similarity.
+- **Platform**: :mod:`lepton.graph.recipe` (``lepton graph train``, a ``graph`` job)
+  trains, ranks and registers one (``lp.register``: weights, vocabularies and known
+  triples in safetensors); :func:`load` brings a registered version back, and
+  ``lepton deploy`` serves it (``/predict_link``, ``/similar``, read-only ``/query``).
 
 Example:
     >>> import lepton as lp
@@ -21,6 +25,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from lepton.graph._data import (
     TRIPLE_DATASETS,
@@ -62,6 +68,7 @@ __all__ = [
     "delete",
     "graphs_dir",
     "list_graphs",
+    "load",
     "load_triples",
     "load_wordnet",
     "materialize",
@@ -71,3 +78,11 @@ __all__ = [
 ]
 
 open = open_graph
+
+
+def load(ref: str, **kwargs: Any) -> Embedding:
+    """A registered graph embedding (``"name:3"``, ``"name@production"``, ``"name"``) as
+    an :class:`Embedding`; the same as ``Embedding.from_model(lp.load_model(ref))``."""
+    from lepton.registry import load_model
+
+    return Embedding.from_model(load_model(ref, **kwargs))  # type: ignore[arg-type]

@@ -229,8 +229,10 @@ class Embedding:
             )
         if len(data.entities) < 2 or len(data.train) == 0:
             raise GraphError("training needs at least two entities and one training triple")
+        known = data.all
         model = KGEModel(self.kind, data.entities, data.relations, dim=self.dim, p=self.p,
-                         seed=self.seed)  # fmt: skip
+                         seed=self.seed, n_triples=len(known))  # fmt: skip
+        model.triples.copy_(known)
         n_entities = len(data.entities)
 
         def hook(out: torch.Tensor, _y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -374,7 +376,9 @@ class Embedding:
     @staticmethod
     def _build(meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> KGEModel:
         h = meta["hyper"]
-        model = KGEModel(h["kind"], meta["entities"], meta["relations"], dim=h["dim"], p=h["p"])
+        weights.setdefault("triples", torch.zeros(0, 3, dtype=torch.int64))  # saved before
+        model = KGEModel(h["kind"], meta["entities"], meta["relations"], dim=h["dim"], p=h["p"],
+                         n_triples=len(weights["triples"]))  # fmt: skip
         model.load_state_dict(weights)
         return model
 

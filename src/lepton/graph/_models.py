@@ -40,7 +40,12 @@ class KGEModel(nn.Module):
         dim: Embedding dimension (complex dimensions for ComplEx and RotatE).
         p: The norm of TransE's distance (1 or 2).
         seed: Seeds the initialisation.
+        n_triples: Rows of the ``triples`` buffer: the known ``(head, relation, tail)``
+            index triples (train, valid and test), kept with the weights so a registered
+            version can filter known links and answer SPARQL over its facts on its own.
     """
+
+    triples: torch.Tensor
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class KGEModel(nn.Module):
         dim: int = 50,
         p: int = 1,
         seed: int = 0,
+        n_triples: int = 0,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -70,6 +76,7 @@ class KGEModel(nn.Module):
             self.relation = nn.Parameter(self._init(nr, width, gen))
         if kind in ("transe", "distmult"):
             self.normalize_entities()
+        self.register_buffer("triples", torch.zeros(max(0, n_triples), 3, dtype=torch.int64))
 
     @staticmethod
     def _init(n: int, width: int, gen: torch.Generator) -> torch.Tensor:

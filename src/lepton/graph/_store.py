@@ -6,25 +6,16 @@ triples a user asserts go to the store's default graph; what the reasoner infers
 the named graph :data:`INFERRED` so it can be dropped and recomputed
 (:meth:`Graph.drop_inferred`). Queries see both unless told otherwise.
 
-Limits: ``query(..., timeout=, max_rows=)`` stops a query that runs too long or answers
-too many rows with :class:`~lepton.errors.QueryLimitError`. pyoxigraph cannot cancel an
-evaluation from outside, so a timed query runs on a worker thread that the caller stops
-waiting for at the deadline; the worker checks the deadline between result rows and
-gives up there (an operator that must see all its input first, such as ``ORDER BY``,
-finishes that step in the background before it notices).
+Where graphs live and their open stores (:mod:`lepton.graph._home`), imports
+(:mod:`lepton.graph._formats`) and SPARQL with time and result-size limits
+(:mod:`lepton.graph._query`) live in their own modules; ``Graph`` composes them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 import shutil
-import threading
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,14 +25,10 @@ import pyoxigraph as ox
 
 from lepton._fs import atomic_write_bytes, private_dir
 from lepton.config import get_settings
-from lepton.errors import (
-    GraphError,
-    GraphNotFoundError,
-    GraphReadOnlyError,
-    QueryLimitError,
-    SparqlError,
-)
-from lepton.graph._sparql import check_no_service, python_value, query_form
+from lepton.errors import GraphError, GraphNotFoundError, GraphReadOnlyError
+from lepton.graph._formats import RDF_FORMATS, csv_rows, read_source
+from lepton.graph._home import check_name, forget, graphs_dir, list_graphs, store_at
+from lepton.graph._query import QueryResult, run_query, run_update
 
 __all__ = [
     "INFERRED",
@@ -56,93 +43,6 @@ __all__ = [
 
 #: The named graph that holds inferred triples (never asserted ones).
 INFERRED = "urn:lepton:inferred"
-NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_UPDATE_FORMS = {"INSERT", "DELETE", "LOAD", "CLEAR", "CREATE", "DROP", "COPY", "MOVE", "ADD"}
-_FORMATS = {
-    ".nt": ox.RdfFormat.N_TRIPLES,
-    ".ntriples": ox.RdfFormat.N_TRIPLES,
-    ".ttl": ox.RdfFormat.TURTLE,
-    ".turtle": ox.RdfFormat.TURTLE,
-}
-_FORMAT_NAMES = {"nt": ".nt", "ntriples": ".nt", "n-triples": ".nt", "ttl": ".ttl",
-                 "turtle": ".ttl", "csv": ".csv"}  # fmt: skip
-
-# One pyoxigraph Store per folder and process: RocksDB locks its folder, so a second
-# open of the same graph (read-only or not) shares the first one's store.
-_OPEN: dict[Path, ox.Store] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-def graphs_dir() -> Path:
-    """``LEPTON_HOME/graphs``: where every graph's folder is."""
-    return get_settings().home / "graphs"
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
-        raise GraphError(
-            f"graph name {name!r} is not valid: use 1-64 lowercase letters, digits, '_', '.' "
-            f"or '-', starting with a letter or digit (e.g. 'wordnet')"
-        )
-    return name
-
-
-def _store_at(folder: Path) -> ox.Store:
-    with _OPEN_LOCK:
-        store = _OPEN.get(folder)
-        if store is None:
-            try:
-                store = ox.Store(str(folder))
-            except OSError as exc:
-                raise GraphError(f"cannot open the graph store at {folder}: {exc}") from None
-            _OPEN[folder] = store
-        return store
-
-
-def _forget(folder: Path) -> None:
-    with _OPEN_LOCK:
-        _OPEN.pop(folder, None)
-
-
-@dataclass
-class QueryResult:
-    """The answer to a SPARQL query.
-
-    Attributes:
-        form: ``"SELECT"``, ``"ASK"``, ``"CONSTRUCT"`` or ``"DESCRIBE"``.
-        variables: The SELECT variables, in order (empty for the other forms).
-        rows: SELECT: one dict per solution, ``{variable: value}`` (unbound: ``None``);
-            CONSTRUCT/DESCRIBE: one ``(subject, predicate, object)`` tuple per triple.
-        boolean: The answer of an ASK query (``None`` for the other forms).
-        seconds: Wall time of the query.
-    """
-
-    form: str
-    variables: list[str] = field(default_factory=list)
-    rows: list[Any] = field(default_factory=list)
-    boolean: bool | None = None
-    seconds: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.rows)
-
-    def __bool__(self) -> bool:
-        return bool(self.boolean) if self.form == "ASK" else bool(self.rows)
-
-    def column(self, variable: str) -> list[Any]:
-        """One SELECT variable's values, in row order."""
-        if variable not in self.variables:
-            raise GraphError(f"no variable {variable!r} in the result; it has {self.variables}")
-        return [row[variable] for row in self.rows]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (what an HTTP route would answer)."""
-        rows = [list(r) if isinstance(r, tuple) else r for r in self.rows]
-        return {"form": self.form, "variables": self.variables, "rows": rows,
-                "boolean": self.boolean, "seconds": self.seconds}  # fmt: skip
 
 
 class Graph:
@@ -191,7 +91,7 @@ class Graph:
     @classmethod
     def memory(cls, name: str = "memory", namespace: str | None = None) -> Graph:
         """A graph in memory (not persisted): for tests and one-off work."""
-        _check_name(name)
+        check_name(name)
         return cls(ox.Store(), name, namespace=namespace or cls.default_namespace(name))
 
     @classmethod
@@ -202,7 +102,7 @@ class Graph:
             GraphError: The name is not valid, or the graph exists and ``exist_ok`` is
                 false.
         """
-        _check_name(name)
+        check_name(name)
         folder = graphs_dir() / name
         if (folder / "graph.json").exists():
             if exist_ok:
@@ -218,7 +118,7 @@ class Graph:
         meta = {"name": name, "namespace": ns,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "sources": []}  # fmt: skip
-        store = _store_at(folder / "store")
+        store = store_at(folder / "store")
         atomic_write_bytes(folder / "graph.json", json.dumps(meta, indent=2).encode())
         return cls(store, name, namespace=ns, folder=folder)
 
@@ -229,7 +129,7 @@ class Graph:
         Raises:
             GraphNotFoundError: No graph has that name.
         """
-        _check_name(name)
+        check_name(name)
         folder = graphs_dir() / name
         if not (folder / "graph.json").exists():
             have = list_graphs()
@@ -238,7 +138,7 @@ class Graph:
                 f"make it with lp.graph.create({name!r})"
             )
         meta = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
-        store = _store_at(folder / "store")
+        store = store_at(folder / "store")
         return cls(store, name, namespace=meta["namespace"], folder=folder, read_only=read_only)
 
     @property
@@ -320,27 +220,15 @@ class Graph:
             GraphReadOnlyError: The graph is open read-only.
         """
         self._writable("load")
-        if format is not None and format.lower() not in _FORMAT_NAMES:
-            raise GraphError(f"cannot tell the format {format!r}; pass format='nt', 'ttl' or 'csv'")
-        if isinstance(source, bytes):
-            data, suffix = source, _FORMAT_NAMES.get((format or "").lower(), "")
-            if not suffix:
-                raise GraphError("loading bytes needs format='nt', 'ttl' or 'csv'")
-            label = f"<{len(source)} bytes>"
-        else:
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise GraphError(f"no file {path}; give the path of a .nt, .ttl or .csv file")
-            suffix = _FORMAT_NAMES.get((format or "").lower(), path.suffix.lower())
-            data, label = path.read_bytes(), str(path)
+        data, suffix, label = read_source(source, format)
         before = self.count()
         if suffix == ".csv":
-            self._load_csv(data.decode("utf-8-sig"), header=header)
-        elif suffix in _FORMATS:
+            self.load_rows(csv_rows(data.decode("utf-8-sig"), header=header), _note=False)
+        elif suffix in RDF_FORMATS:
             try:
-                self.store.load(data, _FORMATS[suffix], base_iri=base_iri or self.namespace)
+                self.store.load(data, RDF_FORMATS[suffix], base_iri=base_iri or self.namespace)
             except SyntaxError as exc:
-                raise GraphError(f"{label} is not valid {_FORMATS[suffix]}: {exc}") from None
+                raise GraphError(f"{label} is not valid {RDF_FORMATS[suffix]}: {exc}") from None
         else:
             raise GraphError(
                 f"cannot tell the format of {label} (suffix {suffix or 'none'}); pass "
@@ -349,27 +237,6 @@ class Graph:
         gained = self.count() - before
         self._note_source(label, gained)
         return gained
-
-    def _load_csv(self, text: str, *, header: bool) -> None:
-        reader = csv.reader(io.StringIO(text))
-        order = (0, 1, 2)
-        if header:
-            first = next(reader, None)
-            names = [c.strip().lower() for c in first] if first else []
-            if not {"head", "relation", "tail"} <= set(names):
-                raise GraphError(
-                    f"a triples CSV needs the columns head,relation,tail; its header is "
-                    f"{first}; rename them, or pass header=False when the file has none"
-                )
-            order = (names.index("head"), names.index("relation"), names.index("tail"))
-        rows = []
-        for n, row in enumerate(reader, 2 if header else 1):
-            if not row:
-                continue
-            if len(row) <= max(order):
-                raise GraphError(f"CSV line {n} has {len(row)} columns, fewer than 3: {row}")
-            rows.append((row[order[0]], row[order[1]], row[order[2]]))
-        self.load_rows(rows, _note=False)
 
     def load_rows(
         self, rows: Iterable[tuple[str, str, str]], *, graph: str | None = None, _note: bool = True
@@ -445,110 +312,10 @@ class Graph:
             SparqlError: A syntax error, an update, or a ``SERVICE`` clause.
             QueryLimitError: Past ``timeout`` or ``max_rows``.
         """
-        check_no_service(sparql)
-        form = query_form(sparql)
-        if form in _UPDATE_FORMS:
-            raise SparqlError(f"query() runs queries, and this is an update ({form}); use update()")
-        if timeout is not None and not timeout > 0:
-            raise GraphError(f"timeout must be > 0 seconds or None, got {timeout}")
-        if max_rows is not None and max_rows < 0:
-            raise GraphError(f"max_rows must be >= 0 or None, got {max_rows}")
-        started = time.perf_counter()
-        deadline = None if timeout is None else started + timeout
-        stop = threading.Event()
-        if timeout is None:
-            result = self._run(sparql, prefixes, inferred, max_rows, deadline, stop)
-        else:
-            result = self._run_timed(sparql, prefixes, inferred, max_rows, timeout, stop)
-        result.seconds = time.perf_counter() - started
-        return result
-
-    def _run_timed(
-        self,
-        sparql: str,
-        prefixes: dict[str, str] | None,
-        inferred: bool,
-        max_rows: int | None,
-        timeout: float,
-        stop: threading.Event,
-    ) -> QueryResult:
-        box: dict[str, Any] = {}
-        deadline = time.perf_counter() + timeout
-
-        def work() -> None:
-            try:
-                box["result"] = self._run(sparql, prefixes, inferred, max_rows, deadline, stop)
-            except BaseException as exc:  # handed to the caller's thread
-                box["error"] = exc
-
-        worker = threading.Thread(target=work, name=f"sparql-{self.name}", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            stop.set()
-            raise QueryLimitError(
-                f"the query ran past its time limit of {timeout:g} s and was stopped; narrow "
-                f"it (LIMIT, a more specific pattern) or raise timeout="
-            )
-        if "error" in box:
-            raise box["error"]
-        result: QueryResult = box["result"]
-        return result
-
-    def _run(
-        self,
-        sparql: str,
-        prefixes: dict[str, str] | None,
-        inferred: bool,
-        max_rows: int | None,
-        deadline: float | None,
-        stop: threading.Event,
-    ) -> QueryResult:
-        try:
-            answer = self.store.query(
-                sparql, prefixes=prefixes, use_default_graph_as_union=inferred,
-                base_iri=self.namespace,
-            )  # fmt: skip
-        except SyntaxError as exc:
-            raise SparqlError(f"the query does not parse: {exc}") from None
-        except OSError as exc:
-            raise SparqlError(f"the query failed: {exc}") from None
-        if isinstance(answer, ox.QueryBoolean):
-            return QueryResult("ASK", boolean=bool(answer))
-        rows: list[Any] = []
-        if isinstance(answer, ox.QuerySolutions):
-            variables = [v.value for v in answer.variables]
-            out = QueryResult("SELECT", variables=variables, rows=rows)
-            items: Iterable[Any] = answer
-            convert: Any = lambda s: {v: python_value(s[v]) for v in variables}  # noqa: E731
-        else:
-            out = QueryResult(query_form(sparql) or "CONSTRUCT", rows=rows)
-            items = answer
-            convert = lambda t: (  # noqa: E731
-                python_value(t.subject),
-                python_value(t.predicate),
-                python_value(t.object),
-            )
-        try:
-            for item in items:
-                if stop.is_set() or (deadline is not None and time.perf_counter() > deadline):
-                    raise QueryLimitError(
-                        "the query ran past its time limit and was stopped; narrow it or "
-                        "raise timeout="
-                    )
-                if max_rows is not None and len(rows) >= max_rows:
-                    raise QueryLimitError(
-                        f"the query answers more than max_rows={max_rows} rows; add a LIMIT, "
-                        f"narrow the pattern, or raise max_rows="
-                    )
-                rows.append(convert(item))
-        except OSError as exc:
-            raise SparqlError(f"the query failed: {exc}") from None
-        finally:
-            # pyoxigraph's result iterators must be dropped on the thread that made them
-            # (a timed query's worker): no frame or traceback may keep them alive
-            del items, answer
-        return out
+        return run_query(
+            self.store, sparql, namespace=self.namespace, timeout=timeout, max_rows=max_rows,
+            inferred=inferred, prefixes=prefixes, name=self.name,
+        )  # fmt: skip
 
     def update(self, sparql: str, *, prefixes: dict[str, str] | None = None) -> None:
         """Run a SPARQL 1.1 update (``INSERT DATA``, ``DELETE WHERE``, ...), atomically.
@@ -559,21 +326,7 @@ class Graph:
                 (which would fetch a URL).
         """
         self._writable("update")
-        check_no_service(sparql)
-        form = query_form(sparql)
-        if form == "LOAD":
-            raise SparqlError(
-                "LOAD is refused: it fetches a URL from another host; download the file "
-                "and use Graph.load(path)"
-            )
-        if form and form not in _UPDATE_FORMS:
-            raise SparqlError(f"update() runs updates, and this is a {form} query; use query()")
-        try:
-            self.store.update(sparql, prefixes=prefixes, base_iri=self.namespace)
-        except SyntaxError as exc:
-            raise SparqlError(f"the update does not parse: {exc}") from None
-        except OSError as exc:
-            raise SparqlError(f"the update failed: {exc}") from None
+        run_update(self.store, sparql, namespace=self.namespace, prefixes=prefixes)
 
     # -- reasoning ---------------------------------------------------------------
     def materialize(
@@ -603,23 +356,15 @@ def open_graph(name: str, *, read_only: bool = False) -> Graph:
     return Graph.open(name, read_only=read_only)
 
 
-def list_graphs() -> list[str]:
-    """Names of the graphs under ``LEPTON_HOME/graphs``."""
-    root = graphs_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "graph.json").exists())
-
-
 def delete(name: str) -> None:
     """Delete a persisted graph and its files.
 
     Raises:
         GraphNotFoundError: No graph has that name.
     """
-    _check_name(name)
+    check_name(name)
     folder = graphs_dir() / name
     if not (folder / "graph.json").exists():
         raise GraphNotFoundError(f"no graph named {name!r}; lp.graph.list_graphs() names them")
-    _forget(folder / "store")
+    forget(folder / "store")
     shutil.rmtree(folder)

@@ -146,3 +146,30 @@ async def similar(p: P, name: DeploymentName, request: Request) -> Response:
         name, body, request.headers.get("content-type", "application/json"), route="similar"
     )
     return Response(answer, status, media_type=content_type)
+
+
+@router.post("/deployments/{name}/predict_link", tags=["deployments"])
+@allow("viewer", audit=False)
+async def predict_link(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to a graph-embedding deployment's ``/predict_link``: ``{"head": ...,
+    "relation": ..., "k": 10, "exclude_known": false}``; the same rules and errors as
+    ``predict``."""
+    body = await request.body()
+    status, content_type, answer = await p.deployments.predict(
+        name, body, request.headers.get("content-type", "application/json"), route="predict_link"
+    )
+    return Response(answer, status, media_type=content_type)
+
+
+@router.post("/deployments/{name}/query", tags=["deployments"])
+@allow("viewer", audit=False)
+async def sparql_query(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward a read-only SPARQL query to a graph-embedding deployment's ``/query``:
+    ``{"query": "SELECT ...", "timeout_s": 5, "max_rows": 1000}``. The deployment refuses
+    updates and ``SERVICE`` and enforces its own time and row limits; the same rules and
+    errors as ``predict``."""
+    body = await request.body()
+    status, content_type, answer = await p.deployments.predict(
+        name, body, request.headers.get("content-type", "application/json"), route="query"
+    )
+    return Response(answer, status, media_type=content_type)

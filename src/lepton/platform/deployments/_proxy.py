@@ -25,8 +25,9 @@ __all__ = ["ROUTES", "PredictProxy"]
 
 #: The deployment routes the platform forwards: all only read the model, so a request
 #: may be retried once on a connection a draining supervisor closed. ``recommend`` and
-#: ``similar`` are a recommender deployment's (lepton.serve._recommend).
-ROUTES = ("predict", "explain", "recommend", "similar")
+#: ``similar`` are a recommender deployment's (lepton.serve._recommend); ``predict_link``,
+#: ``query`` (read-only SPARQL) and ``similar`` a graph embedding's (lepton.serve._graph).
+ROUTES = ("predict", "explain", "recommend", "similar", "predict_link", "query")
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 

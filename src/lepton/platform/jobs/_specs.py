@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lepton.compress import CompressConfig
 from lepton.errors import RegistryError
 from lepton.federated.recipe import FederatedConfig
+from lepton.graph.recipe import GraphConfig
 from lepton.recommend.recipe import RecommendConfig
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
@@ -35,6 +36,7 @@ __all__ = [
     "CompressJob",
     "EvaluateJob",
     "FederatedJob",
+    "GraphJob",
     "JobRequest",
     "JobSpec",
     "JobState",
@@ -138,6 +140,21 @@ class RecommendJob(RecommendConfig):
     _register_as = field_validator("register_as")(_model_name)
 
 
+class GraphJob(GraphConfig):
+    """Train a knowledge-graph embedding (TransE, DistMult, ComplEx, RotatE) on Nations,
+    Kinships or UMLS, rank the test links (filtered MRR, Hits@k) and optionally register
+    it: the recipe's :class:`~lepton.graph.recipe.GraphConfig` plus its ``kind``, run by
+    :func:`lepton.graph.recipe.run` in the worker.
+
+    Example: ``{"kind": "graph", "dataset": "umls", "model": "complex", "dim": 64,
+    "epochs": 100, "register": "umls-complex"}``.
+    """
+
+    kind: Literal["graph"] = "graph"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
 class EvaluateJob(_Spec):
     """Evaluate a registered model version on a catalog dataset split.
 
@@ -159,7 +176,7 @@ class EvaluateJob(_Spec):
 
 
 JobSpec = Annotated[
-    TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob,
+    TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob | GraphJob,
     Field(discriminator="kind"),
 ]
 

@@ -37,11 +37,13 @@ from lepton.data import apply_preprocessing
 from lepton.errors import JobError, LeptonError
 from lepton.federated import RoundRecord
 from lepton.federated import recipe as federated_recipe
+from lepton.graph import recipe as graph_recipe
 from lepton.platform.jobs._specs import (
     DETERMINISTIC_EXIT,
     CompressJob,
     EvaluateJob,
     FederatedJob,
+    GraphJob,
     JobSpec,
     RecommendJob,
     TrainJob,
@@ -80,7 +82,7 @@ def _write_result(workdir: Path, result: dict[str, Any]) -> None:
     atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
 
 
-Spec = TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob
+Spec = TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob | GraphJob
 
 
 def _load(db: Database, job_id: int) -> tuple[Spec, float]:
@@ -243,6 +245,17 @@ def _recommend(db: Database, job_id: int, spec: RecommendJob) -> dict[str, Any]:
     return {"kind": "recommend", **result.to_json()}
 
 
+def _graph(db: Database, job_id: int, spec: GraphJob, cpus: float) -> dict[str, Any]:
+    config = graph_recipe.GraphConfig.model_validate(spec.model_dump(exclude={"kind"}))
+    result = graph_recipe.run(
+        config, registrar=register, database=db, say=_say, tags={"job": job_id},
+        run_name=f"job-{job_id}-graph-{spec.dataset}-{spec.model}",
+        on_run=lambda run_id: _record_run(db, job_id, run_id),
+        num_threads=max(1, math.ceil(cpus)),
+    )  # fmt: skip
+    return {"kind": "graph", **result.to_json()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one attempt of a job; returns the exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -266,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = _federated(db, job_id, spec)
         elif isinstance(spec, RecommendJob):
             outcome = _recommend(db, job_id, spec)
+        elif isinstance(spec, GraphJob):
+            outcome = _graph(db, job_id, spec, cpus)
         else:
             outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})

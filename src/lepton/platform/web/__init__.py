@@ -32,6 +32,7 @@ def install(app: FastAPI) -> None:
         _deployments,
         _explain,
         _federated,
+        _graph,
         _jobs,
         _models,
         _overview,
@@ -46,7 +47,7 @@ def install(app: FastAPI) -> None:
 
     # _compare before _models: /models/{name}/compare is not a version number
     routers = (_site, _overview, _datasets, _privacy, _runs, _studies, _compare, _explain,
-               _federated, _recommend, _models, _jobs, _deployments, _users)  # fmt: skip
+               _federated, _recommend, _graph, _models, _jobs, _deployments, _users)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     pages: set[Any] = {
