@@ -27,7 +27,7 @@ from lepton.train._metrics import as_dataset
 from lepton.train._optim import make_optimizer
 from lepton.train._private import PrivateTraining, TrainingPrivacy
 from lepton.train._progress import Reporter
-from lepton.train._result import FitResult, LossHook
+from lepton.train._result import BatchTransform, FitResult, LossHook
 from lepton.train._setup import check_arguments, check_compatible, resolve_device, threads
 from lepton.train._spawn import spawn_fit
 
@@ -49,6 +49,7 @@ def fit(
     early_stopping: int | EarlyStopping | None = None,
     grad_clip: float | None = None,
     loss: LossHook | None = None,
+    batch_transform: BatchTransform | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     amp: bool = False,
@@ -82,6 +83,12 @@ def fit(
             (``outputs`` reshaped like ``targets`` for regression), it returns the scalar
             to minimise. Validation metrics and ``val_loss`` keep the default loss. E.g.
             :func:`lepton.compress.distill` passes a teacher's soft targets this way.
+        batch_transform: Called as ``batch_transform(inputs, targets)`` on every training
+            batch (on the device, before the forward pass) and returns the pair to train
+            on: batch-level augmentation such as mixup or cutmix
+            (``lp.vision.RandomMix(num_classes=10)``, or torchvision's ``v2.MixUp``), whose
+            targets may be ``(N, K)`` class probabilities (cross-entropy takes them;
+            training accuracy is then against their argmax). Validation is untouched.
         seed: Seeds shuffling, dropout and any other randomness of the loop.
         device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
         amp: Mixed precision (bfloat16/float16 autocast) on CUDA.
@@ -191,6 +198,7 @@ def fit(
         options = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                    "weight_decay": weight_decay, "momentum": momentum, "schedule": schedule,
                    "early_stopping": early_stopping, "grad_clip": grad_clip, "loss": loss,
+                   "batch_transform": batch_transform,
                    "seed": seed, "device": device, "amp": amp, "checkpoint_dir": checkpoint_dir,
                    "callbacks": [cb for cb in callbacks if cb not in in_caller], "resume": resume,
                    "num_threads": num_threads, "quiet": quiet, "log_every": log_every,
@@ -221,6 +229,7 @@ def fit(
             lr=lr,
             grad_clip=grad_clip,
             loss_hook=loss,
+            batch_transform=batch_transform,
             amp=amp,
             seed=seed,
             callbacks=callbacks,

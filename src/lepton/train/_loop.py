@@ -27,7 +27,7 @@ from lepton.train._metrics import evaluate, loss_function, to_float_batch
 from lepton.train._optim import Scheduler, make_scheduler, scheduler_state, steps_per_batch
 from lepton.train._private import Batches
 from lepton.train._progress import Reporter
-from lepton.train._result import FitResult, LossHook
+from lepton.train._result import BatchTransform, FitResult, LossHook
 from lepton.train._setup import best_is
 
 __all__ = ["Loop"]
@@ -51,6 +51,7 @@ class Loop:
         grad_clip: float | None,
         loss_hook: LossHook | None,
         amp: bool,
+        batch_transform: BatchTransform | None = None,
         seed: int,
         callbacks: list[Callback],
         early_stopping: int | EarlyStopping | None,
@@ -76,6 +77,7 @@ class Loop:
         self.batch_schedule = steps_per_batch(schedule)
         self.criterion = loss_function(train.task)
         self.loss_hook = loss_hook
+        self.batch_transform = batch_transform  # fit's batch_transform= (mixup, cutmix)
         self.classify = train.task == "classification"
         if isinstance(early_stopping, int):
             early_stopping = EarlyStopping(
@@ -221,8 +223,8 @@ class Loop:
                 state.step += 1
                 continue
             loss_sum += loss.detach() * n
-            if self.classify:
-                correct += (out.argmax(dim=1) == y).sum()
+            if self.classify:  # soft (N, K) targets of a batch_transform: their argmax
+                correct += (out.argmax(dim=1) == (y if y.dim() == 1 else y.argmax(1))).sum()
             seen += n
             state.step += 1
             if step % self.log_every == 0:
@@ -266,6 +268,8 @@ class Loop:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = to_float_batch(xb, self.dev)
         y = yb.to(self.dev, non_blocking=True)
+        if self.batch_transform is not None:
+            x, y = self.batch_transform(x, y)
         with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.net(x)
             if not self.classify:

@@ -11,11 +11,15 @@ import torch
 
 from lepton.train._callbacks import EpochRecord
 
-__all__ = ["FitResult", "LossHook"]
+__all__ = ["BatchTransform", "FitResult", "LossHook"]
 
 #: ``loss(outputs, targets, inputs) -> scalar tensor``: replaces the default loss of
 #: :func:`fit` (e.g. knowledge distillation, which also needs the inputs).
 LossHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: ``batch_transform(inputs, targets) -> (inputs, targets)``: applied to every training
+#: batch of :func:`fit` before the forward pass (e.g. mixup/cutmix).
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

@@ -1,0 +1,144 @@
+"""Vision benchmarks: digit-scene detection (COCO mAP) and image classification with
+augmentation (Fashion-MNIST, MNIST), each beside its reference measured in the same run.
+
+detect: ``lp.vision.Detector`` (CenterNet-style) trained with ``lp.fit`` on
+``digit_scenes("train", n=--train-scenes, seed=0)`` and scored on 1,000 held-out scenes of
+TEST-split digits (``digit_scenes("test", n=1000, seed=1)``): mAP@0.5 (target >= 0.90) and
+mAP@[.5:.95], inference ms/image. Beside it, the same evaluator on the training targets
+themselves, decoded (the encoding's ceiling: 1.0 when boxes survive the grid exactly).
+
+classify: the seed ConvNet ([32, 64, 128], dropout 0.5) trained without augmentation,
+then a ResNet (``lp.models.ResNet``, widths --widths, --blocks per stage) trained with
+``lp.vision.Augment`` (random crop, padding 2; horizontal flips for clothes only; random
+erasing), label smoothing 0.1, optional mixup/cutmix (``--mix``), evaluated plainly and
+with test-time augmentation. Targets: Fashion-MNIST >= 94%, MNIST >= 99.5%.
+
+    python benchmarks/vision.py detect [--train-scenes 3000] [--epochs 6] [--width 32]
+    python benchmarks/vision.py classify --dataset fashion-mnist [--epochs 2] [--limit 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import lepton as lp
+from lepton import vision
+
+
+def detect(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    train = vision.digit_scenes("train", n=args.train_scenes, seed=0, size=args.size)
+    test = vision.digit_scenes("test", n=args.test_scenes, seed=1, size=args.size)
+    made = time.perf_counter() - started
+    det = vision.Detector(classes=train.classes, width=args.width, blocks=args.blocks)
+    det.fit(train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            quiet=False)  # fmt: skip
+    assert det.result is not None
+    ours = det.evaluate(test)
+    ceiling_ds = vision.detection_dataset(test, len(test.classes))
+    assert ceiling_ds.targets is not None
+    maps = ceiling_ds.targets.clone()
+    c = len(test.classes)
+    maps[:, :c] = torch.logit(maps[:, :c].clamp(1e-4, 1 - 1e-4))
+    ceiling = vision.mean_average_precision(
+        vision.decode(maps, score_threshold=0.01), test.boxes, test.labels
+    )
+    wall = time.perf_counter() - started
+    print()
+    n_train, n_test = sum(len(b) for b in train.boxes), sum(len(b) for b in test.boxes)
+    print(
+        f"Digit scenes {args.size}x{args.size}: {len(train)} train scenes ({n_train} digits), "
+        f"{len(test)} held-out scenes ({n_test} test-split digits); made in {made:.0f} s"
+    )
+    print(f"  lepton Detector(width={args.width}, blocks={args.blocks}), {args.epochs} epochs, "
+          f"{det.result.seconds:.0f} s in fit ({det.result.samples_per_second:.1f} scenes/s), "
+          f"{args.threads} threads")  # fmt: skip
+    print(f"    mAP@0.5 {ours['map_50']:.3f} (target >= 0.90)  mAP@[.5:.95] {ours['map']:.3f}  "
+          f"mAP@0.75 {ours['map_75']:.3f}  AR@100 {ours['mar_100']:.3f}  "
+          f"{ours['ms_per_image']:.1f} ms/image")  # fmt: skip
+    print(f"  ceiling (the training maps decoded): mAP@0.5 {ceiling['map_50']:.3f}  "
+          f"mAP@[.5:.95] {ceiling['map']:.3f}")  # fmt: skip
+    print(f"  wall {wall:.0f} s")
+
+
+def classify(args: argparse.Namespace) -> None:
+    name = args.dataset
+    full = lp.data.load(name, split="train")
+    if args.limit:
+        full = full.subset(range(args.limit))
+    test = lp.data.load(name, split="test")
+    clothes = name == "fashion-mnist"
+    rows = []
+
+    started = time.perf_counter()
+    seed_net = lp.models.ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3,
+                                 dropout=0.5)  # fmt: skip
+    result = lp.fit(seed_net, full, epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
+                    schedule="onecycle", seed=args.seed, quiet=True)  # fmt: skip
+    acc = lp.evaluate(seed_net, test)["accuracy"]
+    rows.append(("seed ConvNet, no augmentation", acc, None, time.perf_counter() - started,
+                 result.seconds))  # fmt: skip
+
+    started = time.perf_counter()
+    net = lp.models.ResNet(num_classes=10, widths=args.widths, blocks_per_stage=args.blocks)
+    augmented = full.with_transform(vision.Augment(padding=2, hflip=clothes, erasing=args.erasing))
+    mix = vision.RandomMix(10, p=0.5) if args.mix else None
+    result = lp.fit(net, augmented, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+                    loss=vision.label_smoothing(0.1), batch_transform=mix, seed=args.seed,
+                    quiet=True)  # fmt: skip
+    acc = lp.evaluate(net, test)["accuracy"]
+    tta = vision.tta_accuracy(net, test, shift=1, hflip=clothes)
+    label = (f"ResNet{list(args.widths)}x{args.blocks} + crop/{'flip/' if clothes else ''}"
+             f"erasing{'/mix' if args.mix else ''} + smoothing")  # fmt: skip
+    rows.append((label, acc, tta, time.perf_counter() - started, result.seconds))
+
+    target = 0.94 if clothes else 0.995
+    print()
+    print(f"{name}: {len(full)} training images, {len(test)} test images, {args.epochs} "
+          f"epochs, batch {args.batch_size}, {args.threads} threads")  # fmt: skip
+    for label, acc, tta, wall, fit_s in rows:
+        extra = f", with TTA {100 * tta:.2f}%" if tta is not None else ""
+        print(f"  {label}: {100 * acc:.2f}%{extra}  ({wall:.0f} s wall, {fit_s:.0f} s in fit)")
+    print(f"  target >= {100 * target:.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    sub = parser.add_subparsers(dest="task", required=True)
+    d = sub.add_parser("detect")
+    d.add_argument("--train-scenes", type=int, default=3000)
+    d.add_argument("--test-scenes", type=int, default=1000)
+    d.add_argument("--size", type=int, default=64)
+    d.add_argument("--epochs", type=int, default=6)
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--width", type=int, default=32)
+    d.add_argument("--blocks", type=int, default=3)
+    c = sub.add_parser("classify")
+    c.add_argument("--dataset", choices=["fashion-mnist", "mnist"], default="fashion-mnist")
+    c.add_argument("--epochs", type=int, default=2)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=0.1)
+    c.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    c.add_argument("--blocks", type=int, default=2)
+    c.add_argument("--erasing", type=float, default=0.25)
+    c.add_argument("--mix", action="store_true", help="mixup/cutmix on half the batches")
+    c.add_argument("--limit", type=int, default=0, help="train on the first N images only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.task == "detect":
+        detect(args)
+    else:
+        classify(args)
+
+
+if __name__ == "__main__":
+    main()
