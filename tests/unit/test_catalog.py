@@ -59,6 +59,9 @@ def test_list_datasets_is_exactly_the_catalog() -> None:
         "breast-cancer",
         "diabetes",
         "movielens",
+        "rotten-tomatoes",
+        "wordnet-glosses",
+        "ucr-135",
     }
 
 

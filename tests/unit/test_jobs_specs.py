@@ -206,10 +206,14 @@ def test_an_unknown_dataset_is_refused_with_the_catalog_listed():
         request(kind="train", data="imagenet")
     text = error_text(exc)
     assert "unknown dataset 'imagenet'" in text
-    for info in lp_data.list_datasets():
-        assert (info.name in text) == (info.name != "movielens"), info.name  # ratings apart
+    for info in lp_data.list_datasets():  # ratings, texts and series apart
+        assert (info.name in text) == (info.loads == "tensors"), info.name
     with pytest.raises(ValidationError, match="'movielens' is a ratings table"):
         request(kind="train", data="movielens")
+    with pytest.raises(ValidationError, match="'rotten-tomatoes' is a text corpus: use lp.text"):
+        request(kind="train", data="rotten-tomatoes")
+    with pytest.raises(ValidationError, match="'ucr-135' is a time series .* lp.monitor"):
+        request(kind="train", data="ucr-135")
     with pytest.raises(ValidationError, match="unknown dataset"):
         request(kind="evaluate", model_ref="m", data="../../etc/passwd")
 

@@ -43,6 +43,7 @@ def test_top_level_all_is_exact() -> None:
             "Image",
             "load_model",
             "models",
+            "monitor",
             "privacy",
             "recommend",
             "register",
@@ -50,8 +51,10 @@ def test_top_level_all_is_exact() -> None:
             "serve",
             "start_run",
             "storage",
+            "text",
             "tracking",
             "tune",
+            "vision",
         ]
     )
     for name in lp.__all__:

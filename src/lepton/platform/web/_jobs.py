@@ -17,7 +17,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from lepton import data as lp_data
 from lepton import models as lp_models
 from lepton.errors import LeptonError
 from lepton.platform._deps import Caller, P
@@ -33,8 +32,8 @@ from lepton.platform.web._render import (
     redirect,
     render,
 )
-from lepton.recommend.recipe import RATINGS_DATASETS
 from lepton.registry._registry import validate_name
+from lepton.train.recipe import trainable_datasets
 
 __all__ = ["router"]
 
@@ -84,7 +83,7 @@ def _jobs_page(
         per_page=PER_PAGE,
         zoo=lp_models.available_models(),
         # ratings tables train recommenders (their own form, /recommend), not zoo models
-        datasets=[d.name for d in lp_data.list_datasets() if d.name not in RATINGS_DATASETS],
+        datasets=trainable_datasets(),
         form=form or _defaults(),
         error=error,
         spec_error=spec_error,
