@@ -3,9 +3,11 @@
 Measured in one run, on the same splits:
 
 1. Rating prediction, 80/20 random split, several seeds: RMSE and fit time of
-   ``lp.recommend.Recommender`` (explicit) beside surprise's SVD and SVD++.
+   ``lp.recommend.Recommender`` (explicit: the default ``"bayes"``, Gibbs-sampled
+   Bayesian MF, and ``"sgd"``) beside surprise's SVD and SVD++; medians over seeds.
 2. Ranking, per-user temporal split (each user's latest 20% of ratings held out): NDCG@10
-   and precision@10 of our BPR (implicit) and explicit models beside implicit's ALS. Every
+   and precision@10 of our implicit ALS (torch), BPR, and PyPI implicit's ALS through our
+   API, beside implicit's ALS run in the reference venv with its own settings. Every
    list is scored by the same functions (``lepton.recommend.ranking_metrics``), training
    items excluded, every held-out item relevant.
 3. Incremental updates: fit on the training split less 1,000 ratings, then
@@ -15,7 +17,7 @@ The references run in their own venv (``benchmarks/.venvs/recommend``: ``pip ins
 scikit-surprise implicit``), created on first use; they get the splits as an ``.npz``.
 
 Usage:
-    .venv/bin/python benchmarks/recommend.py                 # 5 seeds, SVD++ on seed 0
+    .venv/bin/python benchmarks/recommend.py                 # 5 seeds, SVD++ on each
     .venv/bin/python benchmarks/recommend.py --seeds 2 --no-svdpp
 """
 
@@ -51,7 +53,7 @@ if task == "rating":
     frame = pd.DataFrame({"u": d["tr_u"], "i": d["tr_i"], "r": d["tr_r"]})
     trainset = Dataset.load_from_df(frame, reader).build_full_trainset()
     test = list(zip(d["te_u"].tolist(), d["te_i"].tolist(), d["te_r"].tolist()))
-    algos = [("surprise SVD", SVD(random_state=int(d["seed"])))]
+    algos = [("surprise SVD", SVD(random_state=int(d["seed"])))]  # defaults: 100 factors
     if int(d["svdpp"]):
         algos.append(("surprise SVD++", SVDpp(random_state=int(d["seed"]))))
     for name, algo in algos:
@@ -104,39 +106,52 @@ def reference(python: Path | None, task: str, arrays: dict[str, np.ndarray]) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rating_benchmark(ratings, python, seeds: int, svdpp: bool, settings: dict) -> None:
+EXPLICIT = {"lepton bayes (default, torch)": {}, "lepton MF sgd (torch)": {"algorithm": "sgd"}}
+
+
+def rating_benchmark(ratings, python, seeds: int, svdpp: bool, first: int = 0) -> None:
     rows: dict[str, list[tuple[float, float]]] = {}
-    for seed in range(seeds):
+    for seed in range(first, first + seeds):
         train, test = ratings.split(0.2, seed=seed)
-        t = time.perf_counter()
-        rec = Recommender(seed=seed, **settings).fit(train)
-        fit_s = time.perf_counter() - t
-        rows.setdefault("lepton MF (torch)", []).append((rec.score(test)["rmse"], fit_s))
+        now = {}
+        for name, options in EXPLICIT.items():
+            t = time.perf_counter()
+            rec = Recommender(seed=seed, **options).fit(train)
+            fit_s = time.perf_counter() - t
+            rows.setdefault(name, []).append((rec.score(test)["rmse"], fit_s))
+            now[name] = rows[name][-1][0]
         arrays = {"tr_u": train.user, "tr_i": train.item, "tr_r": train.rating,
                   "te_u": test.user, "te_i": test.item, "te_r": test.rating,
-                  "seed": np.array(seed), "svdpp": np.array(int(svdpp and seed == 0))}  # fmt: skip
-        now = {"lepton MF (torch)": rows["lepton MF (torch)"][-1][0]}
+                  "seed": np.array(seed), "svdpp": np.array(int(svdpp))}  # fmt: skip
         for name, res in reference(python, "rating", arrays).items():
             rows.setdefault(name, []).append((res["rmse"], res["fit_s"]))
             now[name] = res["rmse"]
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in now.items()), flush=True)
-    print("\n| model | RMSE (mean ± sd over seeds) | seeds | fit s |\n|---|---|---|---|")
+    print("\n| model | RMSE median | mean ± sd | per seed | fit s (median) |")
+    print("|---|---|---|---|---|")
     for name, vals in rows.items():
         r = np.array([v[0] for v in vals])
         s = np.array([v[1] for v in vals])
-        print(f"| {name} | {r.mean():.4f} ± {r.std():.4f} | {len(r)} | {s.mean():.1f} |")
+        each = " ".join(f"{x:.4f}" for x in r)
+        print(f"| {name} | {np.median(r):.4f} | {r.mean():.4f} ± {r.std():.4f} | {each} | "
+              f"{np.median(s):.1f} |")  # fmt: skip
 
 
-def ranking_benchmark(ratings, python, settings: dict, bpr: dict) -> None:
+IMPLICIT = {
+    "lepton ALS (default, torch)": {},
+    "lepton BPR (torch)": {"algorithm": "bpr"},
+    "PyPI implicit ALS through lepton (algorithm='implicit-als')": {"algorithm": "implicit-als"},
+}
+
+
+def ranking_benchmark(ratings, python) -> None:
     train, test = ratings.temporal_split(0.2)
     relevant: dict[int, list[int]] = {}
     for u, i in zip(test.user.tolist(), test.item.tolist(), strict=True):
         relevant.setdefault(u, []).append(i)
     results = {}
-    for name, rec in (
-        ("lepton BPR (implicit)", Recommender("implicit", **bpr)),
-        ("lepton MF (explicit)", Recommender(**settings)),
-    ):
+    for name, options in IMPLICIT.items():
+        rec = Recommender("implicit", **options)
         t = time.perf_counter()
         rec.fit(train)
         fit_s = time.perf_counter() - t
@@ -160,6 +175,7 @@ def ranking_benchmark(ratings, python, settings: dict, bpr: dict) -> None:
 
 
 def partial_fit_benchmark(ratings, settings: dict, n_new: int = 1000) -> None:
+    """The default explicit recommender (``settings`` empty) unless told otherwise."""
     train, test = ratings.split(0.2, seed=0)
     order = np.random.default_rng(1).permutation(len(train))
     base, new = train.take(np.sort(order[n_new:])), train.take(np.sort(order[:n_new]))
@@ -184,6 +200,7 @@ def partial_fit_benchmark(ratings, settings: dict, n_new: int = 1000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     parser.add_argument("--no-svdpp", action="store_true", help="skip SVD++ (slow)")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
@@ -191,22 +208,24 @@ def main() -> None:
         "--parts", nargs="+", default=["rating", "ranking", "partial"],
         choices=["rating", "ranking", "partial"],
     )  # fmt: skip
-    parser.add_argument("--factors", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--algorithm", default=None, help="partial_fit part: bayes or sgd")
+    parser.add_argument("--bayes-epochs", type=int, default=None, help="Gibbs sweeps")
+    parser.add_argument("--bayes-samples", type=int, default=None, help="samples kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = {"factors": args.factors, "epochs": args.epochs}
-    bpr = {"factors": 64, "epochs": 30, "lr": 0.01, "reg": 0.0005}
+    bayes = {"epochs": args.bayes_epochs, "samples": args.bayes_samples}
+    EXPLICIT["lepton bayes (default, torch)"] = {k: v for k, v in bayes.items() if v}
+    settings = {} if args.algorithm is None else {"algorithm": args.algorithm}
     ratings = lp.data.load("movielens", split="all")
     python = None if args.no_reference else ensure_venv()
     print(f"MovieLens-small: {len(ratings)} ratings, {ratings.n_users} users, "
           f"{ratings.n_items} movies; torch threads {args.threads}", flush=True)  # fmt: skip
-    if "rating" in args.parts:
-        rating_benchmark(ratings, python, args.seeds, not args.no_svdpp, settings)
-    if "ranking" in args.parts:
-        ranking_benchmark(ratings, python, settings, bpr)
     if "partial" in args.parts:
         partial_fit_benchmark(ratings, settings)
+    if "ranking" in args.parts:
+        ranking_benchmark(ratings, python)
+    if "rating" in args.parts:
+        rating_benchmark(ratings, python, args.seeds, not args.no_svdpp, args.first_seed)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from lepton.data import Ratings
 from lepton.data._movielens import _content_digest
 from lepton.errors import DataSourceMissingError, NotFittedError, RecommendError, UnknownIdError
 from lepton.recommend import FactorModel, Recommender, ranking_metrics
+from lepton.recommend._bayes import n_kept
 
 pytest.importorskip("rdata")
 if lp.data.info("movielens").locate() is None:
@@ -32,7 +33,16 @@ def subset(movielens: Ratings) -> Ratings:
 def fitted(subset: Ratings) -> tuple[Recommender, Ratings, Ratings]:
     torch.set_num_threads(1)
     train, test = subset.split(0.2, seed=0)
-    rec = Recommender(factors=16, epochs=6, lr=0.01, batch_size=2048, seed=0).fit(train)
+    rec = Recommender(algorithm="sgd", factors=16, epochs=6, lr=0.01, batch_size=2048, seed=0)
+    return rec.fit(train), train, test
+
+
+@pytest.fixture(scope="module")
+def bayes(subset: Ratings) -> tuple[Recommender, Ratings, Ratings]:
+    """The default explicit algorithm, short: 20 Gibbs sweeps, 8 samples of rank 8."""
+    torch.set_num_threads(1)
+    train, test = subset.split(0.2, seed=0)
+    rec = Recommender(factors=8, epochs=20, samples=8, seed=0).fit(train)
     return rec, train, test
 
 
@@ -149,13 +159,16 @@ def test_bad_inputs_get_clear_errors() -> None:
         Recommender().recommend(1)
 
 
-def test_string_ids_rows_and_implicit_bpr() -> None:
+def test_string_ids_rows_and_implicit_bpr_and_als() -> None:
     rows = [(f"u{u}", f"i{(u * 7 + j) % 30}", 1.0) for u in range(40) for j in range(6)]
-    rec = Recommender(kind="implicit", factors=8, epochs=30, lr=0.05, batch_size=64)
-    rec.fit(rows)
-    top = rec.recommend("u3", k=5)
-    assert len(top) == 5
-    assert all(isinstance(i, str) for i, _ in top)
+    for options in ({"algorithm": "bpr", "epochs": 30, "lr": 0.05}, {"epochs": 10}):
+        rec = Recommender(kind="implicit", factors=8, batch_size=64, **options)  # type: ignore[arg-type]
+        rec.fit(rows)
+        top = rec.recommend("u3", k=5)
+        assert len(top) == 5
+        assert all(isinstance(i, str) for i, _ in top)
+    assert rec.algorithm == "als"  # the implicit default
+    assert rec.losses[-1] <= rec.losses[0]  # ALS never increases its objective
     metrics = ranking_metrics({"a": [1, 2, 3]}, {"a": [2, 9]}, k=3)
     assert metrics["precision@3"] == pytest.approx(1 / 3)
     assert metrics["recall@3"] == pytest.approx(0.5)
@@ -197,3 +210,90 @@ def test_cold_start_item_and_refit(subset: Ratings) -> None:
     assert rec.drift == 0
     assert 5555 in rec.model.user_ids
     assert new_item in rec.model.item_ids
+
+
+def test_algorithms_are_checked_against_the_kind() -> None:
+    assert Recommender().algorithm == "bayes"
+    assert Recommender("implicit").algorithm == "als"
+    with pytest.raises(RecommendError, match="does not fit kind='explicit'"):
+        Recommender(algorithm="bpr")
+    with pytest.raises(RecommendError, match="does not fit kind='implicit'"):
+        Recommender("implicit", algorithm="bayes")
+    with pytest.raises(RecommendError, match="samples"):
+        Recommender(samples=0)
+
+
+def test_bayes_stores_the_sample_average_and_beats_sgd(
+    bayes: tuple[Recommender, Ratings, Ratings],
+    fitted: tuple[Recommender, Ratings, Ratings],
+) -> None:
+    rec, _, test = bayes
+    m = rec.model
+    assert m is not None
+    assert m.algorithm == "bayes"
+    assert m.factors == 8 * n_kept(20, 5, 8) == 64  # 8 kept samples of rank 8, side by side
+    # the first block alone is one sample: a different (worse) predictor than the average
+    pairs = torch.tensor([[0, 0], [1, 3]])
+    whole = m(pairs)
+    one = (m.user_factors[pairs[:, 0], :8] * m.item_factors[pairs[:, 1], :8]).sum(-1) * 8
+    assert not torch.allclose(
+        whole, one + m.mean + m.user_bias[pairs[:, 0], 0] + m.item_bias[pairs[:, 1], 0]
+    )
+    bayes_rmse = rec.score(test)["rmse"]
+    sgd_rmse = fitted[0].score(test)["rmse"]  # same split, same users
+    assert bayes_rmse < sgd_rmse
+    assert all(np.isfinite(rec.losses))
+    assert rec.losses[-1] < rec.losses[0]
+
+
+def test_bayes_partial_fit_touches_only_new_rows_and_tracks_a_refit(subset: Ratings) -> None:
+    torch.set_num_threads(1)
+    train, test = subset.split(0.2, seed=1)
+    order = np.random.default_rng(0).permutation(len(train))
+    base, new = train.take(np.sort(order[300:])), train.take(np.sort(order[:300]))
+    rec = Recommender(factors=8, epochs=20, samples=8, seed=0).fit(base)
+    before_rmse = rec.score(test)["rmse"]
+    m = rec.model
+    assert m is not None
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    rec.partial_fit(new)
+    m = rec.model
+    assert m is not None
+    # cost: only the rows of users and items in the new ratings moved
+    touched_u = {m.user_ids.index(u) for u in set(new.user.tolist())}
+    moved_u = set(
+        torch.nonzero((m.user_factors != before["user_factors"]).any(1)).flatten().tolist()
+    )
+    assert moved_u == touched_u
+    n_items = before["item_factors"].shape[0]
+    moved_i = (m.item_factors[:n_items] != before["item_factors"]).any(1).sum()
+    assert 0 < int(moved_i) <= len(set(new.item.tolist()))
+    assert m.fitted_on == len(base)
+    assert rec.drift == pytest.approx(300 / len(base))
+    # accuracy: the fold-in does not hurt, and lands near a full refit on everything
+    folded = rec.score(test)["rmse"]
+    assert folded <= before_rmse + 0.005
+    refit = Recommender(factors=8, epochs=20, samples=8, seed=0).fit(train).score(test)["rmse"]
+    assert abs(folded - refit) < 0.01
+
+
+def test_implicit_als_ours_and_pypi_rank_above_popularity(subset: Ratings) -> None:
+    torch.set_num_threads(1)
+    train, test = subset.temporal_split(0.2)
+    relevant: dict[int, list[int]] = {}
+    for u, i in zip(test.user.tolist(), test.item.tolist(), strict=True):
+        relevant.setdefault(u, []).append(i)
+    counts = np.unique(train.item, return_counts=True)
+    popular = counts[0][np.argsort(-counts[1], kind="stable")].tolist()
+    seen = {u: set(train.item[train.user == u].tolist()) for u in relevant}
+    pop_lists = {u: [i for i in popular if i not in seen[u]][:10] for u in relevant}
+    pop_ndcg = ranking_metrics(pop_lists, relevant, 10)["ndcg@10"]
+    ours = Recommender("implicit", epochs=10).fit(train)
+    lists = {u: [i for i, _ in ours.recommend(u, 10)] for u in relevant}
+    assert ranking_metrics(lists, relevant, 10)["ndcg@10"] > pop_ndcg
+    pytest.importorskip("implicit")
+    theirs = Recommender("implicit", algorithm="implicit-als", epochs=10).fit(train)
+    assert theirs.model is not None
+    assert theirs.model.algorithm == "implicit-als"
+    lists = {u: [i for i, _ in theirs.recommend(u, 10)] for u in relevant}
+    assert ranking_metrics(lists, relevant, 10)["ndcg@10"] > 0

@@ -97,7 +97,7 @@ def test_the_job_form_submits_a_recommend_job_and_keeps_what_was_typed(client: A
     assert spec["kind"] == "recommend"
     assert (spec["split"], spec["factors"], spec["epochs"], spec["users"]) == ("temporal", 8, 2, 40)
     assert spec["register"] == "films"
-    assert spec["lr"] == 0.01  # left empty: the recipe's default
+    assert spec["lr"] is None  # left empty: the algorithm's default (Recommender's)
 
 
 def test_a_users_history_beside_their_recommendations(client: Any) -> None:

@@ -62,7 +62,8 @@ def test_the_job_spec_is_the_config_plus_its_kind() -> None:
     assert job.model_dump(exclude={"kind"}) == config.model_dump()
     req = JobRequest.model_validate({"spec": {"kind": "recommend", "epochs": 2, "register": "m"}})
     assert isinstance(req.spec, RecommendJob)
-    assert (req.spec.epochs, req.spec.register_as, req.spec.factors) == (2, "m", 64)
+    # factors left empty: the algorithm's default (16 per Gibbs sample for "bayes")
+    assert (req.spec.epochs, req.spec.register_as, req.spec.factors) == (2, "m", None)
     stored = req.spec.model_dump(mode="json", by_alias=True)
     assert TypeAdapter(JobSpec).validate_python(stored) == req.spec
 
@@ -78,6 +79,9 @@ def test_the_spec_refuses_what_the_recipe_cannot_run() -> None:
         RecommendJob.model_validate({"kind": "recommend", "path": "/etc"})
     with pytest.raises(ConfigError, match="test_size"):
         RecommendConfig.checked(test_size=1.5)
+    with pytest.raises(ConfigError, match="does not fit feedback 'explicit'"):
+        RecommendConfig.checked(algorithm="als")
+    assert RecommendConfig.checked(feedback="implicit", algorithm="bpr").algorithm == "bpr"
 
 
 def test_register_without_a_registrar_is_refused_before_any_work() -> None:

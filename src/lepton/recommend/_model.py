@@ -37,6 +37,10 @@ class FactorModel(nn.Module):
         rating_range: Clamp of explicit predictions.
         hyper: The recommender's training settings (epochs, lr, reg, ...), kept so a
             loaded model can ``refit`` and fold in the way it was trained.
+        algorithm: How it was trained (``"bayes"``, ``"sgd"``, ``"als"``, ``"bpr"``,
+            ``"implicit-als"``; empty for models saved before the choice existed:
+            ``"sgd"`` for explicit, ``"bpr"`` for implicit). For ``"bayes"`` the factors
+            are the kept Gibbs samples side by side, scaled by ``1/sqrt(samples)``.
     """
 
     mean: torch.Tensor
@@ -56,6 +60,7 @@ class FactorModel(nn.Module):
         n_seen: int = 0,
         rating_range: list[float] | None = None,
         hyper: dict[str, float] | None = None,
+        algorithm: str = "",
     ) -> None:
         super().__init__()
         nu, ni, ng = len(user_ids), len(item_ids), len(genres or [])
@@ -64,6 +69,7 @@ class FactorModel(nn.Module):
         self.kind, self.factors, self.genres = kind, factors, list(genres or [])
         self.rating_range = tuple(rating_range) if rating_range else None
         self.hyper = dict(hyper or {})
+        self.algorithm = algorithm
         self.user_factors = nn.Parameter(torch.zeros(nu, factors))
         self.item_factors = nn.Parameter(torch.zeros(ni, factors))
         # biases are (n, 1) so training can read them as sparse embeddings like the factors

@@ -3,12 +3,23 @@
 All state lives in one :class:`FactorModel` (``.model``), so ``lp.register(rec.model,
 name)`` stores a recommender and :func:`load` (or ``lp.load_model``) brings it back.
 
+Algorithms (``algorithm=``; ``None`` picks the first of each kind):
+
+* explicit ratings: ``"bayes"``, Bayesian matrix factorization by Gibbs sampling (the
+  average of the samples' predictions, :mod:`lepton.recommend._bayes`), or ``"sgd"``,
+  biased matrix factorization by mini-batch Adam (a point estimate; faster, less
+  accurate on small data);
+* implicit feedback: ``"als"``, implicit ALS with confidence weighting on torch (ours),
+  ``"bpr"`` (pairwise ranking loss, Adam), or ``"implicit-als"``, the ALS of PyPI
+  ``implicit`` (an optional dependency).
+
 Drift bound of ``partial_fit``: rows it does not touch stay exactly as they were; each
 touched user (then item) takes one closed-form step over the new ratings, anchored to
 its current value with a weight standing for its old ratings (exact for new rows). How
 far that is from a full refit grows with the share of ratings added since the last full
 fit, :attr:`Recommender.drift`. Measured on MovieLens-small (``benchmarks/recommend.py``),
-1,000 new ratings (1.25%) stay within 0.002 test RMSE of a refit; past
+1,000 new ratings (1.25%) land within 0.001 test RMSE of a refit for ``"bayes"``
+(+0.0008, in 0.5% of the refit's time) and 0.002 for ``"sgd"``; past
 ``refit_threshold`` (default 10%) :attr:`needs_refit` turns true: call :meth:`refit`.
 """
 
@@ -22,12 +33,30 @@ import numpy as np
 import torch
 
 from lepton.errors import NotFittedError, RecommendError, UnknownIdError
+from lepton.recommend._bayes import fit_bayes, fold_in_bayes, n_kept
+from lepton.recommend._implicit import fit_ials, fit_implicit_library
 from lepton.recommend._metrics import coverage, mae, ranking_metrics, rmse
 from lepton.recommend._model import FactorModel
 from lepton.recommend._table import Columns, Triples, as_triples
 from lepton.recommend._train import fit_bpr, fit_explicit, fit_genres, fold_in
 
-__all__ = ["Recommender"]
+__all__ = ["ALGORITHMS", "Recommender"]
+
+#: The algorithms of each kind, the default first.
+ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "explicit": ("bayes", "sgd"),
+    "implicit": ("als", "bpr", "implicit-als"),
+}
+
+#: Each algorithm's defaults for the settings left as ``None`` (tuned on a validation
+#: split carved from the training part of MovieLens-small; see benchmarks/README.md).
+DEFAULTS: dict[str, dict[str, float]] = {
+    "bayes": {"factors": 16, "epochs": 120, "lr": 0.01, "reg": 0.0, "samples": 32},
+    "sgd": {"factors": 64, "epochs": 15, "lr": 0.01, "reg": 0.1},
+    "bpr": {"factors": 64, "epochs": 30, "lr": 0.01, "reg": 0.0005},
+    "als": {"factors": 32, "epochs": 15, "reg": 5.0, "confidence": 1.0},
+    "implicit-als": {"factors": 64, "epochs": 15, "reg": 0.05, "confidence": 1.0},
+}
 
 Items = Mapping[Any, str | Collection[str]]
 
@@ -54,11 +83,19 @@ class Recommender:
     """A recommender on biased matrix factorization, trained with torch.
 
     Args:
-        kind: ``"explicit"`` (ratings; squared error) or ``"implicit"`` (interactions;
-            BPR ranking loss).
-        factors: Latent dimension.
-        epochs, lr, reg, batch_size: Mini-batch Adam settings; ``reg`` is the per-rating
-            L2 weight (also used by fold-in).
+        kind: ``"explicit"`` (ratings) or ``"implicit"`` (interactions).
+        algorithm: See the module docs; ``None``: ``"bayes"`` for explicit ratings,
+            ``"als"`` for implicit feedback.
+        factors: Latent dimension (for ``"bayes"``, of each kept sample).
+        epochs: Passes (SGD/BPR epochs, ALS sweeps, Gibbs sweeps of which the first
+            quarter is burn-in).
+        lr, batch_size: Mini-batch Adam settings (``"sgd"``, ``"bpr"``).
+        reg: L2 weight: per rating for ``"sgd"``/``"bpr"`` (also used by their fold-in),
+            per row for the ALS kinds; ``"bayes"`` learns its own.
+        samples: Gibbs samples kept (``"bayes"``); the stored width is ``factors *
+            samples``.
+        confidence: ALS confidence of an interaction over a non-interaction, minus 1.
+        Settings left as ``None`` take the algorithm's default (``DEFAULTS``).
         seed: Seeds initialisation and batch order: same data, same seed, same model.
         user_col, item_col, rating_col: Column names when the table's are not the usual
             ones (``user``/``userId``, ``item``/``movieId``, ``rating``).
@@ -78,11 +115,14 @@ class Recommender:
         self,
         kind: str = "explicit",
         *,
-        factors: int = 64,
-        epochs: int = 15,
-        lr: float = 0.01,
-        reg: float = 0.1,
+        algorithm: str | None = None,
+        factors: int | None = None,
+        epochs: int | None = None,
+        lr: float | None = None,
+        reg: float | None = None,
         batch_size: int = 4096,
+        samples: int | None = None,
+        confidence: float | None = None,
         seed: int = 0,
         user_col: str | None = None,
         item_col: str | None = None,
@@ -92,12 +132,30 @@ class Recommender:
     ) -> None:
         if kind not in ("explicit", "implicit"):
             raise RecommendError(f"kind must be 'explicit' or 'implicit', got {kind!r}")
-        if factors < 1 or epochs < 0 or lr <= 0 or reg < 0 or batch_size < 1:
+        algorithm = algorithm or ALGORITHMS[kind][0]
+        if algorithm not in ALGORITHMS[kind]:
             raise RecommendError(
-                "factors and batch_size must be >= 1, epochs >= 0, lr > 0 and reg >= 0"
+                f"algorithm {algorithm!r} does not fit kind={kind!r}; choose one of "
+                f"{list(ALGORITHMS[kind])}"
             )
-        self.kind, self.factors, self.seed = kind, factors, seed
+        d = DEFAULTS[algorithm]
+        factors = int(d["factors"]) if factors is None else factors
+        epochs = int(d["epochs"]) if epochs is None else epochs
+        lr = d.get("lr", 0.01) if lr is None else lr
+        reg = d["reg"] if reg is None else reg
+        samples = int(d.get("samples", 16)) if samples is None else samples
+        confidence = d.get("confidence", 1.0) if confidence is None else confidence
+        if factors < 1 or epochs < 0 or lr <= 0 or reg < 0 or batch_size < 1 or samples < 1:
+            raise RecommendError(
+                "factors, samples and batch_size must be >= 1, epochs >= 0, lr > 0 and reg >= 0"
+            )
+        if confidence < 0:
+            raise RecommendError(f"confidence must be >= 0, got {confidence}")
+        if algorithm == "bayes" and epochs < 1:
+            raise RecommendError("algorithm='bayes' needs epochs >= 1 (Gibbs sweeps)")
+        self.kind, self.algorithm, self.factors, self.seed = kind, algorithm, factors, seed
         self.epochs, self.lr, self.reg, self.batch_size = epochs, lr, reg, batch_size
+        self.samples, self.confidence = samples, confidence
         self.columns = Columns(user_col, item_col, rating_col)
         self.relevant_from, self.refit_threshold = relevant_from, refit_threshold
         self.model: FactorModel | None = None
@@ -110,10 +168,13 @@ class Recommender:
         if not isinstance(model, FactorModel):
             raise RecommendError(f"expected a recommender-mf model, got {type(model).__name__}")
         h = model.hyper
+        algorithm = model.algorithm or ("sgd" if model.kind == "explicit" else "bpr")
         rec = cls(
-            model.kind, factors=model.factors, epochs=int(h.get("epochs", 15)),
-            lr=float(h.get("lr", 0.01)), reg=float(h.get("reg", 0.1)),
-            batch_size=int(h.get("batch_size", 4096)), seed=int(h.get("seed", 0)),
+            model.kind, algorithm=algorithm, factors=int(h.get("factors", model.factors)),
+            epochs=int(h.get("epochs", 15)), lr=float(h.get("lr", 0.01)),
+            reg=float(h.get("reg", 0.1)), batch_size=int(h.get("batch_size", 4096)),
+            seed=int(h.get("seed", 0)), samples=int(h.get("samples", 16)),
+            confidence=float(h.get("confidence", 1.0)),
         )  # fmt: skip
         rec.model = model.eval()
         return rec
@@ -146,8 +207,14 @@ class Recommender:
         self, users: list[Any], items: list[Any], genres: list[str], n_seen: int, rng: Any
     ) -> FactorModel:
         hyper = {"epochs": self.epochs, "lr": self.lr, "reg": self.reg,
-                 "batch_size": self.batch_size, "seed": self.seed}  # fmt: skip
-        return FactorModel(users, items, self.factors, self.kind, genres, n_seen, rng, hyper)
+                 "batch_size": self.batch_size, "seed": self.seed, "factors": self.factors,
+                 "samples": self.samples, "confidence": self.confidence}  # fmt: skip
+        width = self.factors
+        if self.algorithm == "bayes":
+            width *= n_kept(self.epochs, self.epochs // 4, self.samples)
+        return FactorModel(
+            users, items, width, self.kind, genres, n_seen, rng, hyper, self.algorithm
+        )
 
     def fit(self, ratings: Any, items: Any = None) -> Recommender:
         """Train on ``ratings`` (see the module docs for accepted tables); ``items`` maps
@@ -195,10 +262,25 @@ class Recommender:
         kw = {"epochs": self.epochs, "lr": self.lr, "reg": self.reg,
               "batch_size": self.batch_size, "generator": gen}  # fmt: skip
         model.train()
-        if self.kind == "explicit":
+        if self.algorithm == "bayes":
+            self.losses = fit_bayes(
+                model, u, i, r, rank=self.factors, sweeps=self.epochs,
+                burn_in=self.epochs // 4, generator=gen,
+            )  # fmt: skip
+        elif self.algorithm == "sgd":
             self.losses = fit_explicit(model, u, i, r, **kw)  # type: ignore[arg-type]
-        else:
+        elif self.algorithm == "bpr":
             self.losses = fit_bpr(model, u, i, **kw)  # type: ignore[arg-type]
+        elif self.algorithm == "als":
+            self.losses = fit_ials(
+                model, u, i, epochs=self.epochs, reg=self.reg, alpha=self.confidence,
+                generator=gen,
+            )  # fmt: skip
+        else:
+            self.losses = fit_implicit_library(
+                model, u, i, epochs=self.epochs, reg=self.reg, alpha=self.confidence,
+                seed=self.seed,
+            )  # fmt: skip
         if self.losses and not math.isfinite(self.losses[-1]):
             raise RecommendError(f"training diverged (loss {self.losses[-1]}); lower lr")
         fit_genres(model)
@@ -245,7 +327,11 @@ class Recommender:
             model.seen_users[-len(t) :] = u
             model.seen_items[-len(t) :] = i
             model.seen_ratings[-len(t) :] = torch.from_numpy(t.ratings)
-        fold_in(model, len(t), self.reg)  # new items without ratings keep their genre prior
+        # new items without ratings keep their genre prior
+        if self.algorithm == "bayes":
+            fold_in_bayes(model, len(t), self.factors)
+        else:
+            fold_in(model, len(t), self.reg)
         self.model = model.eval()
         return self
 
@@ -259,8 +345,10 @@ class Recommender:
     ) -> FactorModel:
         users, items = [*m.user_ids, *new_u], [*m.item_ids, *new_i]
         n_seen = len(m.seen_ratings) + len(t)
-        model = self._build(users, items, m.genres, n_seen, list(m.rating_range or []) or None)
-        model.hyper = dict(m.hyper)
+        model = FactorModel(
+            users, items, m.factors, m.kind, m.genres, n_seen,
+            list(m.rating_range or []) or None, dict(m.hyper), m.algorithm,
+        )  # fmt: skip
         nu, ni, ns = len(m.user_ids), len(m.item_ids), len(m.seen_ratings)
         with torch.no_grad():
             for name, tensor in model.state_dict().items():

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lepton import data as lp_data
 from lepton.errors import ConfigError
-from lepton.recommend._recommender import Recommender
+from lepton.recommend._recommender import ALGORITHMS, Recommender
 from lepton.storage import Database
 from lepton.tracking import start_run
 from lepton.train.recipe import problems
@@ -56,18 +56,38 @@ class RecommendConfig(BaseModel):
     )
     test_size: float = Field(0.2, gt=0, lt=1, description="Share of ratings held out.")
     feedback: Literal["explicit", "implicit"] = Field(
-        "explicit", description="Ratings (matrix factorization) or interactions (BPR)."
+        "explicit", description="Ratings (matrix factorization) or interactions (ALS, BPR)."
     )
-    factors: int = Field(64, ge=1, le=4096, description="Latent dimension.")
-    epochs: int = Field(15, ge=1, le=10_000, description="Training epochs.")
-    lr: float = Field(0.01, gt=0, le=10, description="Adam learning rate.")
-    reg: float = Field(0.1, ge=0, le=1e3, description="L2 weight per rating.")
+    algorithm: Literal["bayes", "sgd", "als", "bpr", "implicit-als"] | None = Field(
+        None,
+        description="bayes (default) or sgd for ratings; als (default), bpr or implicit-als "
+        "for interactions.",
+    )
+    factors: int | None = Field(
+        None, ge=1, le=4096, description="Latent dimension (empty: the algorithm's default)."
+    )
+    epochs: int | None = Field(
+        None, ge=1, le=10_000, description="Epochs or sweeps (empty: the algorithm's default)."
+    )
+    lr: float | None = Field(None, gt=0, le=10, description="Adam learning rate (sgd, bpr).")
+    reg: float | None = Field(
+        None, ge=0, le=1e3, description="L2 weight (empty: the algorithm's default)."
+    )
     batch_size: int = Field(4096, ge=1, le=1_000_000, description="Ratings per step.")
     k: int = Field(10, ge=1, le=1000, description="Cut-off of the ranking metrics.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     register_as: str | None = Field(
         None, alias="register", description="Register the model under this name."
     )
+
+    @model_validator(mode="after")
+    def _algorithm_fits_feedback(self) -> RecommendConfig:
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS[self.feedback]:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} does not fit feedback {self.feedback!r}; "
+                f"choose one of {list(ALGORITHMS[self.feedback])}"
+            )
+        return self
 
     @classmethod
     def checked(cls: type[_C], **values: Any) -> _C:
@@ -186,16 +206,20 @@ def run(
         tracked.log_dataset(train, "train")
         tracked.log_dataset(test, "test")
         rec = Recommender(
-            config.feedback, factors=config.factors, epochs=config.epochs, lr=config.lr,
-            reg=config.reg, batch_size=config.batch_size, seed=config.seed,
+            config.feedback, algorithm=config.algorithm, factors=config.factors,
+            epochs=config.epochs, lr=config.lr, reg=config.reg,
+            batch_size=config.batch_size, seed=config.seed,
         )  # fmt: skip
-        tell(f"training {config.feedback} factors={config.factors} for {config.epochs} epochs")
+        tell(
+            f"training {config.feedback} ({rec.algorithm}) factors={rec.factors} for "
+            f"{rec.epochs} epochs"
+        )
         fit_started = time.perf_counter()
         rec.fit(train)
         fit_seconds = time.perf_counter() - fit_started
         for epoch, loss in enumerate(rec.losses, start=1):
             tracked.log_metrics({"train_loss": loss}, step=epoch)
-            tell(f"epoch {epoch}/{config.epochs}: loss {loss:.4f}")
+            tell(f"epoch {epoch}/{rec.epochs}: loss {loss:.4f}")
         metrics = rec.score(test, k=config.k)
         tracked.log_metrics({f"test_{key}": value for key, value in metrics.items()}, step=0)
         tracked.log_metrics({"fit_seconds": fit_seconds}, step=0)
