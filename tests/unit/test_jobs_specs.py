@@ -210,9 +210,9 @@ def test_an_unknown_dataset_is_refused_with_the_catalog_listed():
         assert (info.name in text) == (info.loads == "tensors"), info.name
     with pytest.raises(ValidationError, match="'movielens' is a ratings table"):
         request(kind="train", data="movielens")
-    with pytest.raises(ValidationError, match="'rotten-tomatoes' is a text corpus: use lp.text"):
+    with pytest.raises(ValidationError, match=r"'rotten-tomatoes' is a text corpus: use lp\.text"):
         request(kind="train", data="rotten-tomatoes")
-    with pytest.raises(ValidationError, match="'ucr-135' is a time series .* lp.monitor"):
+    with pytest.raises(ValidationError, match=r"'ucr-135' is a time series .* lp\.monitor"):
         request(kind="train", data="ucr-135")
     with pytest.raises(ValidationError, match="unknown dataset"):
         request(kind="evaluate", model_ref="m", data="../../etc/passwd")
