@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lepton.cli._serve import JSON_OPTION, TOKEN_FILE_OPTION, URL_OPTION, ask_deployment
 from lepton.graph.recipe import GraphConfig
 
 __all__ = ["graph_app"]
@@ -30,15 +31,8 @@ _MODEL = typer.Option(
     None, "--model", "-m",
     help="A registered graph embedding: name, name:VERSION or name@STAGE (answered here).",
 )  # fmt: skip
-_URL = typer.Option(
-    None, "--url",
-    help="A running deployment instead of --model: `lepton deploy` URL (http://127.0.0.1:8100).",
-)  # fmt: skip
-_TOKEN_FILE = typer.Option(
-    None, help="With --url: the file holding the bearer token (else $LEPTON_SERVE_TOKEN)."
-)
+_URL, _TOKEN_FILE, _JSON = URL_OPTION, TOKEN_FILE_OPTION, JSON_OPTION
 _K = typer.Option(10, "-k", "--top", help="How many entities.")
-_JSON = typer.Option(False, "--json", help="Print the JSON answer (the served route's).")
 
 
 @graph_app.command("train")
@@ -115,16 +109,8 @@ def train(
 def _ask(route: str, body: dict[str, Any], model: str | None, url: str | None,
          token_file: Path | None) -> dict[str, Any]:  # fmt: skip
     """The answer of ``route`` from a deployment (``url``) or a registered version here."""
-    from lepton.errors import ConfigError
-
-    if (model is None) == (url is None):
-        raise ConfigError("name the model with exactly one of --model REF or --url URL")
-    if url is not None:
-        from lepton.cli._serve import _token
-        from lepton.serve import Client
-
-        with Client(url, token=_token(token_file)) as client:
-            answer: dict[str, Any] = client.request("POST", f"/{route}", json=body)
+    answer = ask_deployment(route, body, model, url, token_file, "model")
+    if answer is not None:
         return answer
     from lepton.serve import _graph as served
 

@@ -47,6 +47,34 @@ def _token(token_file: Path | None) -> str | None:
     return os.environ.get("LEPTON_SERVE_TOKEN") or None
 
 
+# the options of commands that ask a served model (recommend, graph): a deployment's URL
+URL_OPTION = typer.Option(
+    None, "--url",
+    help="A running deployment instead of --model: `lepton deploy` URL (http://127.0.0.1:8100).",
+)  # fmt: skip
+TOKEN_FILE_OPTION = typer.Option(
+    None, help="With --url: the file holding the bearer token (else $LEPTON_SERVE_TOKEN)."
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print the JSON answer (the served route's).")
+
+
+def ask_deployment(
+    route: str, body: dict[str, Any], model: str | None, url: str | None,
+    token_file: Path | None, what: str,
+) -> dict[str, Any] | None:  # fmt: skip
+    """``route``'s answer from the deployment at ``url``; ``None`` when the command names a
+    registered version instead (``model``), which it then answers itself."""
+    if (model is None) == (url is None):
+        raise ConfigError(f"name the {what} with exactly one of --model REF or --url URL")
+    if url is None:
+        return None
+    from lepton.serve import Client
+
+    with Client(url, token=_token(token_file)) as client:
+        answer: dict[str, Any] = client.request("POST", f"/{route}", json=body)
+    return answer
+
+
 def _limits(max_connections: int, header_timeout: float, body_timeout: float,
             idle_timeout: float) -> Any:  # fmt: skip
     from lepton.serve._connections import ConnectionLimits

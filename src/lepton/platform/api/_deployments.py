@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import Page, PageQuery, allow
+from lepton.platform._state import Platform
 from lepton.platform.deployments._specs import (
     MAX_REPLICAS,
     NAME,
@@ -99,16 +100,20 @@ _BODY = {
 }
 
 
+async def _forward(p: Platform, name: str, request: Request, route: str) -> Response:
+    """Send the request's body, as it came, to the deployment's own ``route``."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "application/json")
+    status, media_type, answer = await p.deployments.predict(name, body, content_type, route=route)
+    return Response(answer, status, media_type=media_type)
+
+
 @router.post("/deployments/{name}/predict", tags=["deployments"], openapi_extra=_BODY)
 @allow("viewer", audit=False)
 async def predict(p: P, name: DeploymentName, request: Request) -> Response:
     """Forward a prediction to the deployment: the same body its own ``/predict`` takes
     (``{"inputs": ...}``, an image, or a multipart upload)."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json")
-    )
-    return Response(answer, status, media_type=content_type)
+    return await _forward(p, name, request, "predict")
 
 
 @router.post("/deployments/{name}/explain", tags=["deployments"], openapi_extra=_BODY)
@@ -116,11 +121,7 @@ async def predict(p: P, name: DeploymentName, request: Request) -> Response:
 async def explain(p: P, name: DeploymentName, request: Request) -> Response:
     """Forward an explanation to the deployment: its own ``/explain`` body (``/predict``'s
     plus ``method``, ``target`` and ``plot``); the same rules and errors as ``predict``."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json"), route="explain"
-    )
-    return Response(answer, status, media_type=content_type)
+    return await _forward(p, name, request, "explain")
 
 
 @router.post("/deployments/{name}/recommend", tags=["deployments"])
@@ -129,11 +130,7 @@ async def recommend(p: P, name: DeploymentName, request: Request) -> Response:
     """Forward to a recommender deployment's ``/recommend``: ``{"user": ..., "k": 10,
     "exclude_seen": true, "filter": {"genres": [...]}}``; the same rules and errors as
     ``predict``."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json"), route="recommend"
-    )
-    return Response(answer, status, media_type=content_type)
+    return await _forward(p, name, request, "recommend")
 
 
 @router.post("/deployments/{name}/similar", tags=["deployments"])
@@ -141,11 +138,7 @@ async def recommend(p: P, name: DeploymentName, request: Request) -> Response:
 async def similar(p: P, name: DeploymentName, request: Request) -> Response:
     """Forward to a recommender deployment's ``/similar``: ``{"item": ..., "k": 10}``; the
     same rules and errors as ``predict``."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json"), route="similar"
-    )
-    return Response(answer, status, media_type=content_type)
+    return await _forward(p, name, request, "similar")
 
 
 @router.post("/deployments/{name}/predict_link", tags=["deployments"])
@@ -154,11 +147,7 @@ async def predict_link(p: P, name: DeploymentName, request: Request) -> Response
     """Forward to a graph-embedding deployment's ``/predict_link``: ``{"head": ...,
     "relation": ..., "k": 10, "exclude_known": false}``; the same rules and errors as
     ``predict``."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json"), route="predict_link"
-    )
-    return Response(answer, status, media_type=content_type)
+    return await _forward(p, name, request, "predict_link")
 
 
 @router.post("/deployments/{name}/query", tags=["deployments"])
@@ -168,8 +157,4 @@ async def sparql_query(p: P, name: DeploymentName, request: Request) -> Response
     ``{"query": "SELECT ...", "timeout_s": 5, "max_rows": 1000}``. The deployment refuses
     updates and ``SERVICE`` and enforces its own time and row limits; the same rules and
     errors as ``predict``."""
-    body = await request.body()
-    status, content_type, answer = await p.deployments.predict(
-        name, body, request.headers.get("content-type", "application/json"), route="query"
-    )
-    return Response(answer, status, media_type=content_type)
+    return await _forward(p, name, request, "query")
