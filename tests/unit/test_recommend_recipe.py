@@ -20,7 +20,8 @@ from lepton.platform.jobs._specs import JobRequest, JobSpec, RecommendJob
 from lepton.recommend import Recommender
 from lepton.recommend.recipe import RecommendConfig, run
 from lepton.serve import ModelService
-from lepton.serve._recommend import RecommenderService, service_for_model
+from lepton.serve._by_model import service_for_model
+from lepton.serve._recommend import RecommenderService
 
 # Eight users of a few real MovieLens movies (ids and genres from ml-latest-small), so the
 # in-process tests need no data on disk.

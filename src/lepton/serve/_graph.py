@@ -3,8 +3,8 @@
 
 ``lepton deploy nations@production`` (and a platform deployment of that version) serves a
 :class:`GraphService` when the version's architecture is a knowledge-graph embedding
-(``lp.graph.KGEModel``, ``"kg-embedding"``); :func:`service_for_model` decides. The
-version carries its entity and relation vocabularies and its known triples (train,
+(``lp.graph.KGEModel``, ``"kg-embedding"``; the table in :mod:`lepton.serve._by_model`
+decides). The version carries its entity and relation vocabularies and its known triples (train,
 valid and test, as index triples in the safetensors file), so a replica needs nothing
 but the registry:
 
@@ -39,6 +39,7 @@ from lepton.errors import (
     ServingError,
     SparqlError,
 )
+from lepton.serve._by_model import architecture_name
 from lepton.serve._handler import handler
 from lepton.serve._service import Service
 
@@ -60,7 +61,6 @@ __all__ = [
     "SimilarEntitiesAnswer",
     "SimilarEntityRequest",
     "is_graph_model",
-    "service_for_model",
 ]
 
 #: Architectures served by :class:`GraphService` (``lp.graph.KGEModel``).
@@ -318,18 +318,4 @@ class GraphService(Service):
 
 def is_graph_model(manifest: dict[str, Any]) -> bool:
     """Whether a version's manifest names a graph-embedding architecture."""
-    architecture = manifest.get("architecture")
-    name = architecture.get("name") if isinstance(architecture, dict) else None
-    return name in GRAPH_ARCHITECTURES
-
-
-def service_for_model(ref: str, *, database: Database | None = None) -> Service:
-    """The service that serves registered version ``ref``: a :class:`GraphService` for a
-    graph embedding, else what :func:`lepton.serve._recommend.service_for_model` picks
-    (a recommender's service or a :class:`~lepton.serve.ModelService`)."""
-    from lepton.registry import resolve
-    from lepton.serve._recommend import service_for_model as other_service
-
-    if is_graph_model(resolve(ref, database=database).manifest):
-        return GraphService(ref, database=database)
-    return other_service(ref, database=database)
+    return architecture_name(manifest) in GRAPH_ARCHITECTURES

@@ -2,7 +2,7 @@
 
 ``lepton deploy movies@production`` (and a platform deployment of that version) serves a
 :class:`RecommenderService` instead of :class:`~lepton.serve.ModelService` when the
-version's architecture is a recommender (:func:`service_for_model` decides):
+version's architecture is a recommender (the table in :mod:`lepton.serve._by_model` decides):
 
 * ``POST /recommend`` ``{"user": 1, "k": 10, "exclude_seen": true,
   "filter": {"genres": ["Comedy"], "items": [...]}}``: the user's top ``k`` items with
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from lepton.errors import LeptonError, RequestError, ServingError, UnknownIdError
+from lepton.serve._by_model import architecture_name
 from lepton.serve._handler import handler
 from lepton.serve._service import Service
 
@@ -45,7 +46,6 @@ __all__ = [
     "SimilarAnswer",
     "SimilarRequest",
     "is_recommender",
-    "service_for_model",
 ]
 
 log = logging.getLogger("lepton.serve")
@@ -293,18 +293,4 @@ class RecommenderService(Service):
 
 def is_recommender(manifest: dict[str, Any]) -> bool:
     """Whether a version's manifest names a recommender architecture."""
-    architecture = manifest.get("architecture")
-    name = architecture.get("name") if isinstance(architecture, dict) else None
-    return name in RECOMMENDER_ARCHITECTURES
-
-
-def service_for_model(ref: str, *, database: Database | None = None) -> Service:
-    """The service that serves registered version ``ref``: a :class:`RecommenderService`
-    for a recommender, else a :class:`~lepton.serve.ModelService`."""
-    from lepton.registry import resolve
-    from lepton.serve._model import ModelService
-
-    version = resolve(ref, database=database)
-    if is_recommender(version.manifest):
-        return RecommenderService(ref, database=database)
-    return ModelService(ref, database=database)
+    return architecture_name(manifest) in RECOMMENDER_ARCHITECTURES

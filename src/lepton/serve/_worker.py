@@ -38,9 +38,9 @@ log = logging.getLogger("lepton.serve")
 def build_service(spec: dict[str, Any]) -> Any:
     """The service instance a spec names (a user class, or a registered model)."""
     if spec.get("model"):
-        from lepton.serve._graph import service_for_model
+        from lepton.serve._by_model import service_for_model
 
-        # a ModelService, or a recommender's or a graph embedding's service
+        # a ModelService, or the service its architecture's package serves it with
         return service_for_model(spec["model"])
     from lepton.serve._service import load_service_class
 
