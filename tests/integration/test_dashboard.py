@@ -448,3 +448,66 @@ def test_the_explain_panel_shows_a_heatmap_beside_the_prediction(
     tab.shot("explained")
     assert tab.errors == []  # no CSP refusal of the data: image, no script error
     context.close()
+
+
+def test_the_graph_page_trains_searches_predicts_and_draws_a_neighbourhood(
+    platform: Platform, browser: Any
+) -> None:
+    """Submit a ``graph`` job from /graph, then on the registered embedding's page: find an
+    entity, predict its links, see its neighbourhood drawn and the entities like it."""
+    from lepton.graph import load_triples
+
+    try:
+        nations = load_triples("nations")
+    except Exception as exc:  # DataSourceMissingError: pykeen's files are not installed
+        pytest.skip(f"Nations is not installed: {exc}")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = Pages(context.new_page(), "graph")
+    page = tab.page
+    page.goto(platform.login_link())
+    page.goto(f"{platform.url}/graph")
+    page.select_option("#submit-graph select[name=dataset]", "nations")
+    page.select_option("#submit-graph select[name=model]", "distmult")
+    page.fill("#submit-graph input[name=dim]", "8")
+    page.fill("#submit-graph input[name=epochs]", "2")
+    page.fill("#submit-graph input[name=register_as]", "nations-kg")
+    page.click("#submit-graph button")
+    assert re.search(r"/jobs/\d+$", page.url), page.url
+    ended = ", ".join(f'[data-job-state="{s}"]' for s in TERMINAL)
+    page.locator(ended).wait_for(timeout=180_000)
+    log = page.locator("#job-log")
+    _until(lambda: log.inner_text() != "loading…", 30, "the log never loaded")
+    assert page.get_attribute("[data-job-state]", "data-job-state") == "succeeded", log.inner_text()
+    tab.shot("job")
+
+    page.goto(f"{platform.url}/graph")
+    row = page.locator("#graph-models tbody tr").first
+    assert row.locator("td").nth(2).inner_text() == "distmult"
+    row.locator("a").click()
+    assert page.url.endswith("/models/nations-kg/1/graph"), page.url
+    page.fill("#search-entities input[name=q]", "US")  # labels match case-insensitively
+    page.click("#search-entities button")
+    hits = page.locator("#entity-hits li").all_inner_texts()
+    assert "usa" in hits, hits
+    page.locator("#entity-hits a", has_text="usa").click()
+    page.select_option("#predict-link select[name=relation]", "economicaid")
+    page.fill("#predict-link input[name=k]", "5")
+    page.click("#predict-link button")
+    tails = page.locator("#links tbody tr")
+    assert tails.count() == 5
+    known = {t for h, r, t in nations.labels(nations.all) if (h, r) == ("usa", "economicaid")}
+    shown = [tails.nth(i).locator("td").nth(1).inner_text() for i in range(5)]
+    marked = [tails.nth(i).locator("td").nth(3).inner_text() for i in range(5)]
+    assert [m == "yes" for m in marked] == [s in known for s in shown]  # "known" is the truth
+    svg = page.locator("#neighbourhood svg")
+    assert svg.count() == 1
+    assert svg.locator("text", has_text="usa").count() >= 1
+    similar = page.locator("#similar tbody tr")
+    assert similar.count() > 0
+    assert "usa" not in similar.all_inner_texts()[0].split()  # itself is not "like" itself
+    tab.shot("entity")
+    # an entity in the neighbourhood is a link to its own page
+    page.locator("#neighbourhood a").first.click()
+    assert "entity=" in page.url
+    assert tab.errors == []
+    context.close()

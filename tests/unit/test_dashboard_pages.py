@@ -344,6 +344,9 @@ def test_versions_are_compared_with_measured_figures_and_lineage(
     )
     assert report.registered == "digits-mlp:2"
     assert 'href="/models/digits-mlp/compare"' in browser.get("/models/digits-mlp").text
+    # a page about a model version still says which Lepton it is, not the version's repr
+    footer = browser.get("/models/digits-mlp/1").text.split("<footer>")[1]
+    assert footer.startswith(f"Lepton {lp.__version__} ·"), footer[:200]
     page = browser.get("/models/digits-mlp/compare")
     assert page.status_code == 200, page.text
     assert _cell(page.text, 1, "format") == "pytorch fp32"

@@ -255,17 +255,29 @@ def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
 
 def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """``bn``'s training forward with the mean and variance of the global batch (every
-    rank's part), and its running statistics updated from them; eval is unchanged."""
+    rank's part), and its running statistics updated from them; eval is unchanged.
+
+    One all-reduce forward (and its one backward): the sums of ``x - s`` and ``(x - s)**2``
+    and the count, with ``s`` the running mean, the same on every rank. Shifting by a value
+    near the mean keeps ``E[(x-s)^2] - E[x-s]^2`` from cancelling (the textbook one-pass
+    variance loses digits when the mean is large against the spread)."""
     if not bn.training:
         return type(bn).forward(bn, x)  # type: ignore[no-any-return]
     dims = [0, *range(2, x.dim())]
     shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-    sums = _sum_over_ranks(torch.cat([x.sum(dims), x.new_full((1,), x.numel() / x.shape[1])]))
+    if bn.running_mean is not None:
+        shift = bn.running_mean.detach().to(x.dtype).view(shape)
+    else:  # no running statistics: the ranks' mean of their means (one more all-reduce)
+        shift = _sum_over_ranks(x.detach().mean(dims, keepdim=True)) / dist.get_world_size()
+    d = x - shift
+    channels = x.shape[1]
+    local = torch.cat([d.sum(dims), (d * d).sum(dims), x.new_full((1,), x.numel() / channels)])
+    sums = _sum_over_ranks(local)
     count = sums[-1]
-    mean = sums[:-1] / count
-    centred = x - mean.view(shape)
-    var = _sum_over_ranks((centred * centred).sum(dims)) / count
-    y = centred * torch.rsqrt(var + bn.eps).view(shape)
+    mean_d = sums[:channels] / count
+    var = (sums[channels : 2 * channels] / count - mean_d * mean_d).clamp_min(0.0)
+    mean = mean_d + shift.view(-1)
+    y = (x - mean.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
     if bn.track_running_stats:

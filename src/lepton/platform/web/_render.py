@@ -60,6 +60,7 @@ NAV: tuple[tuple[str, str, str], ...] = (  # (path, label, least role)
     ("/models", "Models", "viewer"),
     ("/jobs", "Jobs", "viewer"),
     ("/deployments", "Deployments", "viewer"),
+    ("/vision", "Vision", "viewer"),
     ("/users", "Users", "admin"),
     ("/audit", "Audit", "admin"),
 )
@@ -190,7 +191,7 @@ def _environment() -> Environment:
     env.filters.update(
         ago=ago, when=when, num=num, pretty=_pretty, markdown=render_markdown, duration=duration
     )
-    env.globals.update(version=__version__)
+    env.globals.update(lepton_version=__version__)  # not `version`: pages pass a model version
     return env
 
 
