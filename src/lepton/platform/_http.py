@@ -27,10 +27,12 @@ from lepton.errors import (
     DataError,
     DatasetNotFoundError,
     ForbiddenError,
+    GraphNotFoundError,
     LeptonError,
     ModelNotFoundError,
     NoBudgetError,
     PlatformError,
+    QueryLimitError,
     RunNotFoundError,
     ServingError,
     StudyNotFoundError,
@@ -214,9 +216,16 @@ def status_of(exc: LeptonError) -> int:
     if isinstance(exc, PlatformError | ServingError):
         return exc.status
     if isinstance(
-        exc, DatasetNotFoundError | ModelNotFoundError | RunNotFoundError | StudyNotFoundError
+        exc,
+        DatasetNotFoundError
+        | ModelNotFoundError
+        | RunNotFoundError
+        | StudyNotFoundError
+        | GraphNotFoundError,
     ):
         return 404
+    if isinstance(exc, QueryLimitError):
+        return 422  # a valid query past its time or row limit
     if isinstance(exc, UnsafeFormatError):
         return 415
     if isinstance(exc, BudgetExceededError):

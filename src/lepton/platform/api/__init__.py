@@ -16,6 +16,7 @@ def install(app: FastAPI) -> None:
     from lepton.platform.api import (
         _datasets,
         _deployments,
+        _graphs,
         _jobs,
         _models,
         _privacy,
@@ -33,6 +34,7 @@ def install(app: FastAPI) -> None:
         _models,
         _jobs,
         _deployments,
+        _graphs,
         _privacy,
         _users,
     ):
