@@ -273,17 +273,22 @@ def main() -> None:
             server.close()
 
     ddp: dict[str, list[float]] | None = None
-    ddp_epoch: dict[str, list[float]] = {"lp.fit": [], "lightning": []}
+    ddp_epoch: dict[str, list[float]] = {"lp.fit": [], "lp.fit per-rank BN": [], "lightning": []}
     has_workers = "workers" in inspect.signature(lp.fit).parameters
     if has_workers and not args.no_ddp:
 
-        def lp_ddp() -> float:
+        def lp_ddp(sync: bool = True) -> float:
             model = new_model()
             t0 = time.perf_counter()
-            result = fit(model, workers=args.workers, num_threads=1)
+            result = fit(model, workers=args.workers, num_threads=1, sync_batchnorm=sync)
             seconds = time.perf_counter() - t0
-            ddp_epoch["lp.fit"].append(float(result.samples_per_second))
+            ddp_epoch["lp.fit" if sync else "lp.fit per-rank BN"].append(
+                float(result.samples_per_second)
+            )
             return len(x) / seconds
+
+        def lp_ddp_local() -> float:  # Lightning's arithmetic: BatchNorm per rank
+            return lp_ddp(sync=False)
 
         def lt_ddp() -> float:
             out = lightning_ddp(npz, args.batch_size, args.workers)
@@ -292,10 +297,11 @@ def main() -> None:
 
         lp_ddp()  # warm-up
         lt_ddp()
-        ddp_epoch = {"lp.fit": [], "lightning": []}
+        ddp_epoch = {"lp.fit": [], "lp.fit per-rank BN": [], "lightning": []}
         ddp_repeats = args.ddp_repeats or args.repeats
         print(f"DDP {args.workers} processes x 1 thread, {ddp_repeats} rounds:", flush=True)
-        ddp = interleave({"lp.fit": lp_ddp, "lightning": lt_ddp}, ddp_repeats)
+        arms = {"lp.fit": lp_ddp, "lp.fit per-rank BN": lp_ddp_local, "lightning": lt_ddp}
+        ddp = interleave(arms, ddp_repeats)
 
     print()
     print(
@@ -320,14 +326,16 @@ def main() -> None:
         print(f"DDP arm skipped ({why})")
         return
     print(f"DDP, {args.workers} processes x 1 thread, global batch {args.batch_size} (gloo):")
-    print(f"  lp.fit(workers={args.workers})             {describe(ddp['lp.fit'])}")
-    print(f"  Lightning strategy='ddp'      {describe(ddp['lightning'])}")
-    print(ratio_line("lp.fit / Lightning (whole call)", ddp["lp.fit"], ddp["lightning"], 1.0))
-    print("  steps only (lp: FitResult.samples_per_second; Lightning: epoch start..end):")
-    print(f"  lp.fit(workers={args.workers})             {describe(ddp_epoch['lp.fit'])}")
-    print(f"  Lightning strategy='ddp'      {describe(ddp_epoch['lightning'])}")
-    print(ratio_line("lp.fit / Lightning (steps only)", ddp_epoch["lp.fit"],
-                     ddp_epoch["lightning"], 1.0))  # fmt: skip
+    for title, times in (("whole call", ddp), ("steps only", ddp_epoch)):
+        if title == "steps only":
+            print("  steps only (lp: FitResult.samples_per_second; Lightning: epoch start..end):")
+        print(f"  lp.fit(workers={args.workers})             {describe(times['lp.fit'])}")
+        print(f"  lp.fit(..., sync_batchnorm=False) {describe(times['lp.fit per-rank BN'])}")
+        print(f"  Lightning strategy='ddp'      {describe(times['lightning'])}")
+        print(ratio_line(f"lp.fit / Lightning ({title})", times["lp.fit"],
+                         times["lightning"], 1.0))  # fmt: skip
+        print(ratio_line(f"lp.fit per-rank BN / Lightning ({title}, same arithmetic)",
+                         times["lp.fit per-rank BN"], times["lightning"], 1.0))  # fmt: skip
 
 
 if __name__ == "__main__":

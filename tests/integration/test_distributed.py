@@ -103,7 +103,7 @@ def test_two_workers_train_the_weights_of_one_process(
     assert _max_diff(weights, model.state_dict()) <= 1e-5
     assert result.extra["distributed"] == {
         "workers": 2, "global_batch": BATCH, "per_worker_batch": False,
-        "batch_per_worker": BATCH // 2, "backend": "gloo",
+        "batch_per_worker": BATCH // 2, "backend": "gloo", "sync_batchnorm": True,
     }  # fmt: skip
     assert [r.epoch for r in result.history] == [1, 2]
     for ours, theirs in zip(result.history, single.history, strict=True):
@@ -309,3 +309,22 @@ def test_workers_are_forked_only_where_a_fork_is_safe() -> None:
     assert _start_method(cpu, 2) == "spawn"
     assert _start_method(cpu, None) == "spawn"
     assert _start_method(torch.device("cuda"), 1) == "spawn"
+
+
+def test_per_worker_batchnorm_is_an_option_and_changes_the_arithmetic(
+    reference: tuple[dict[str, torch.Tensor], lp.FitResult], one_thread: None
+) -> None:
+    """``sync_batchnorm=False`` normalises each worker's half of the batch on its own (as
+    Lightning and plain DDP do): it still trains, and the result records the choice, but
+    it is no longer one process's arithmetic."""
+    weights, _ = reference
+    train, val = _data()
+    model = _model()
+    result = lp.fit(
+        model, train, val, epochs=EPOCHS, batch_size=BATCH, seed=0, quiet=True, workers=2,
+        num_threads=1, sync_batchnorm=False,
+    )  # fmt: skip
+    assert result.extra["distributed"]["sync_batchnorm"] is False
+    assert _max_diff(weights, model.state_dict()) > 1e-4  # per-rank statistics differ
+    assert result.history[-1].train["loss"] < result.history[0].train["loss"]
+    assert result.history[-1].val["accuracy"] > 0.5

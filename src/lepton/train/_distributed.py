@@ -112,6 +112,7 @@ class Shard:
     device: torch.device
     batch: int  # the global batch
     per_worker_batch: bool
+    sync_batchnorm: bool
     owns_group: bool  # fit initialised the process group, so fit destroys it
     relay: Any = None  # rank 0 of fit(workers=N): the queue to the caller's process
     _patched: list[nn.Module] = field(default_factory=list)
@@ -128,16 +129,18 @@ class Shard:
             "global_batch": self.batch,
             "per_worker_batch": self.per_worker_batch,
             "batch_per_worker": self.batch // self.world,
+            "sync_batchnorm": self.sync_batchnorm,
             "backend": dist.get_backend(),
         }
 
     # -- model --------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
-        """Global-batch BatchNorm in ``model`` (in place), then ``DistributedDataParallel``
-        around it: the module the loop calls. ``model`` itself keeps its state-dict names."""
+        """Global-batch BatchNorm in ``model`` (in place, unless ``sync_batchnorm`` is off),
+        then ``DistributedDataParallel`` around it: the module the loop calls. ``model``
+        itself keeps its state-dict names."""
         from torch.nn.parallel import DistributedDataParallel
 
-        for module in model.modules():
+        for module in model.modules() if self.sync_batchnorm else ():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
                 module, nn.SyncBatchNorm
             ):
@@ -311,7 +314,12 @@ def _resolve(device: str | torch.device, local_rank: int) -> torch.device:
 
 
 def join(
-    workers: int | None, *, batch_size: int, per_worker_batch: bool, device: str | torch.device
+    workers: int | None,
+    *,
+    batch_size: int,
+    per_worker_batch: bool,
+    device: str | torch.device,
+    sync_batchnorm: bool = True,
 ) -> Shard:
     """This process's :class:`Shard` of a launched job: the process group the caller (or
     :func:`~lepton.train._spawn.spawn_fit`) initialised, else the one ``torchrun``'s
@@ -345,6 +353,7 @@ def join(
         device=dev,
         batch=batch,
         per_worker_batch=per_worker_batch,
+        sync_batchnorm=sync_batchnorm,
         owns_group=owns,
         relay=_RELAY,
     )

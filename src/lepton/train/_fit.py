@@ -62,6 +62,7 @@ def fit(
     privacy: TrainingPrivacy | None = None,
     workers: int | None = None,
     per_worker_batch: bool = False,
+    sync_batchnorm: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train``; the model is updated in place.
 
@@ -124,6 +125,11 @@ def fit(
         per_worker_batch: ``batch_size`` is each worker's batch (the global batch is
             ``batch_size * workers``) instead of the global batch, which must then split
             evenly over the workers. ``FitResult.extra["distributed"]`` records the split.
+        sync_batchnorm: With ``workers``: BatchNorm layers normalise over the global batch
+            (one all-reduce per layer and step, forward and backward), so the result
+            matches one process; ``False`` normalises each worker's part on its own (no
+            communication, as Lightning and plain DDP do by default): faster, but the
+            weights then depend on the number of workers.
 
     Returns:
         A :class:`FitResult` with the per-epoch history and final metrics.
@@ -165,7 +171,13 @@ def fit(
     train_ds = as_dataset(train, what="train")
     val_ds = as_dataset(val, what="val") if val is not None else None
     shard = (
-        join(workers, batch_size=batch_size, per_worker_batch=per_worker_batch, device=device)
+        join(
+            workers,
+            batch_size=batch_size,
+            per_worker_batch=per_worker_batch,
+            device=device,
+            sync_batchnorm=sync_batchnorm,
+        )
         if launched
         else None
     )
@@ -189,6 +201,7 @@ def fit(
         if parallel:
             settings["workers"] = shard.world if shard else workers
             settings["per_worker_batch"] = per_worker_batch
+            settings["sync_batchnorm"] = sync_batchnorm
         datasets = {"train": train_ds, **({"val": val_ds} if val_ds is not None else {})}
         logger = RunLogger(run, settings, datasets)
     name = f"{type(model).__name__} on {train_ds.name}"
@@ -202,7 +215,8 @@ def fit(
                    "seed": seed, "device": device, "amp": amp, "checkpoint_dir": checkpoint_dir,
                    "callbacks": [cb for cb in callbacks if cb not in in_caller], "resume": resume,
                    "num_threads": num_threads, "quiet": quiet, "log_every": log_every,
-                   "per_worker_batch": per_worker_batch}  # fmt: skip
+                   "per_worker_batch": per_worker_batch,
+                   "sync_batchnorm": sync_batchnorm}  # fmt: skip
         return spawn_fit(
             model, train_ds, val_ds, workers=workers, options=options, name=name, device=dev,
             caller_callbacks=in_caller + ([logger] if logger is not None else []),
