@@ -34,6 +34,8 @@ bench: setup
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/articles.py
 	$(PY) benchmarks/distributed.py
+	$(PY) benchmarks/generate_images.py --quick
+	$(PY) benchmarks/generate.py --minutes 8 --d-model 64 --layers 2 --heads 4 --context 64 --lr 5e-3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build src/*.egg-info

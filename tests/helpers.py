@@ -1,4 +1,5 @@
-"""Helpers every tier shares: wait for a condition, and run an ASGI service in-process.
+"""Helpers every tier shares: wait for a condition, run an ASGI service in-process, and
+receive webhooks on 127.0.0.1.
 
 ``tests/`` is on ``sys.path`` (see ``conftest.py``), so a test imports them with
 ``from helpers import run_app, wait_until``.
@@ -7,8 +8,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import httpx
@@ -74,3 +78,34 @@ def run_app(
                     await asyncio.to_thread(runner.executor.shutdown, wait=True)
 
     return asyncio.run(main())
+
+
+class WebhookReceiver:
+    """A real webhook receiver: answers the statuses in ``plan`` in turn (then 200)."""
+
+    def __init__(self, plan: list[int]) -> None:
+        self.plan, self.bodies = list(plan), []  # type: list[int], list[dict[str, Any]]
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers["content-length"])
+                receiver.bodies.append(json.loads(self.rfile.read(size)))
+                status = receiver.plan.pop(0) if receiver.plan else 200
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server: ThreadingHTTPServer | None = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None

@@ -93,3 +93,20 @@ def __getattr__(name: str) -> Any:
     ):
         return importlib.import_module(f"lepton.{name}")
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")
+
+
+def _dataset_store() -> Any:
+    # lp.data.register / load("name@3"): the data layer cannot open the database itself.
+    from lepton.storage import DatasetVersionStore
+
+    return DatasetVersionStore()
+
+
+def _dataset_drift(reference: Any, current: Any) -> dict[str, Any]:
+    # lp.data.diff's distribution part: lp.monitor.drift, a layer above data.
+    from lepton.monitor import drift
+
+    return drift(reference, current).to_dict()
+
+
+data._versions.install(store=_dataset_store, compare=_dataset_drift)

@@ -12,6 +12,7 @@ its message always says what to do next::
     │   ├── DataSourceMissingError  the files for a known dataset are not on this machine
     │   ├── ChecksumError           a file does not match its recorded hash
     │   ├── DataFormatError         a file could not be parsed
+    │   │   └── InvalidRowsError    bad rows of a table, each with its line number
     │   ├── EmptyDatasetError       zero rows where rows are required
     │   └── LabelError              labels of the wrong type or range
     ├── ModelError                  anything about building or using models
@@ -19,6 +20,7 @@ its message always says what to do next::
     │   ├── ShapeError              input of the wrong shape for the model
     │   ├── NotFittedError          an estimator used before ``fit``
     │   ├── ExplainError            an explanation cannot be computed as asked
+    │   ├── GenerationError         text sampling settings out of range
     │   └── CompressionError        a model cannot be exported, quantized, pruned or distilled
     │       └── ParityError         a compressed model's answers drift past the tolerance
     ├── TrainingError               anything about ``fit`` / ``evaluate``
@@ -86,6 +88,7 @@ from typing import Any
 # The exception tree (``lp.errors``). How an error travels over HTTP (its JSON body,
 # the status-to-class map of the clients) is in ``lepton._wire``.
 __all__ = [
+    "AlertRuleError",
     "AnnotationError",
     "ArtifactNotFoundError",
     "BudgetExceededError",
@@ -109,6 +112,7 @@ __all__ = [
     "FederatedError",
     "FederationTimeoutError",
     "ForbiddenError",
+    "GenerationError",
     "GraphError",
     "GraphNotFoundError",
     "GraphReadOnlyError",
@@ -116,6 +120,7 @@ __all__ = [
     "IntegrityError",
     "InvalidBodyError",
     "InvalidKeyError",
+    "InvalidRowsError",
     "JobError",
     "LabelError",
     "LeptonError",
@@ -229,6 +234,18 @@ class LabelError(DataError):
     code = "invalid_labels"
 
 
+class InvalidRowsError(DataFormatError):
+    """Rows of an uploaded or registered table that cannot be used (wrong number of
+    fields, a value that is not a number, a missing target); ``problems`` lists every one
+    with its line (CSV) or row (Parquet) number, and nothing was stored."""
+
+    code = "invalid_rows"
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
 class ModelError(LeptonError):
     """A model could not be built or used."""
 
@@ -258,6 +275,13 @@ class ExplainError(ModelError):
     range, no layer for the method, or a model that the method cannot differentiate."""
 
     code = "explain_error"
+
+
+class GenerationError(ModelError):
+    """A language model cannot sample as asked: a temperature, ``top_k``, ``top_p`` or
+    token count out of its range."""
+
+    code = "generation_error"
 
 
 class CompressionError(ModelError):
@@ -443,6 +467,14 @@ class ServerBusyError(ConflictError):
     """Another running server already manages this database's jobs and deployments."""
 
     code = "server_busy"
+
+
+class AlertRuleError(PlatformError):
+    """An alert rule is inconsistent (a metric rule without a known metric); the message
+    says which field to fix."""
+
+    code = "alert_rule_error"
+    status = 400
 
 
 class JobError(PlatformError):

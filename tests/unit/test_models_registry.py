@@ -17,6 +17,8 @@ def test_public_surface_is_exact() -> None:
     assert sorted(lm.__all__) == sorted(
         [
             "MLP",
+            "GPT",
+            "CharTokenizer",
             "ConvNet",
             "GRUClassifier",
             "LSTMClassifier",
@@ -67,7 +69,7 @@ def test_spec_is_json_and_rebuilds_same_parameters() -> None:
 
 
 def test_unknown_name_suggests_the_closest() -> None:
-    with pytest.raises(UnknownModelError, match=r"'convnet'.*Known models: convnet, gru"):
+    with pytest.raises(UnknownModelError, match=r"'convnet'.*Known models: convnet, gpt, gru"):
         lm.build("convnett", num_classes=10)
 
 

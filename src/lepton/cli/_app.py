@@ -23,8 +23,10 @@ from lepton.cli._recommend import recommend_app
 from lepton.cli._runs import runs_app
 from lepton.cli._serve import deploy, predict, serve
 from lepton.cli._server import server, users_app
+from lepton.cli._text import text_app
 from lepton.cli._train import demo, train
 from lepton.cli._tune import tune
+from lepton.cli._vision import vision_app
 from lepton.errors import LeptonError
 
 __all__ = ["app", "main"]
@@ -51,6 +53,8 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(recommend_app, name="recommend")
 app.add_typer(graph_app, name="graph")
+app.add_typer(text_app, name="text")
+app.add_typer(vision_app, name="vision")
 app.command()(server)
 app.command()(train)
 app.command()(tune)

@@ -1,4 +1,5 @@
-"""``lepton data``: the built-in dataset catalog."""
+"""``lepton data``: the built-in dataset catalog, and registered (versioned) datasets:
+``register`` a file as a version, list a name's ``versions``, ``diff`` two."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from lepton import data as lp_data
 
 __all__ = ["data_app"]
 
-data_app = typer.Typer(help="Built-in datasets: list them, inspect one.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets: the built-in catalog, and versioned datasets of your own.",
+    no_args_is_help=True,
+)
 
 
 def _row(info: lp_data.DatasetInfo) -> dict[str, Any]:
@@ -89,3 +93,83 @@ def show(
     for feature, values in description["features"].items():
         stats.add_row(feature, *(f"{values[k]:.4g}" for k in ("mean", "std", "min", "max")))
     console.print(stats)
+
+
+@data_app.command("register")
+def register(
+    path: str = typer.Argument(..., help="A CSV, TSV, Parquet, NPZ or IDX file, or a folder."),
+    name: str = typer.Option(..., "--name", help="The dataset's name, e.g. churn."),
+    target: str | None = typer.Option(None, help="Target column of a table (default: the last)."),
+    derived_from: str | None = typer.Option(
+        None, "--derived-from", help="The version it was made from, e.g. churn@1."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Register a file as a version of NAME (the same content is the same version).
+
+    A table is checked row by row first: every bad row is listed with its line number and
+    nothing is stored unless the whole file is good."""
+    from lepton.data._validate import TABLE_SUFFIXES, read_checked_table
+
+    if path.lower().endswith(TABLE_SUFFIXES):
+        dataset = read_checked_table(path, target=target if target else -1, name=name)
+    else:
+        dataset = lp_data.load_path(path, name=name)
+    known = {v.fingerprint for v in _versions_or_none(name)}
+    version = lp_data.register(dataset, name, derived_from=derived_from)
+    if as_json:
+        print(json.dumps(version.to_dict(), indent=2, default=str))
+        return
+    verb = "already registered as" if version.fingerprint in known else "registered"
+    Console().print(
+        f"{verb} [bold]{version.ref}[/]: {version.rows:,} rows, {version.format}, "
+        f"{version.size:,} bytes, {version.fingerprint[:19]}..."
+    )
+
+
+def _versions_or_none(name: str) -> list[lp_data.DatasetVersion]:
+    from lepton.errors import DatasetNotFoundError
+
+    try:
+        return lp_data.versions(name)
+    except DatasetNotFoundError:
+        return []
+
+
+@data_app.command("versions")
+def versions(
+    name: str = typer.Argument(..., help="A registered dataset's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """List the versions of a registered dataset, with their lineage."""
+    found = lp_data.versions(name)
+    if as_json:
+        print(json.dumps([v.to_dict() for v in found], indent=2, default=str))
+        return
+    table = Table(title=f"{name}: {len(found)} versions")
+    for column in ("version", "rows", "format", "fingerprint", "derived from", "used by"):
+        table.add_column(column)
+    for v in found:
+        used = ", ".join(
+            f"run {u['run_id']}" if u.get("run_id") is not None else str(u.get("model"))
+            for u in v.used_by
+        )
+        table.add_row(
+            v.ref, f"{v.rows:,}", v.format, v.fingerprint[:19] + "...", v.derived_from or "-",
+            used or "-",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@data_app.command("diff")
+def diff(
+    a: str = typer.Argument(..., help="The first version, e.g. churn@1."),
+    b: str = typer.Argument(..., help="The second version, e.g. churn@2."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Rows added and removed, schema changes and distribution changes from A to B."""
+    found = lp_data.diff(a, b)
+    if as_json:
+        print(json.dumps(found.to_dict(), indent=2, default=str))
+        return
+    print(found)

@@ -33,6 +33,7 @@ from lepton.data._dataset import Dataset, Task
 from lepton.data._loaders import parse_idx
 from lepton.data._movielens import HOW_TO_GET as _ML_HOW
 from lepton.data._movielens import Ratings, load_movielens, locate_movielens
+from lepton.data._paths import load_path, looks_like_path
 from lepton.data._text import (
     RT_HOW_TO_GET,
     WN_HOW_TO_GET,
@@ -44,11 +45,13 @@ from lepton.data._text import (
 )
 from lepton.data._ucr import HOW_TO_GET as _UCR_HOW
 from lepton.data._ucr import AnomalySeries, load_ucr, locate_ucr
+from lepton.data._versions import load_version
 from lepton.errors import (
     ChecksumError,
     DataFormatError,
     DatasetNotFoundError,
     DataSourceMissingError,
+    LeptonError,
 )
 
 __all__ = ["DatasetInfo", "info", "list_datasets", "load"]
@@ -338,6 +341,14 @@ def _canonical(name: str) -> str:
     return key
 
 
+def _registered(name: str) -> Dataset | None:
+    """The latest registered version of ``name``, if there is one (else ``None``)."""
+    try:
+        return load_version(f"{name.strip()}@latest")
+    except LeptonError:  # a bad name, no such dataset, no store here: the catalog's error
+        return None
+
+
 def info(name: str) -> DatasetInfo:
     """Catalog entry of ``name`` (case-insensitive; ``_`` and ``-`` are the same)."""
     return INFO[_canonical(name)]
@@ -377,7 +388,9 @@ def load(
             ``.temporal_split``), ``rotten-tomatoes`` (a :class:`TextDataset`, split by
             movie), ``wordnet-glosses`` (a :class:`TextDataset`; every split is all) or
             ``ucr-135`` (an :class:`AnomalySeries`: ``"train"`` is its normal first part,
-            ``"test"`` the rest, with the anomaly).
+            ``"test"`` the rest, with the anomaly); or a registered version ``"name@3"`` /
+            ``"name@latest"`` (a bare registered name is its latest version); or a file or
+            folder path (CSV, Parquet, NPZ, IDX, image folder; see ``lepton.data._paths``).
         split: ``"train"``, ``"test"`` or ``"all"``. The scikit-learn datasets have no
             official split: a stratified 80/20 split with seed 0 is used.
         path: A folder holding your own copy of the files (IDX datasets).
@@ -393,7 +406,19 @@ def load(
         >>> test.features.shape
         torch.Size([10000, 1, 28, 28])
     """
-    key = _canonical(name)
+    if looks_like_path(str(name)):  # a file or folder: "data/x.csv", "./images"
+        return load_path(name, split=split)
+    if "@" in name:  # a registered version: "name@3", "name@latest"
+        return load_version(name)
+    try:
+        key = _canonical(name)
+    except DatasetNotFoundError:  # a bare word: a folder here, else a registered name
+        if Path(name).expanduser().exists():
+            return load_path(name, split=split)
+        latest = _registered(name)
+        if latest is None:
+            raise
+        return latest
     if split not in ("train", "test", "all"):
         raise DatasetNotFoundError(f"split must be 'train', 'test' or 'all', got {split!r}")
     part = cast(Split, split)

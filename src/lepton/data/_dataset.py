@@ -67,13 +67,23 @@ def _whole_memmap(array: np.ndarray) -> TypeGuard[np.memmap[Any, Any]]:
     return bool(array.flags.c_contiguous) and int(array.offset) + array.nbytes == size
 
 
-def _check_targets(targets: torch.Tensor, task: Task, name: str) -> torch.Tensor:
+def _check_targets(
+    targets: torch.Tensor, task: Task, name: str, features: torch.Tensor | None = None
+) -> torch.Tensor:
     if task == "regression":
         return targets if targets.dtype == torch.float32 else targets.float()
-    if targets.dim() != 1:
+    # one label per position of (N, T) token ids (a language model's next tokens) is fine
+    per_position = (
+        features is not None
+        and targets.dim() == 2
+        and not features.is_floating_point()
+        and tuple(targets.shape) == tuple(features.shape)
+    )
+    if targets.dim() != 1 and not per_position:
         raise LabelError(
             f"classification targets of {name!r} must be one label per sample (N,), got shape "
-            f"{tuple(targets.shape)}; pass task='regression' for multi-output targets"
+            f"{tuple(targets.shape)}; pass task='regression' for multi-output targets (one "
+            f"label per position needs (N, T) integer token ids of the same shape)"
         )
     if targets.is_floating_point():
         if not torch.all(targets == targets.round()) or torch.isnan(targets).any():
@@ -102,7 +112,8 @@ class Dataset:
     Args:
         features: ``(N, ...)`` array or tensor.
         targets: ``(N,)`` labels (classification) or ``(N,)`` / ``(N, k)`` values
-            (regression); ``None`` for unlabelled data.
+            (regression); ``None`` for unlabelled data. Integer token ids ``(N, T)`` may
+            have one label per position, ``(N, T)`` (a language model's next tokens).
         name: A short name shown in messages and reports.
         task: ``"classification"`` or ``"regression"``; inferred from the target dtype
             (integers -> classification) when ``None``.
@@ -148,7 +159,7 @@ class Dataset:
                 task = "regression" if y.is_floating_point() else "classification"
             if task not in ("classification", "regression"):
                 raise LabelError(f"task must be 'classification' or 'regression', got {task!r}")
-            y = _check_targets(y, task, name)
+            y = _check_targets(y, task, name, x)
         else:
             task = None
         self.features = x
@@ -269,7 +280,8 @@ class Dataset:
         if not 0 < test_size < 1:
             raise DataFormatError(f"test_size must be in (0, 1), got {test_size}; e.g. 0.2")
         gen = torch.Generator().manual_seed(seed)
-        stratify = self.task == "classification" if stratify is None else stratify
+        one_label = self.targets is not None and self.targets.dim() == 1
+        stratify = self.task == "classification" and one_label if stratify is None else stratify
         if stratify and self.task != "classification":
             raise LabelError("stratify=True needs classification targets; pass stratify=False")
         if stratify:
@@ -356,7 +368,7 @@ class Dataset:
             "missing": int(torch.isnan(x).sum()),
         }
         if self.classes is not None and self.targets is not None:
-            counts = torch.bincount(self.targets, minlength=len(self.classes)).tolist()
+            counts = torch.bincount(self.targets.flatten(), minlength=len(self.classes)).tolist()
             out["class_counts"] = dict(zip(self.classes, counts, strict=True))
         if x.dim() == 2 and x.shape[1] <= 64:
             names = self.feature_names or [f"x{i}" for i in range(x.shape[1])]

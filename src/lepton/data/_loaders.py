@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lepton.data._dataset import Dataset, Task
+from lepton.data._dataset import Dataset, Task, Transform
 from lepton.errors import DataError, DataFormatError, DataSourceMissingError
 
 __all__ = [
@@ -319,6 +319,7 @@ def from_image_folder(
     size: tuple[int, int] | None = None,
     grayscale: bool = False,
     name: str | None = None,
+    augment: Transform | None = None,
 ) -> Dataset:
     """Load ``root/<class_name>/<image>`` files: features ``(N, C, H, W)`` in [0, 1].
 
@@ -326,6 +327,10 @@ def from_image_folder(
         root: Folder with one sub-folder per class (sorted names become the classes).
         size: Resize every image to ``(height, width)``; required when sizes differ.
         grayscale: Convert to one channel (else RGB).
+        augment: Augmentation on the fly, e.g. ``lp.vision.Augment(padding=2,
+            hflip=True)``: applied to every training batch as it is drawn (the dataset's
+            ``transform``; :meth:`~Dataset.with_transform` ``(None)`` turns it off, e.g.
+            for the copy you evaluate on).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -365,6 +370,7 @@ def from_image_folder(
         name=name or base.name,
         classes=[d.name for d in class_dirs],
         task="classification",
+        transform=augment,
     )
 
 

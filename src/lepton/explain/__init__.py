@@ -4,7 +4,9 @@
 Grad-CAM, Kernel SHAP or feature permutation, and returns an :class:`Attribution` with the
 inputs' shape, a PNG (``plot()``) and, for rows and tokens, ``top_features(k)``.
 ``permutation_importance`` measures each feature's global importance on a dataset, as a
-model card shows it. Captum is the ``explain`` extra: ``pip install 'lepton[explain]'``.
+model card shows it. ``explain_text`` attributes an ``lp.text.TextClassifier``'s decision
+to the tokens of raw texts (:class:`TextAttribution`). Captum is the ``explain`` extra:
+``pip install 'lepton[explain]'``.
 
 Example:
     >>> import lepton as lp
@@ -22,7 +24,16 @@ from lepton.explain._attribution import Attribution
 from lepton.explain._explain import explain
 from lepton.explain._importance import FeatureImportance, permutation_importance
 from lepton.explain._methods import METHODS
+from lepton.explain._text import TextAttribution, explain_text
 
-__all__ = ["METHODS", "Attribution", "FeatureImportance", "explain", "permutation_importance"]
+__all__ = [
+    "METHODS",
+    "Attribution",
+    "FeatureImportance",
+    "TextAttribution",
+    "explain",
+    "explain_text",
+    "permutation_importance",
+]
 
 _make_callable(__name__, explain)  # lp.explain(...) is explain(...)

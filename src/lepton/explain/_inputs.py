@@ -60,9 +60,14 @@ def resolve_model(model: nn.Module | str) -> nn.Module:
         from lepton.registry import load_model
 
         return load_model(model)
+    hint = (
+        "; a TextClassifier on raw strings is explained by lepton.explain.explain_text(clf, texts)"
+        if type(model).__name__ == "TextClassifier"
+        else ""
+    )
     raise ExplainError(
         f"model must be an nn.Module or a registry reference such as 'mnist-convnet:1' or "
-        f"'mnist-convnet@production', got {type(model).__name__}"
+        f"'mnist-convnet@production', got {type(model).__name__}{hint}"
     )
 
 

@@ -13,6 +13,7 @@ from a JSON manifest and rebuilt identically::
 """
 
 from lepton.models._conv import ConvNet
+from lepton.models._gpt import GPT, CharTokenizer
 from lepton.models._linear import LinearRegression
 from lepton.models._logistic import LogisticRegression
 from lepton.models._mlp import MLP
@@ -31,7 +32,9 @@ from lepton.models._tabular import TabularEnsemble, TabularPipeline
 from lepton.models._tabular_trees import TreeEnsemble
 
 __all__ = [
+    "GPT",
     "MLP",
+    "CharTokenizer",
     "ConvNet",
     "GRUClassifier",
     "LSTMClassifier",

@@ -11,11 +11,15 @@ The decision of a p-value test (ks, chi2, mmd) is Bonferroni-corrected: a featur
 when its p-value is below ``alpha / k`` for ``k`` tests in the report, so the report's
 overall verdict (any feature drifted) is a level-``alpha`` test of "no drift at all".
 PSI and Wasserstein have no p-value; they drift past a threshold (PSI 0.2, the usual
-"significant shift" rule; Wasserstein 0.1 reference standard deviations). A fixed
-threshold does not control false alarms: two samples of ~300 rows of the same data differ
-by more than 0.1 sd in some of 30 features by chance alone (benchmarks/monitor.py: every
-null draw of breast cancer), so prefer the p-value tests, or a threshold fitted to your
-sample size, when the verdict must be trusted.
+"significant shift" rule). A fixed Wasserstein threshold does not control false alarms:
+two samples of ~300 rows of the same data differ by more than 0.1 sd in some of 30
+features by chance alone (benchmarks/monitor.py: every null draw of breast cancer). So its
+default is calibrated to the sample sizes and the number of features
+(:func:`wasserstein_threshold`): under no drift, ``sqrt(nm/(n+m))`` times the distance
+in reference standard deviations has a median near 1.2 and a near-normal upper tail of
+spread ~0.9 whatever the distribution (simulated on normal, uniform, exponential,
+log-normal, Poisson and Student-t data), so the threshold is that tail's
+``1 - alpha/k`` quantile, and never below 0.1 sd (a shift too small to matter).
 """
 
 from __future__ import annotations
@@ -53,6 +57,21 @@ Method = Literal["auto", "ks", "psi", "wasserstein", "chi2", "mmd"]
 DRIFT_METHODS: tuple[str, ...] = ("auto", "ks", "psi", "wasserstein", "chi2", "mmd")
 _P_VALUE_TESTS = ("ks", "chi2", "mmd")
 _DEFAULT_THRESHOLD = {"psi": 0.2, "wasserstein": 0.1}
+
+
+def wasserstein_threshold(n: int, m: int, *, alpha: float = 0.05, tests: int = 1) -> float:
+    """The default Wasserstein threshold (in reference standard deviations) for ``n``
+    reference and ``m`` current rows and ``tests`` features at family-wise level ``alpha``.
+
+    Example:
+        >>> round(wasserstein_threshold(285, 285, tests=30), 3)
+        0.322
+        >>> wasserstein_threshold(10**6, 10**6)
+        0.1
+    """
+    z = float(st.norm.isf(alpha / max(tests, 1)))
+    scaled = (1.2 + 0.9 * z) * math.sqrt(1 / max(n, 1) + 1 / max(m, 1))
+    return max(_DEFAULT_THRESHOLD["wasserstein"], scaled)
 
 
 # --- the report ----------------------------------------------------------------------
@@ -313,13 +332,21 @@ def drift_tables(
         pending.append((name, "categorical", "chi2", statistic, p_value, scores))
     tests = sum(1 for item in pending if item[2] in _P_VALUE_TESTS)
     level = alpha / max(tests, 1)
+    w_tests = sum(1 for item in pending if item[2] == "wasserstein")
     features = []
     for f_name, f_kind, test, f_stat, f_p, f_scores in pending:
         if test in _P_VALUE_TESTS:
             assert f_p is not None
             limit, drifted = level, f_p < level
         else:
-            limit = threshold if threshold is not None else _DEFAULT_THRESHOLD[test]
+            if threshold is not None:
+                limit = threshold
+            elif test == "wasserstein":
+                limit = wasserstein_threshold(
+                    reference.rows, current.rows, alpha=alpha, tests=w_tests
+                )
+            else:
+                limit = _DEFAULT_THRESHOLD[test]
             drifted = f_stat >= limit
         features.append(
             FeatureDrift(f_name, f_kind, test, float(f_stat), f_p, limit, bool(drifted), f_scores)
@@ -394,8 +421,9 @@ def drift(
             ``"psi"``, ``"wasserstein"``, ``"mmd"`` (all numeric columns together, as one
             vector) or ``"chi2"`` (every column as categories).
         alpha: Family-wise level of the p-value tests (Bonferroni over the features).
-        threshold: Threshold of ``psi`` (default 0.2) or ``wasserstein`` (default 0.1
-            reference standard deviations).
+        threshold: Threshold of ``psi`` (default 0.2) or ``wasserstein`` (default:
+            :func:`wasserstein_threshold` of the sample sizes, at least 0.1 reference
+            standard deviations).
         categorical: Column names to treat as categories (strings and booleans always are).
         columns: Compare only these columns.
         targets: Also compare a ``Dataset``'s targets (as the column ``target``).

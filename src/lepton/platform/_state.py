@@ -40,6 +40,8 @@ class ServerConfig:
         allowed_hosts: Extra ``Host`` values to accept (``name`` or ``name:port``), for a
             server reached through a proxy or by a DNS name.
         max_body_bytes: The largest request body accepted (413 above it).
+        max_upload_bytes: The largest dataset file ``POST /api/v1/datasets`` (and the
+            dashboard's upload form) accepts (413 above it).
         max_anonymous_body_bytes: The largest body of a request without a valid token,
             on the public routes (the others read no body before the caller is known).
         manage: Run the job scheduler and the deployment monitor (off in unit tests that
@@ -55,6 +57,7 @@ class ServerConfig:
     allowed_hosts: list[str] = field(default_factory=list)
     max_body_bytes: int = 256 * 1024 * 1024
     max_anonymous_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024
     manage: bool = True
     executor: str = "local"
     ray_address: str | None = None

@@ -83,6 +83,12 @@ MODEL_PACKAGES: dict[str, str] = {
     "recommender-mf": "lepton.recommend",
     "kg-embedding": "lepton.graph",
     "text-classifier": "lepton.text",
+    "image-diffusion": "lepton.vision",
+    "image-vae": "lepton.vision",
+    "text-tfidf": "lepton.text",
+    "text-index": "lepton.text",
+    "text-assistant": "lepton.text",
+    "vision-centernet": "lepton.vision",
 }
 
 

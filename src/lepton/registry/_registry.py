@@ -28,7 +28,7 @@ from lepton._version import __version__
 from lepton.errors import ModelNotFoundError, RegistryError, UnknownModelError
 from lepton.models import model_spec
 from lepton.registry._card import model_card
-from lepton.storage import Database, artifact_store, open_database
+from lepton.storage import Database, artifact_store, open_database, record_dataset_use
 from lepton.storage.schema import ModelAliasRow, ModelVersionRow, RegisteredModelRow
 
 __all__ = [
@@ -168,7 +168,11 @@ def _schemas(
     inputs: dict[str, Any] = {"dtype": "float32"}
     outputs: dict[str, Any] = {}
     if dataset is not None:
-        inputs["shape"] = list(dataset.input_shape)
+        custom = getattr(dataset, "input_schema", None)  # e.g. text: no tensor shape
+        if isinstance(custom, dict):
+            inputs = dict(custom)
+        else:
+            inputs["shape"] = list(dataset.input_shape)
         if getattr(dataset, "task", None) == "classification":
             outputs = {"kind": "logits", "classes": list(dataset.classes)}
         else:
@@ -220,6 +224,9 @@ def register(
     """
     validate_name(name)
     lineage_record = checked_lineage(lineage)
+    inner = getattr(model, "model", None)
+    if not isinstance(model, nn.Module) and isinstance(inner, nn.Module):
+        model = inner  # a wrapper such as lp.vision.Detector: its network is what is stored
     try:
         spec = model_spec(model)
     except UnknownModelError as exc:
@@ -296,6 +303,8 @@ def register(
         published.manifest, published.state = manifest, "ready"
         s.flush()
         s.expunge(published)
+    if manifest["dataset"] is not None:  # lineage: the versions of that content list it
+        record_dataset_use(db, manifest["dataset"]["fingerprint"], model=f"{name}:{version}")
     return _freeze(db, published)
 
 

@@ -35,6 +35,7 @@ from lepton.serve._handler import Route
 from lepton.serve._hosts import HostPolicy
 from lepton.serve._metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from lepton.serve._openapi import openapi
+from lepton.serve._predlog import PredictionLog
 from lepton.serve._runner import Runner
 
 __all__ = ["ServiceApp"]
@@ -86,6 +87,7 @@ class ServiceApp:
         self.inflight = 0
         self.working = 0  # requests past the drain check: the ones a drain waits for
         self._openapi: bytes | None = None
+        self.predlog = PredictionLog.from_env()  # a deployment's prediction_log option
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -98,6 +100,8 @@ class ServiceApp:
         """Release queues and threads (after draining)."""
         for runner in self.runners.values():
             await runner.close()
+        if self.predlog is not None:
+            self.predlog.close()
 
     # -- ASGI --------------------------------------------------------------------------
 
@@ -173,6 +177,8 @@ class ServiceApp:
             result = await self.runners[route.path].call(args, timeout)
             payload = route.response.dump_json(result)
             await _respond(send, 200, payload, _JSON)
+            if self.predlog is not None:
+                self.predlog.offer(route.path, body, payload)
             return 200
         finally:
             self.working -= 1

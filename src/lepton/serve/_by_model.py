@@ -20,6 +20,14 @@ __all__ = ["SERVICES", "architecture_name", "service_for_model"]
 SERVICES: dict[str, str] = {
     "recommender-mf": "lepton.serve._recommend:RecommenderService",
     "kg-embedding": "lepton.serve._graph:GraphService",
+    "gpt": "lepton.serve._generate:GenerateService",
+    "text-classifier": "lepton.serve._text:TextClassifierService",
+    "text-tfidf": "lepton.serve._text:TextClassifierService",
+    "text-index": "lepton.serve._text:IndexService",
+    "text-assistant": "lepton.serve._text:AssistantService",
+    "vision-centernet": "lepton.serve._vision:DetectionService",
+    "image-diffusion": "lepton.serve._generate_image:GeneratorService",
+    "image-vae": "lepton.serve._generate_image:GeneratorService",
 }
 
 

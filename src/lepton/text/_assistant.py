@@ -154,6 +154,47 @@ class Assistant:
     def __repr__(self) -> str:
         return f"Assistant({len(self.entries)} entries, threshold={self.threshold})"
 
+    @classmethod
+    def _restore(
+        cls, entries: list[FaqEntry], threshold: float, q: torch.Tensor, qa: torch.Tensor,
+        embedder: Any = None,
+    ) -> Assistant:  # fmt: skip
+        """An assistant from stored embeddings (no re-embedding of the FAQ)."""
+        if embedder is None:
+            from lepton.text._embed import default_embedder
+
+            embedder = default_embedder()
+        bot = cls.__new__(cls)
+        bot.entries, bot.threshold, bot._embed = list(entries), threshold, embedder
+        bot._q, bot._qa, bot.history = q, qa, []
+        return bot
+
+    def conversation(self, history: list[str] | None = None) -> Assistant:
+        """A new conversation with this knowledge base (shares its embeddings, not its
+        turns), after replaying the user's earlier ``history`` questions in order."""
+        bot = type(self)._restore(self.entries, self.threshold, self._q, self._qa, self._embed)
+        for question in history or []:
+            bot.ask(question)
+        return bot
+
+    def register(
+        self, name: str, *, metrics: dict[str, float] | None = None, database: Any = None
+    ) -> Any:
+        """Register the knowledge base and its embeddings (safetensors; the FAQ as JSON)
+        as the next version of ``name``; serve it with ``lepton deploy NAME`` (``/chat``)."""
+        from lepton.text._stored import register_assistant
+
+        return register_assistant(self, name, metrics=metrics, database=database)
+
+    @classmethod
+    def from_registry(cls, ref: str, *, database: Any = None, embedder: Any = None) -> Assistant:
+        """The assistant registered as ``ref``."""
+        from lepton.text._stored import assistant_parts, load_text
+
+        module, _ = load_text(ref, ("text-assistant",), database=database)
+        pairs, threshold, q, qa = assistant_parts(module)
+        return cls._restore([FaqEntry(*p) for p in pairs], threshold, q, qa, embedder)
+
     def reset(self) -> None:
         """Forget the conversation."""
         self.history.clear()

@@ -180,6 +180,7 @@ class TextClassifier:
         self._logistic: Any = None
         self.model: MiniLMClassifier | None = None
         self._tokenizer: Tokenizer | None = None
+        self.trained_on: Any = None
 
     def __repr__(self) -> str:
         state = f"classes={list(self.classes)}" if self.classes else "not fitted"
@@ -194,6 +195,9 @@ class TextClassifier:
             raise TextError(f"fit needs at least two classes, got {list(classes)}")
         started = time.perf_counter()
         self.classes = classes
+        from lepton.text._stored import TextSchema  # the registry's record of the data
+
+        self.trained_on = TextSchema.of(texts if labels is None else None, items, labels=y)
         if self.encoder == "tfidf":
             self._fit_tfidf(items, y)
         else:
@@ -366,25 +370,25 @@ class TextClassifier:
         clf.model, clf._tokenizer = model.eval(), Tokenizer(tmp)
         return clf
 
-    def register(self, name: str, *, metrics: dict[str, float] | None = None) -> Any:
-        """Register the MiniLM classifier as the next version of ``name`` in the model
-        registry (weights in safetensors; classes in the manifest), returning the
-        ``ModelVersion``. Its input is token ids: ``lp.text`` tokenizes for it."""
+    def register(
+        self, name: str, *, metrics: dict[str, float] | None = None, dataset: Any = None,
+        database: Any = None,
+    ) -> Any:  # fmt: skip
+        """Register the fitted classifier as the next version of ``name`` (any encoder:
+        TF-IDF vocabulary and weights, or the MiniLM weights, in safetensors; no pickle)
+        and return the ``ModelVersion``. The manifest describes a text input; ``dataset``
+        (the training ``TextDataset``) goes in its lineage."""
         self._check_fitted()
-        if self.model is None:
-            raise TextError(
-                "only the MiniLM classifiers (encoder='minilm' or 'transformer') go in the "
-                "model registry; keep a TF-IDF one with .save(folder)"
-            )
-        from lepton.data import Dataset
-        from lepton.registry import register
+        from lepton.text._stored import register_classifier
 
-        assert self._tokenizer is not None
-        probe = Tokenizer.pad(self._tokenizer.encode(["registry probe"]))
-        shape = Dataset(probe, torch.zeros(1, dtype=torch.int64), name="text",
-                        classes=list(self.classes))  # fmt: skip
-        return register(
-            self.model, name, metrics=metrics, dataset=shape,
-            description=f"lp.text.TextClassifier(encoder={self.encoder!r}) over "
-            f"all-MiniLM-L6-v2; classes {list(self.classes)}",
-        )  # fmt: skip
+        return register_classifier(self, name, metrics=metrics, dataset=dataset, database=database)
+
+    @classmethod
+    def from_registry(cls, ref: str, *, database: Any = None) -> TextClassifier:
+        """The classifier registered as ``ref`` (``"name"``, ``"name:2"``, ...)."""
+        from lepton.text._stored import classifier_encoder, fill_classifier, load_text
+
+        module, version = load_text(ref, ("text-tfidf", "text-classifier"), database=database)
+        clf = cls(classifier_encoder(version.manifest))
+        fill_classifier(clf, module, version.manifest)
+        return clf

@@ -307,20 +307,24 @@ class Index:
         ]
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the index to the folder ``path``: vectors (safetensors), ids, texts and
-        metadata (JSON) and, for HNSW, USearch's graph file. Removed entries are dropped."""
+    def _parts(self) -> tuple[dict[str, Any], torch.Tensor, dict[str, Any], bytes | None]:
+        """``(config, vectors, entries, graph)`` of the live entries (what :meth:`save`
+        and :meth:`register` store); ``graph`` is USearch's bytes, ``None`` if exact."""
         live = torch.nonzero(self._alive).flatten().tolist()
         entries = {"ids": [self._ids[i] for i in live], "texts": [self._texts[i] for i in live],
                    "metadata": [self._meta[i] for i in live]}  # fmt: skip
+        graph = bytes(self._compacted(live)._graph.save()) if self._graph is not None else None
+        config = {"kind": self.kind, "dim": self.dim, "params": self.params}
+        return config, self._vectors[live], entries, graph
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index to the folder ``path``: vectors (safetensors), ids, texts and
+        metadata (JSON) and, for HNSW, USearch's graph file. Removed entries are dropped."""
+        config, vectors, entries, graph = self._parts()
         files = {"entries.json": json.dumps(entries).encode()}
-        if self._graph is not None:
-            compact = self._compacted(live)
-            files[_GRAPH] = bytes(compact._graph.save())
-        return write_folder(
-            path, _FORMAT, {"kind": self.kind, "dim": self.dim, "params": self.params},
-            tensors={"vectors": self._vectors[live]}, files=files,
-        )  # fmt: skip
+        if graph is not None:
+            files[_GRAPH] = graph
+        return write_folder(path, _FORMAT, config, tensors={"vectors": vectors}, files=files)
 
     def _compacted(self, live: list[int]) -> Index:
         if len(live) == len(self._ids):
@@ -333,21 +337,48 @@ class Index:
     def load(cls, path: str | Path, *, embedder: Any = None) -> Index:
         """Read a folder written by :meth:`save` (hashes checked; nothing unpickled)."""
         config, tensors, files = read_folder(path, _FORMAT)
-        index = cls(config["kind"], dim=config["dim"], embedder=embedder, **config["params"])
         entries = json.loads(files["entries.json"])
-        vectors = tensors["vectors"]
-        if index._graph is None:
-            index.add(entries["texts"], vectors=vectors, ids=entries["ids"],
-                      metadata=entries["metadata"])  # fmt: skip
-            return index
-        index._graph = None  # restore the saved graph rather than rebuilding it
+        return cls._from_parts(config, tensors["vectors"], entries, files.get(_GRAPH), embedder,
+                               where=str(path))  # fmt: skip
+
+    @classmethod
+    def _from_parts(
+        cls, config: Mapping[str, Any], vectors: torch.Tensor, entries: Mapping[str, Any],
+        graph: bytes | None, embedder: Any = None, *, where: str = "the index",
+    ) -> Index:  # fmt: skip
+        index = cls(config["kind"], dim=config["dim"], embedder=embedder, **config["params"])
+        keep, index._graph = index._graph, None  # restore a saved graph rather than rebuild
         index.add(entries["texts"], vectors=vectors, ids=entries["ids"],
                   metadata=entries["metadata"])  # fmt: skip
-        index._graph = index._new_graph()
-        index._graph.load(files[_GRAPH])
+        if keep is None:
+            return index
+        if graph is None:
+            raise TextError(f"{where}: an HNSW index without its graph; save it again")
+        index._graph = keep
+        index._graph.load(graph)
         if len(index._graph) != len(index):
             raise TextError(
-                f"{path}: the HNSW graph holds {len(index._graph)} entries, the index "
+                f"{where}: the HNSW graph holds {len(index._graph)} entries, the index "
                 f"{len(index)}; the folder is inconsistent: save it again"
             )
         return index
+
+    def register(
+        self, name: str, *, metrics: dict[str, float] | None = None, dataset: Any = None,
+        database: Any = None,
+    ) -> Any:  # fmt: skip
+        """Register the index as the next version of ``name`` in the model registry
+        (vectors and the HNSW graph in safetensors, entries as JSON; no pickle) and
+        return the ``ModelVersion``; ``dataset`` (the ``TextDataset`` indexed) goes in
+        its lineage. Serve it with ``lepton deploy NAME`` (``POST /search``)."""
+        from lepton.text._stored import register_index
+
+        return register_index(self, name, metrics=metrics, dataset=dataset, database=database)
+
+    @classmethod
+    def from_registry(cls, ref: str, *, database: Any = None, embedder: Any = None) -> Index:
+        """The index registered as ``ref`` (``"name"``, ``"name:2"``, ``"name@prod"``)."""
+        from lepton.text._stored import index_parts, load_text
+
+        module, version = load_text(ref, ("text-index",), database=database)
+        return cls._from_parts(*index_parts(module), embedder=embedder, where=version.ref)

@@ -21,7 +21,13 @@ from lepton._context import ActiveRun, reset_active_run, set_active_run
 from lepton._context import active_run as _active_run
 from lepton._version import __version__
 from lepton.errors import LeptonError, RunNotFoundError, TrackingError
-from lepton.storage import ArtifactStore, Database, artifact_store, open_database
+from lepton.storage import (
+    ArtifactStore,
+    Database,
+    artifact_store,
+    open_database,
+    record_dataset_use,
+)
 from lepton.storage.schema import MetricRow, RunArtifactRow, RunRow
 from lepton.tracking._reconcile import reconcile
 
@@ -153,11 +159,14 @@ class Run:
         self.log_metrics({key: value}, step=step)
 
     def log_dataset(self, dataset: Any, role: str = "train") -> None:
-        """Record a dataset's name, size and content fingerprint (lineage)."""
+        """Record a dataset's name, size and content fingerprint (lineage; every version
+        of that content lists this run among its uses)."""
+        fingerprint = dataset.fingerprint()
         self.log_params(
             {f"dataset.{role}": {"name": dataset.name, "rows": len(dataset),
-                                 "fingerprint": dataset.fingerprint()}}
+                                 "fingerprint": fingerprint}}
         )  # fmt: skip
+        record_dataset_use(self._db, fingerprint, run_id=self.id, role=role)
 
     def log_artifact(self, source: str | os.PathLike[str] | bytes, name: str | None = None) -> str:
         """Store a file (or bytes) with the run; returns its artifact key."""

@@ -69,6 +69,10 @@ def fit(
     Args:
         model: Any ``nn.Module`` (e.g. from :mod:`lepton.models`).
         train: Training data: a :class:`~lepton.data.Dataset` or an ``(x, y)`` pair.
+            Classification targets may be one label per position of ``(N, T)`` token
+            ids (a language model's next tokens, ``lp.text.LanguageModelData``): the
+            model then outputs ``(N, T, K)`` logits and the loss and accuracy are over
+            every position.
         val: Optional validation data, evaluated after every epoch.
         epochs: Passes over ``train``.
         batch_size: Samples per optimizer step.

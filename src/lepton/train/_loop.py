@@ -79,6 +79,13 @@ class Loop:
         self.loss_hook = loss_hook
         self.batch_transform = batch_transform  # fit's batch_transform= (mixup, cutmix)
         self.classify = train.task == "classification"
+        # one label per position ((B, T) targets, (B, T, K) logits): accuracy over positions
+        targets = train.targets
+        self.positions = (
+            int(targets.shape[1])
+            if self.classify and targets is not None and targets.dim() == 2
+            else 0
+        )
         if isinstance(early_stopping, int):
             early_stopping = EarlyStopping(
                 patience=early_stopping, monitor="val_loss" if val is not None else "train_loss"
@@ -223,7 +230,9 @@ class Loop:
                 state.step += 1
                 continue
             loss_sum += loss.detach() * n
-            if self.classify:  # soft (N, K) targets of a batch_transform: their argmax
+            if self.positions:
+                correct += (out.argmax(dim=-1) == y).sum()
+            elif self.classify:  # soft (N, K) targets of a batch_transform: their argmax
                 correct += (out.argmax(dim=1) == (y if y.dim() == 1 else y.argmax(1))).sum()
             seen += n
             state.step += 1
@@ -240,7 +249,7 @@ class Loop:
         seen = max(seen, 1)  # not 0 unless every Poisson batch of the epoch was empty
         train_metrics = {"loss": self._finite(float(loss_sum) / seen, self.steps)}
         if self.classify:
-            train_metrics["accuracy"] = int(correct) / seen
+            train_metrics["accuracy"] = int(correct) / (seen * max(1, self.positions))
         val_metrics = (
             {}
             if self.val is None

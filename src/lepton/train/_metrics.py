@@ -28,10 +28,20 @@ def as_dataset(data: Any, *, what: str = "data") -> Dataset:
     )
 
 
+class _CrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy that also takes ``(B, T, K)`` logits against ``(B, T)`` labels (one
+    per position, e.g. a language model's next tokens): the mean over every position."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 3 and target.dim() == 2 and not target.is_floating_point():
+            return super().forward(input.reshape(-1, input.shape[-1]), target.reshape(-1))
+        return super().forward(input, target)
+
+
 def loss_function(task: str | None) -> nn.Module:
     """Cross-entropy for classification, mean squared error for regression."""
     if task == "classification":
-        return nn.CrossEntropyLoss()
+        return _CrossEntropy()
     if task == "regression":
         return nn.MSELoss()
     raise LabelError(
@@ -128,6 +138,9 @@ def _run(
         x = to_float_batch(xb, dev)
         y = yb.to(dev, non_blocking=True)
         out = model(x)
+        n = len(y)
+        if ds.task == "classification" and y.dim() == 2:  # one label per position
+            out, y = out.reshape(-1, out.shape[-1]), y.reshape(-1)
         if metrics is None:
             metrics = _metrics_for(ds, out).to(dev)
         if ds.task == "classification":
@@ -136,12 +149,19 @@ def _run(
         else:
             out = out.reshape(y.shape)
             metrics.update(out, y)
-        total_loss += float(criterion(out, y)) * len(y)
+        total_loss += float(criterion(out, y)) * n
     assert metrics is not None
     return metrics, total_loss
 
 
 def _metrics_for(ds: Dataset, out: torch.Tensor) -> torchmetrics.MetricCollection:
+    if ds.task == "classification" and ds.targets is not None and ds.targets.dim() == 2:
+        import torchmetrics  # one label per position: token accuracy (AUROC would hold all)
+
+        accuracy = torchmetrics.classification.MulticlassAccuracy(
+            num_classes=max(ds.num_classes or 0, out.shape[-1]), average="micro"
+        )
+        return torchmetrics.MetricCollection({"accuracy": accuracy})
     if ds.task == "classification":
         return _classification_metrics(max(ds.num_classes or 0, out.shape[-1]))
     assert ds.targets is not None

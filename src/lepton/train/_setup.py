@@ -70,7 +70,8 @@ def check_compatible(model: nn.Module, ds: Dataset, dev: torch.device) -> None:
     if ds.task == "classification":
         assert ds.targets is not None
         classes = int(ds.targets.max()) + 1
-        if out.dim() != 2 or out.shape[1] < classes:
+        # (N, K) logits, or (N, T, K) for one label per position of (N, T) targets
+        if out.dim() != ds.targets.dim() + 1 or out.shape[-1] < classes:
             raise ShapeError(
                 f"{type(model).__name__} outputs shape {tuple(out.shape)} but dataset "
                 f"{ds.name!r} has labels up to {classes - 1}; build it with num_classes="

@@ -276,6 +276,10 @@ def run(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     say: Callable[[str], None] | None = None,
     quiet: bool = False,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_transform: Callable[..., Any] | None = None,
+    loss: Callable[..., Any] | None = None,
+    extra_metrics: Callable[[nn.Module, Dataset], Mapping[str, float]] | None = None,
 ) -> TrainOutcome:
     """Train, test, save and register as ``config`` says, tracked as one run.
 
@@ -296,6 +300,13 @@ def run(
         say: Receives one line at each step (what trains, a resume, the test metrics,
             the registered version), e.g. ``print``.
         quiet: No progress bar or epoch lines from ``fit``.
+        augment: A per-batch transform of the training images (augmentation on the fly,
+            e.g. ``lp.vision.Augment``); validation and test data are left as they are.
+        batch_transform: ``lp.fit``'s ``batch_transform=`` (mixup, cutmix).
+        loss: ``lp.fit``'s ``loss=`` (e.g. label smoothing).
+        extra_metrics: Called with the trained model and the test split; its metrics
+            (e.g. test-time augmentation's accuracy) join the test metrics before they
+            are logged and registered.
 
     Returns:
         The :class:`TrainOutcome`.
@@ -326,16 +337,20 @@ def run(
             tracked = stack.enter_context(start_run(name, tags=tags, database=database))
             if on_start is not None:
                 on_start(tracked)
+        fit_train = train_ds.with_transform(augment) if augment is not None else train_ds
         result = fit(
-            net, train_ds, val_ds, epochs=config.epochs, batch_size=config.batch_size,
+            net, fit_train, val_ds, epochs=config.epochs, batch_size=config.batch_size,
             optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
             schedule=config.schedule, early_stopping=config.early_stopping,
             grad_clip=config.grad_clip, seed=config.seed, device=config.device,
             checkpoint_dir=checkpoint_dir, resume=resume and checkpoint_dir is not None,
             callbacks=[_EachEpoch(on_epoch)] if on_epoch is not None else (), quiet=quiet,
             workers=config.workers if config.workers > 1 else None,
+            batch_transform=batch_transform, loss=loss,
         )  # fmt: skip
         metrics = evaluate(net, test)
+        if extra_metrics is not None:
+            metrics = {**metrics, **extra_metrics(net, test)}
         tell(f"test ({len(test)} samples): {format_metrics(metrics)}")
         if tracked is not None:
             tracked.log_metrics(

@@ -10,6 +10,11 @@ transform, :class:`MixUp` / :class:`CutMix` / :class:`RandomMix` as ``lp.fit``'s
 ``batch_transform=``, :func:`label_smoothing` as its ``loss=``, and :func:`tta_predict` /
 :func:`tta_accuracy` for test-time augmentation.
 
+Generation: :class:`Generator` (a class-conditional DDPM with DDIM sampling, or a
+conditional VAE) trains through ``lp.fit`` and ``sample(n, label=)``s uint8 images;
+:func:`frechet_distance` and :func:`label_accuracy` measure them with a classifier of
+Lepton's own (not the Inception FID).
+
 torchvision (``pip install 'lepton[vision]'``) supplies non-maximum suppression when it
 works with the installed torch; without it the same algorithm runs in plain torch.
 """
@@ -26,8 +31,10 @@ from lepton.vision._augment import (
 from lepton.vision._coco import load_coco, save_coco
 from lepton.vision._detect import Detector, detection_dataset
 from lepton.vision._detector import CenterNet, centernet_loss, decode, encode
+from lepton.vision._generator import Generator, to_png
 from lepton.vision._metrics import mean_average_precision
 from lepton.vision._ops import batched_nms, box_iou
+from lepton.vision._quality import frechet_distance, label_accuracy
 from lepton.vision._scenes import INK, Scenes, digit_scenes
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "CenterNet",
     "CutMix",
     "Detector",
+    "Generator",
     "MixUp",
     "RandomMix",
     "Scenes",
@@ -46,10 +54,13 @@ __all__ = [
     "detection_dataset",
     "digit_scenes",
     "encode",
+    "frechet_distance",
+    "label_accuracy",
     "label_smoothing",
     "load_coco",
     "mean_average_precision",
     "save_coco",
+    "to_png",
     "tta_accuracy",
     "tta_predict",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ from lepton.train import FitResult, fit
 from lepton.vision._detector import CenterNet, Detections, centernet_loss, decode, encode
 from lepton.vision._metrics import mean_average_precision
 from lepton.vision._scenes import Scenes
+
+if TYPE_CHECKING:
+    from lepton.storage import Database
 
 __all__ = ["Detector", "detection_dataset"]
 
@@ -70,17 +73,65 @@ class Detector:
         in_channels: int = 1,
         width: int = 64,
         blocks: int = 4,
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
     ) -> None:
         names = [str(i) for i in range(classes)] if isinstance(classes, int) else list(classes)
         if len(names) < 1:
             raise VisionError("a Detector needs at least one class")
         if width < 8 or blocks < 0:
             raise VisionError(f"width must be >= 8 and blocks >= 0, got {width}, {blocks}")
+        if not (0.0 <= score_threshold <= 1.0 and 0.0 < iou_threshold <= 1.0):
+            raise VisionError(
+                f"score_threshold must be in [0, 1] and iou_threshold in (0, 1], got "
+                f"{score_threshold}, {iou_threshold}"
+            )
+        if max_detections < 1:
+            raise VisionError(f"max_detections must be >= 1, got {max_detections}")
         self.classes = names
-        self.config = {"in_channels": in_channels, "width": width, "blocks": blocks}
-        self.model = CenterNet(len(names), in_channels=in_channels, width=width, blocks=blocks)
+        self.config: dict[str, Any] = {
+            "in_channels": in_channels, "width": width, "blocks": blocks,
+            "classes": names, "score_threshold": score_threshold,
+            "iou_threshold": iou_threshold, "max_detections": max_detections,
+        }  # fmt: skip
+        self.model = CenterNet(len(names), **self.config)
         self.result: FitResult | None = None
         self.fitted = False
+
+    @classmethod
+    def from_model(cls, model: CenterNet) -> Detector:
+        """A trained :class:`Detector` around ``model`` (e.g. ``lp.load_model(ref)`` of a
+        registered detector): its classes, input size and thresholds are the model's."""
+        if not isinstance(model, CenterNet):
+            raise VisionError(
+                f"expected a vision-centernet model, got {type(model).__name__}; register "
+                f"a detector with lp.register(detector, name)"
+            )
+        det = cls.__new__(cls)
+        det.classes = list(model.classes)
+        det.config = {
+            "in_channels": model.in_channels, "width": model.width, "blocks": model.blocks,
+            "classes": det.classes, "score_threshold": model.score_threshold,
+            "iou_threshold": model.iou_threshold, "max_detections": model.max_detections,
+        }  # fmt: skip
+        det.model = model.eval()
+        det.result, det.fitted = None, True
+        return det
+
+    @classmethod
+    def load(cls, ref: str, *, database: Database | None = None) -> Detector:
+        """A registered detector (``"digits-det:1"``, ``"digits-det@production"``), rebuilt
+        from its manifest and safetensors weights by :func:`lepton.registry.load_model`."""
+        from lepton.registry import load_model
+
+        return cls.from_model(load_model(ref, database=database))  # type: ignore[arg-type]
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the training images (``None`` before ``fit``)."""
+        size = self.model.input_size
+        return (int(size[0]), int(size[1])) if size else None
 
     def fit(
         self,
@@ -112,7 +163,8 @@ class Detector:
             )
         train = detection_dataset(scenes, len(self.classes), self.model.stride)
         torch.manual_seed(seed)  # the weights' initialisation, too, follows the seed
-        self.model = CenterNet(len(self.classes), **self.config)
+        size = list(scenes.images.shape[-2:])
+        self.model = CenterNet(len(self.classes), **self.config, input_size=size)
         self.result = fit(self.model, train, epochs=epochs, batch_size=batch_size, lr=lr,
                           schedule=schedule, seed=seed, quiet=quiet, loss=centernet_loss,
                           **fit_options)  # fmt: skip
@@ -125,14 +177,19 @@ class Detector:
         self,
         images: torch.Tensor,
         *,
-        score_threshold: float = 0.3,
-        iou_threshold: float = 0.5,
-        max_detections: int = 100,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
         batch_size: int = 64,
     ) -> list[Detections]:
         """Detect objects in ``images`` ``(N, C, H, W)`` (or one ``(C, H, W)`` image) in
         [0, 1]: one ``(boxes, scores, labels)`` per image, boxes ``x1, y1, x2, y2`` in
-        pixels, best first. Sides that are not multiples of 4 are padded (boxes unchanged)."""
+        pixels, best first. Sides that are not multiples of 4 are padded (boxes unchanged).
+        The thresholds default to the Detector's own (recorded when it is registered)."""
+        net = self.model
+        score_threshold = net.score_threshold if score_threshold is None else score_threshold
+        iou_threshold = net.iou_threshold if iou_threshold is None else iou_threshold
+        max_detections = net.max_detections if max_detections is None else max_detections
         if not self.fitted:
             raise NotFittedError("this Detector is not trained yet; call fit(scenes) first")
         if images.dim() == 3:

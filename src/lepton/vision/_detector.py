@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lepton.models import register_model
 from lepton.vision._ops import batched_nms
 
 __all__ = ["CenterNet", "Detections", "centernet_loss", "decode", "encode", "gaussian_radius"]
@@ -60,8 +61,14 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     )
 
 
+@register_model("vision-centernet")
 class CenterNet(nn.Module):
     """Backbone at stride 4 and three heads (heatmap, size, offset).
+
+    Registered as ``"vision-centernet"``: ``lp.register(detector, name)`` stores the
+    weights (safetensors) and these arguments in the manifest, which is all a served
+    ``/detect`` needs to rebuild it (classes, the training image size that inputs are
+    resized to, and the decoding thresholds).
 
     Args:
         num_classes: Object classes ``C``.
@@ -69,6 +76,11 @@ class CenterNet(nn.Module):
         width: Channels at stride 4 (half of it at stride 2).
         blocks: Residual blocks at stride 4 (dilations 1, 2, 4, 1, 2, 4, ...: the
             receptive field must cover the largest object).
+        classes: Class names (default ``"0"``, ``"1"``, ...).
+        input_size: ``[height, width]`` of the training images (served images are resized
+            to it); ``None`` when unknown.
+        score_threshold, iou_threshold, max_detections: The decoding defaults of
+            :meth:`lepton.vision.Detector.predict` and of a served ``/detect``.
 
     Example:
         >>> net = CenterNet(num_classes=10, width=16, blocks=2)
@@ -79,10 +91,26 @@ class CenterNet(nn.Module):
     stride = 4
 
     def __init__(
-        self, num_classes: int, in_channels: int = 1, width: int = 64, blocks: int = 4
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        width: int = 64,
+        blocks: int = 4,
+        classes: list[str] | None = None,
+        input_size: list[int] | None = None,
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
     ) -> None:
         super().__init__()
         self.num_classes, self.in_channels = num_classes, in_channels
+        self.width, self.blocks = width, blocks
+        self.classes = (
+            list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+        )
+        self.input_size = list(input_size) if input_size is not None else None
+        self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
+        self.max_detections = max_detections
         half = max(8, width // 2)
         self.backbone = nn.Sequential(
             _conv(in_channels, half, stride=2),  # (B, width/2, H/2, W/2)

@@ -14,6 +14,7 @@ __all__ = ["install"]
 def install(app: FastAPI) -> None:
     """Mount every API router (and the dashboard's login link) on ``app``."""
     from lepton.platform.api import (
+        _alerts,
         _datasets,
         _deployments,
         _graphs,
@@ -35,6 +36,7 @@ def install(app: FastAPI) -> None:
         _jobs,
         _deployments,
         _graphs,
+        _alerts,
         _privacy,
         _users,
     ):

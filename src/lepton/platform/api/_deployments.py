@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from lepton.platform._deps import Caller, P
@@ -108,6 +108,19 @@ async def _forward(p: Platform, name: str, request: Request, route: str) -> Resp
     return Response(answer, status, media_type=media_type)
 
 
+async def _forward_stream(p: Platform, name: str, request: Request, route: str) -> Response:
+    """As :func:`_forward`, passing a streamed answer (NDJSON) on chunk by chunk."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "application/json")
+    status, media_type, answer = await p.deployments.predict_stream(
+        name, body, content_type, route=route
+    )
+    if isinstance(answer, bytes):
+        return Response(answer, status, media_type=media_type)
+    return StreamingResponse(answer, status, media_type=media_type,
+                             headers={"cache-control": "no-cache"})  # fmt: skip
+
+
 @router.post("/deployments/{name}/predict", tags=["deployments"], openapi_extra=_BODY)
 @allow("viewer", audit=False)
 async def predict(p: P, name: DeploymentName, request: Request) -> Response:
@@ -158,3 +171,48 @@ async def sparql_query(p: P, name: DeploymentName, request: Request) -> Response
     updates and ``SERVICE`` and enforces its own time and row limits; the same rules and
     errors as ``predict``."""
     return await _forward(p, name, request, "query")
+
+
+@router.post("/deployments/{name}/detect", tags=["deployments"], openapi_extra=_BODY)
+@allow("viewer", audit=False)
+async def detect(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to an object-detector deployment's ``/detect``: ``{"image": "<base64>",
+    "score_threshold": 0.3, "max_detections": 100}`` (or an upload, or a raw image); boxes
+    come back in the sent image's pixels. The same rules and errors as ``predict``."""
+    return await _forward(p, name, request, "detect")
+
+
+@router.post("/deployments/{name}/sample", tags=["deployments"])
+@allow("viewer", audit=False)
+async def image_sample(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to an image-generator deployment's ``/sample``: ``{"n": 4, "label": 3,
+    "steps": 25, "guidance": 2.0, "seed": 0}``; the images come back as base64 PNGs. The
+    same rules and errors as ``predict``."""
+    return await _forward(p, name, request, "sample")
+
+
+@router.post("/deployments/{name}/search", tags=["deployments"])
+@allow("viewer", audit=False)
+async def text_search(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to a text-index deployment's ``/search``: ``{"query": "...", "k": 10,
+    "filter": {"pos": "n"}}``; the same rules and errors as ``predict``."""
+    return await _forward(p, name, request, "search")
+
+
+@router.post("/deployments/{name}/chat", tags=["deployments"])
+@allow("viewer", audit=False)
+async def text_chat(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to a text-assistant deployment's ``/chat``: ``{"message": "...", "history":
+    [{"role": "user", "content": "..."}, ...]}``; the answer is streamed as NDJSON lines,
+    passed on as they come. The same rules and errors as ``predict``."""
+    return await _forward_stream(p, name, request, "chat")
+
+
+@router.post("/deployments/{name}/generate", tags=["deployments"])
+@allow("viewer", audit=False)
+async def text_generate(p: P, name: DeploymentName, request: Request) -> Response:
+    """Forward to a language-model (GPT) deployment's ``/generate``: ``{"prompt": "...",
+    "max_new_tokens": 200, "temperature": 0.8, "top_k": 20, "top_p": 0.95, "seed": 0}``;
+    the continuation is streamed as NDJSON lines, passed on as they come. The same rules
+    and errors as ``predict``."""
+    return await _forward_stream(p, name, request, "generate")

@@ -32,12 +32,16 @@ import builtins
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from lepton._fs import atomic_write_bytes
 from lepton.errors import DeploymentError, NotFoundError, RegistryError
+from lepton.platform.deployments._aiops import AIOps
+from lepton.platform.deployments._healing import Healer
 from lepton.platform.deployments._monitor import Monitor
 from lepton.platform.deployments._process import ProcessControl
 from lepton.platform.deployments._proxy import PredictProxy
@@ -113,11 +117,27 @@ class DeploymentManager:
             unhealthy_timeout_s=unhealthy_timeout_s,
         )  # fmt: skip
         self._proxy = PredictProxy(host, wait_s=proxy_wait_s, timeout_s=predict_timeout_s)
+        self.healer = Healer(self._store, self._processes, self._runtimes, self._monitor,
+                             self._scraper, self._resolve)  # restart, rollback  # fmt: skip
+        self.aiops = AIOps(self)  # anomalies, drift, alert rules, remediation
 
     @property
     def home(self) -> Path:
         """``LEPTON_HOME`` (absolute)."""
         return self._processes.home
+
+    @property
+    def database(self) -> Database:
+        """The metadata database."""
+        return self._db
+
+    def folder(self, name: str) -> Path:
+        """A deployment's folder, ``home/deployments/NAME`` (its token, log, predictions)."""
+        return self._processes.folder(name)
+
+    def manifest(self, ref: str) -> dict[str, Any]:
+        """The registered manifest of version ``ref`` (``name:3``): its lineage."""
+        return dict(self._resolve(ref).manifest)
 
     @property
     def host(self) -> str:
@@ -146,6 +166,9 @@ class DeploymentManager:
                 user=user, port_for=lambda taken: self._processes.choose_port(request.port, taken),
             )  # fmt: skip
             token = self._processes.new_folder(name)
+            if request.prediction_log is not None:
+                spec = request.prediction_log.model_dump_json().encode()
+                atomic_write_bytes(self._processes.folder(name) / "predlog.json", spec)
             self._scraper.forget(name)  # a deleted namesake's figures
             rt = self._runtimes.put(
                 Runtime(name=name, port=row.port, token=token, desired="running", state="starting")
@@ -250,6 +273,7 @@ class DeploymentManager:
             self._runtimes.drop(name)
             self._scraper.forget(name)
             self._processes.remove(name)
+            self.aiops.forget(name)
 
     async def predict(
         self, name: str, body: bytes, content_type: str, *, route: str = "predict"
@@ -269,6 +293,16 @@ class DeploymentManager:
         if rt is None:
             rt = await asyncio.to_thread(lambda: self._runtimes.of(self._store.require(name)))
         return await self._proxy.forward(rt, body, content_type, route)
+
+    async def predict_stream(
+        self, name: str, body: bytes, content_type: str, *, route: str
+    ) -> tuple[int, str, AsyncIterator[bytes] | bytes]:
+        """As :meth:`predict` for a streamed route (``chat``): a 200 answer's body is an
+        async iterator of its chunks as the deployment sends them."""
+        rt = self._runtimes.get(name)
+        if rt is None:
+            rt = await asyncio.to_thread(lambda: self._runtimes.of(self._store.require(name)))
+        return await self._proxy.stream(rt, body, content_type, route)
 
     async def aclose(self) -> None:
         """Close :meth:`predict`'s connections of the running event loop (at shutdown)."""
@@ -306,12 +340,15 @@ class DeploymentManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start_monitor(self, interval_s: float = 1.0) -> None:
-        """Run :meth:`tick` every ``interval_s`` in a background thread."""
+        """Run :meth:`tick` every ``interval_s`` in a background thread, and the AIOps
+        loop (anomalies, drift, alert rules) in another."""
         self._monitor.start(interval_s)
+        self.aiops.start(interval_s)
 
     def stop_monitor(self) -> None:
-        """Stop the monitor thread (after the round in progress)."""
+        """Stop the monitor and AIOps threads (after the round in progress)."""
         self._monitor.stop()
+        self.aiops.stop()
 
     def tick(self) -> None:
         """One monitor round over every deployment that is not being changed right now.

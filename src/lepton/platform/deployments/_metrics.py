@@ -159,6 +159,7 @@ class Series:
             for le, v in s.buckets.items():
                 buckets[le] = buckets.get(le, 0.0) + v
         p50, p99 = quantile(0.5, buckets), quantile(0.99, buckets)
+        p95 = quantile(0.95, buckets)
         return {
             "scraped_at": self.last_t,
             "requests_total": int(self.requests_total),
@@ -167,6 +168,7 @@ class Series:
             "errors_per_s": sum(s.errors for s in recent) / span if span else 0.0,
             "latency_ms_mean": 1000 * sum(s.latency_sum for s in recent) / count if count else None,
             "latency_ms_p50": None if p50 is None else 1000 * p50,
+            "latency_ms_p95": None if p95 is None else 1000 * p95,
             "latency_ms_p99": None if p99 is None else 1000 * p99,
             "queue_depth": self.queue_depth,
             "inflight": self.inflight,

@@ -30,6 +30,7 @@ from lepton.errors import ConflictError, DeploymentError, NotFoundError
 from lepton.platform import _procs
 from lepton.platform.deployments._runtime import Runtime
 from lepton.platform.deployments._specs import NAME, port_free
+from lepton.serve._predlog import ENV as PREDLOG_ENV
 from lepton.serve._supervisor import absolute_env
 from lepton.storage.schema import DeploymentRow
 
@@ -140,6 +141,10 @@ class ProcessControl:
             {**os.environ, "LEPTON_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
         )
         env["LEPTON_SERVE_TOKEN"] = rt.token
+        env.pop(PREDLOG_ENV, None)
+        with contextlib.suppress(OSError, ValueError):  # written at creation, when asked
+            spec = json.loads((folder / "predlog.json").read_text())
+            env[PREDLOG_ENV] = json.dumps({**spec, "dir": str(folder / "predictions")})
         path = folder / "log.txt"
         with contextlib.suppress(OSError):
             if path.stat().st_size > _LOG_ROTATE_BYTES:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -27,9 +28,26 @@ __all__ = ["ROUTES", "PredictProxy"]
 #: may be retried once on a connection a draining supervisor closed. ``recommend`` and
 #: ``similar`` are a recommender deployment's (lepton.serve._recommend); ``predict_link``,
 #: ``query`` (read-only SPARQL) and ``similar`` a graph embedding's (lepton.serve._graph).
-ROUTES = ("predict", "explain", "recommend", "similar", "predict_link", "query")
+ROUTES = (
+    "predict",
+    "explain",
+    "recommend",
+    "similar",
+    "predict_link",
+    "query",
+    "detect",
+    "sample",
+    "search",
+    "chat",
+    "generate",
+)  # detect: a detector's (lepton.serve._vision); sample: an image generator's
+#   (_generate_image); search, chat: a text index's and assistant's (_text); generate: a GPT's
+#: Of those, the ones answered as a stream (NDJSON lines sent as they are made), which the
+#: platform passes on chunk by chunk (:meth:`PredictProxy.stream`).
+STREAMED = frozenset({"chat", "generate"})
 
 Answer = tuple[int, str, bytes]  # status, content type, body
+_JSON = "application/json"
 
 
 def json_error(status: int, code: str, message: str) -> Answer:
@@ -65,6 +83,41 @@ class PredictProxy:
             cannot be reached (after up to ``wait_s``), 502 when it broke the
             connection, 504 when it does not answer within ``timeout_s``.
         """
+        answer = await self._send(rt, body, content_type, route, stream=False)
+        if isinstance(answer, tuple):
+            return answer
+        return answer.status_code, answer.headers.get("content-type", _JSON), answer.content
+
+    async def stream(
+        self, rt: Runtime, body: bytes, content_type: str, route: str
+    ) -> tuple[int, str, AsyncIterator[bytes]] | Answer:
+        """As :meth:`forward`, but a 200 answer's body comes as its chunks arrive (the
+        iterator closes the connection at its end); any other answer comes whole."""
+        if route not in STREAMED:
+            raise ValueError(f"route {route!r} is not streamed; use forward()")
+        answer = await self._send(rt, body, content_type, route, stream=True)
+        if isinstance(answer, tuple):
+            return answer
+        if answer.status_code != 200:
+            await answer.aread()
+            await answer.aclose()
+            return answer.status_code, answer.headers.get("content-type", _JSON), answer.content
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError as exc:  # the status is sent: end with an error line
+                line = json.dumps(error_body("deployment_error", f"the stream broke ({exc})"))
+                yield line.encode() + b"\n"
+            finally:
+                await answer.aclose()
+
+        return 200, answer.headers.get("content-type", _JSON), chunks()
+
+    async def _send(
+        self, rt: Runtime, body: bytes, content_type: str, route: str, *, stream: bool
+    ) -> httpx.Response | Answer:
         if route not in ROUTES:
             raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
         name = rt.name
@@ -83,7 +136,8 @@ class PredictProxy:
         retried = False
         while True:
             try:
-                answer = await client.post(url, content=body, headers=headers)
+                request = client.build_request("POST", url, content=body, headers=headers)
+                answer = await client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if rt.desired == "running" and rt.state != "failed" and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)  # being (re)started: the port opens shortly
@@ -115,13 +169,10 @@ class PredictProxy:
                 )
             # A supervisor draining for a scale answers 503 without running the request.
             if answer.status_code == 503 and rt.scaling and time.monotonic() < deadline:
+                await answer.aclose()
                 await asyncio.sleep(0.1)
                 continue
-            return (
-                answer.status_code,
-                answer.headers.get("content-type", "application/json"),
-                answer.content,
-            )
+            return answer
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop (at its shutdown)."""

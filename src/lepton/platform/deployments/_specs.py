@@ -17,6 +17,7 @@ import socket
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lepton.platform._procs import signal_name
+from lepton.serve._predlog import PredictionLogSpec
 from lepton.storage.schema import DeploymentRow
 
 __all__ = [
@@ -53,6 +54,9 @@ class DeploymentRequest(BaseModel):
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="Replica processes.")
     port: int | None = Field(
         None, ge=1, le=65535, description="TCP port; default: the first free one of the range."
+    )
+    prediction_log: PredictionLogSpec | None = Field(
+        default=None, description="Log a sample of inputs and outputs (off when left out)."
     )
 
     @field_validator("name")

@@ -25,15 +25,19 @@ from lepton.graph.recipe import GraphConfig
 from lepton.recommend.recipe import RecommendConfig
 from lepton.registry._registry import validate_name
 from lepton.storage.schema import JobRow
+from lepton.text.recipe import TextConfig
 from lepton.train.recipe import TrainConfig, catalog_name
 from lepton.tune.recipe import TuneConfig
+from lepton.vision.recipe import ClassifyConfig, DetectConfig
 
 __all__ = [
     "ACTIVE",
     "DETERMINISTIC_EXIT",
     "STATES",
     "TERMINAL",
+    "ClassifyJob",
     "CompressJob",
+    "DetectJob",
     "EvaluateJob",
     "FederatedJob",
     "GraphJob",
@@ -42,6 +46,7 @@ __all__ = [
     "JobState",
     "JobView",
     "RecommendJob",
+    "TextJob",
     "TrainJob",
     "TuneJob",
 ]
@@ -155,6 +160,37 @@ class GraphJob(GraphConfig):
     _register_as = field_validator("register_as")(_model_name)
 
 
+class ClassifyJob(ClassifyConfig):
+    """A ``train`` job with image augmentation: the recipe's
+    :class:`~lepton.vision.recipe.ClassifyConfig` (a ``TrainConfig`` plus random crops,
+    flips, erasing, mixup/cutmix, label smoothing and test-time augmentation, all off by
+    default) plus its ``kind``, run by :func:`lepton.vision.recipe.classify`.
+
+    Example: ``{"kind": "classify", "model": "resnet", "data": "fashion-mnist",
+    "padding": 2, "hflip": true, "label_smoothing": 0.1, "tta": true}``.
+    """
+
+    kind: Literal["classify"] = "classify"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
+class DetectJob(DetectConfig):
+    """Train an object detector on scenes of real digits, measure its COCO mAP on
+    held-out scenes (test-split digits) and optionally register it: the recipe's
+    :class:`~lepton.vision.recipe.DetectConfig` plus its ``kind``, run by
+    :func:`lepton.vision.recipe.run` in the worker. (A COCO folder is a path on one
+    machine: ``lepton vision detect train --coco`` trains on it there, never a job.)
+
+    Example: ``{"kind": "detect", "train_scenes": 3000, "epochs": 4, "register":
+    "digits-det"}``.
+    """
+
+    kind: Literal["detect"] = "detect"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
 class EvaluateJob(_Spec):
     """Evaluate a registered model version on a catalog dataset split.
 
@@ -175,8 +211,33 @@ class EvaluateJob(_Spec):
         return catalog_name(value)
 
 
+class TextJob(TextConfig):
+    """Train a text classifier (TF-IDF, frozen or fine-tuned MiniLM) on Rotten Tomatoes,
+    build a semantic-search index over a text dataset, or an assistant over the packaged
+    FAQ; measure it and optionally register it: the recipe's
+    :class:`~lepton.text.recipe.TextConfig` plus its ``kind``, run by
+    :func:`lepton.text.recipe.run` in the worker.
+
+    Example: ``{"kind": "text", "task": "classify", "encoder": "minilm", "register":
+    "reviews"}``.
+    """
+
+    kind: Literal["text"] = "text"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
 JobSpec = Annotated[
-    TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob | GraphJob,
+    TrainJob
+    | EvaluateJob
+    | TuneJob
+    | CompressJob
+    | FederatedJob
+    | RecommendJob
+    | GraphJob
+    | DetectJob
+    | TextJob
+    | ClassifyJob,
     Field(discriminator="kind"),
 ]
 

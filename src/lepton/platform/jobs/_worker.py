@@ -22,7 +22,7 @@ import shutil
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -40,12 +40,15 @@ from lepton.federated import recipe as federated_recipe
 from lepton.graph import recipe as graph_recipe
 from lepton.platform.jobs._specs import (
     DETERMINISTIC_EXIT,
+    ClassifyJob,
     CompressJob,
+    DetectJob,
     EvaluateJob,
     FederatedJob,
     GraphJob,
     JobSpec,
     RecommendJob,
+    TextJob,
     TrainJob,
     TuneJob,
 )
@@ -53,11 +56,13 @@ from lepton.recommend import recipe as recommend_recipe
 from lepton.registry import load_model, register, resolve
 from lepton.storage import Database, open_database
 from lepton.storage.schema import JobRow
+from lepton.text import recipe as text_recipe
 from lepton.tracking import start_run
 from lepton.train import evaluate, recipe, resolve_device
 from lepton.train._progress import format_metrics
 from lepton.tune import TuneResult
 from lepton.tune import recipe as tune_recipe
+from lepton.vision import recipe as vision_recipe
 
 __all__ = ["main"]
 
@@ -82,7 +87,18 @@ def _write_result(workdir: Path, result: dict[str, Any]) -> None:
     atomic_write_bytes(workdir / "result.json", json.dumps(result, indent=1).encode())
 
 
-Spec = TrainJob | EvaluateJob | TuneJob | CompressJob | FederatedJob | RecommendJob | GraphJob
+Spec = (
+    TrainJob
+    | EvaluateJob
+    | TuneJob
+    | CompressJob
+    | FederatedJob
+    | RecommendJob
+    | GraphJob
+    | DetectJob
+    | TextJob
+    | ClassifyJob
+)
 
 
 def _load(db: Database, job_id: int) -> tuple[Spec, float]:
@@ -108,11 +124,14 @@ def _record_run(db: Database, job_id: int, run_id: int) -> None:
             row.run_id = run_id
 
 
-def _train(db: Database, job_id: int, spec: TrainJob, workdir: Path) -> dict[str, Any]:
+def _train(
+    db: Database, job_id: int, spec: recipe.TrainConfig, workdir: Path,
+    runner: Callable[..., recipe.TrainOutcome] = recipe.run,
+) -> dict[str, Any]:  # fmt: skip
     out = workdir / "output"
     if out.exists():  # saved by an attempt that died before its result.json
         shutil.rmtree(out)
-    outcome = recipe.run(
+    outcome = runner(
         spec,
         registrar=register,
         save_to=out,
@@ -256,6 +275,37 @@ def _graph(db: Database, job_id: int, spec: GraphJob, cpus: float) -> dict[str, 
     return {"kind": "graph", **result.to_json()}
 
 
+def _classify(db: Database, job_id: int, spec: ClassifyJob, workdir: Path) -> dict[str, Any]:
+    """A train job with the vision recipe's augmentation (``train``'s checkpoints, resume,
+    output folder and result)."""
+    config = vision_recipe.ClassifyConfig.model_validate(
+        spec.model_dump(exclude={"kind"}, by_alias=True)
+    )
+    return {**_train(db, job_id, config, workdir, vision_recipe.classify), "kind": "classify"}
+
+
+def _detect(db: Database, job_id: int, spec: DetectJob, cpus: float) -> dict[str, Any]:
+    config = vision_recipe.DetectConfig.model_validate(spec.model_dump(exclude={"kind"}))
+    result = vision_recipe.run(
+        config, registrar=register, database=db, say=_say, tags={"job": job_id},
+        run_name=f"job-{job_id}-detect-{spec.dataset}",
+        on_run=lambda run_id: _record_run(db, job_id, run_id),
+        num_threads=max(1, math.ceil(cpus)),
+    )  # fmt: skip
+    return {"kind": "detect", **result.to_json()}
+
+
+def _text(db: Database, job_id: int, spec: TextJob, cpus: float) -> dict[str, Any]:
+    config = text_recipe.TextConfig.model_validate(spec.model_dump(exclude={"kind"}))
+    result = text_recipe.run(
+        config, database=db, say=_say, tags={"job": job_id},
+        run_name=f"job-{job_id}-text-{spec.task}",
+        on_run=lambda run_id: _record_run(db, job_id, run_id),
+        num_threads=max(1, math.ceil(cpus)),
+    )  # fmt: skip
+    return {"kind": "text", **result.to_json()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one attempt of a job; returns the exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -281,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = _recommend(db, job_id, spec)
         elif isinstance(spec, GraphJob):
             outcome = _graph(db, job_id, spec, cpus)
+        elif isinstance(spec, TextJob):
+            outcome = _text(db, job_id, spec, cpus)
+        elif isinstance(spec, ClassifyJob):
+            outcome = _classify(db, job_id, spec, workdir)
+        elif isinstance(spec, DetectJob):
+            outcome = _detect(db, job_id, spec, cpus)
         else:
             outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})

@@ -27,11 +27,13 @@ def install(app: FastAPI) -> None:
     """
     from lepton.platform._http import iter_routes
     from lepton.platform.web import (
+        _alerts,
         _compare,
         _datasets,
         _deployments,
         _explain,
         _federated,
+        _gallery,
         _graph,
         _jobs,
         _models,
@@ -41,13 +43,16 @@ def install(app: FastAPI) -> None:
         _runs,
         _site,
         _studies,
+        _text,
         _users,
+        _vision,
     )
     from lepton.platform.web._render import errors_as_pages
 
     # _compare before _models: /models/{name}/compare is not a version number
     routers = (_site, _overview, _datasets, _privacy, _runs, _studies, _compare, _explain,
-               _federated, _recommend, _graph, _models, _jobs, _deployments, _users)  # fmt: skip
+               _federated, _recommend, _graph, _models, _jobs, _deployments, _alerts, _users,
+               _vision, _text, _gallery)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     pages: set[Any] = {

@@ -115,6 +115,9 @@ def _deployment_page(
         max_replicas=MAX_REPLICAS,
         answer=answer,
         answer_error=answer_error,
+        drift=p.deployments.aiops.drift.report(name),
+        anomalies=p.deployments.aiops.anomalies(name)[-10:][::-1],
+        alerts=p.deployments.aiops.store.alerts(deployment=name, limit=10),
     )
 
 

@@ -28,16 +28,18 @@ from lepton.platform._deps import Caller, P
 from lepton.platform._http import RecordId, allow
 from lepton.platform._state import Platform
 from lepton.platform.jobs._specs import GraphJob, JobRequest
-from lepton.platform.web._loaded import Loaded
+from lepton.platform.web._loaded import Loaded, versions_of
 from lepton.platform.web._render import (
     FormText,
     form_problems,
+    job_form_defaults,
     number,
     optional_int,
     redirect,
     render,
 )
 from lepton.serve._graph import (
+    GRAPH_ARCHITECTURES,
     GraphService,
     PredictLinkRequest,
     SimilarEntityRequest,
@@ -53,7 +55,6 @@ Text = Annotated[str, Query(max_length=200)]
 MAX_NEIGHBOURS = 16  # entities drawn around the centre of the neighbourhood view
 MAX_IN_SELECT = 2000  # more entities than this: a text field instead of a list
 SEARCH_ROWS = 50
-_SCAN = 500  # newest versions per model looked at for the list
 _W, _H, _R = 680, 460, 160  # the view's size and the circle the neighbours sit on
 
 
@@ -66,11 +67,7 @@ _service: Loaded[GraphService] = Loaded(_graph_service)  # loaded versions, a fe
 
 def graph_versions(database: Database) -> list[registry.ModelVersion]:
     """Every ready graph-embedding version, newest first."""
-    found: list[registry.ModelVersion] = []
-    for model in registry.list_models(database=database):
-        versions = registry.list_versions(str(model["name"]), database=database)[:_SCAN]
-        found.extend(v for v in versions if is_graph_model(v.manifest))
-    return sorted(found, key=lambda v: (-v.created_at, v.name, -v.version))
+    return versions_of(database, GRAPH_ARCHITECTURES)
 
 
 # -- the neighbourhood view ------------------------------------------------------------------
@@ -177,11 +174,9 @@ def neighbourhood_svg(
 
 def _defaults() -> dict[str, str]:
     """The form's first values: the recipe's own defaults (`lepton graph train`'s)."""
-    spec, slots = GraphJob.model_fields, JobRequest.model_fields
-    values = {name: str(spec[name].default) for name in
-              ("dataset", "model", "dim", "epochs", "lr", "negatives")}  # fmt: skip
-    return {**values, "register": "", "cpus": f"{slots['cpus'].default:g}",
-            "memory_mb": str(slots["memory_mb"].default)}  # fmt: skip
+    return job_form_defaults(
+        GraphJob, ("dataset", "model", "dim", "epochs", "lr", "negatives"), ("register",)
+    )
 
 
 def _list_page(

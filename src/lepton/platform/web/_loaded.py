@@ -1,17 +1,23 @@
-"""Loaded model services kept by the dashboard's pages that run a registered version in
-the server process (the Explain panel, the recommender page): a few at a time, least
-recently used dropped. Versions are immutable, so a kept service is never stale."""
+"""What the dashboard's pages that run a registered version in the server process share
+(the Explain panel and the solution pages: recommender, graph, text, vision, gallery):
+:class:`Loaded`, their set-up services, a few at a time, least recently used dropped
+(versions are immutable, so a kept service is never stale); and :func:`versions_of`,
+the registered versions of the architectures a page serves."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Generic, Protocol, TypeVar
 
+from lepton import registry
+from lepton.serve._by_model import architecture_name
 from lepton.storage import Database
 
-__all__ = ["Loaded"]
+__all__ = ["SCAN", "Loaded", "versions_of"]
+
+SCAN = 500  # newest versions per model looked at for a page's list
 
 
 class _Service(Protocol):
@@ -49,3 +55,13 @@ class Loaded(Generic[S]):
             while len(self._kept) > self._size:
                 self._kept.popitem(last=False)
         return service
+
+
+def versions_of(database: Database, architectures: Collection[str]) -> list[registry.ModelVersion]:
+    """Every ready version whose architecture is one of ``architectures``, newest model
+    first, then newest version (the :data:`SCAN` newest of each model are looked at)."""
+    found: list[registry.ModelVersion] = []
+    for model in registry.list_models(database=database):
+        versions = registry.list_versions(str(model["name"]), database=database)[:SCAN]
+        found.extend(v for v in versions if architecture_name(v.manifest) in architectures)
+    return sorted(found, key=lambda v: (-v.created_at, v.name, -v.version))

@@ -23,16 +23,18 @@ from lepton.platform._deps import Caller, P
 from lepton.platform._http import RecordId, allow
 from lepton.platform._state import Platform
 from lepton.platform.jobs._specs import JobRequest, RecommendJob
-from lepton.platform.web._loaded import Loaded
+from lepton.platform.web._loaded import Loaded, versions_of
 from lepton.platform.web._render import (
     FormText,
     form_problems,
+    job_form_defaults,
     number,
     optional_int,
     redirect,
     render,
 )
 from lepton.serve._recommend import (
+    RECOMMENDER_ARCHITECTURES,
     RecommenderService,
     RecommendFilter,
     RecommendRequest,
@@ -48,7 +50,6 @@ ModelName = Annotated[str, Path(max_length=100)]
 IdText = Annotated[str, Query(max_length=100)]
 HISTORY_ROWS = 100  # rated items shown of one user's history
 MAX_USERS_IN_SELECT = 5000  # more users than this: a text field instead of a list
-_SCAN = 500  # newest versions per model looked at for the list
 
 
 def _recommender(ref: str, database: Database) -> RecommenderService:
@@ -60,11 +61,7 @@ _service: Loaded[RecommenderService] = Loaded(_recommender)  # loaded versions, 
 
 def recommender_versions(database: Database) -> list[registry.ModelVersion]:
     """Every ready recommender version, newest model first, then newest version."""
-    found: list[registry.ModelVersion] = []
-    for model in registry.list_models(database=database):
-        versions = registry.list_versions(str(model["name"]), database=database)[:_SCAN]
-        found.extend(v for v in versions if is_recommender(v.manifest))
-    return sorted(found, key=lambda v: (-v.created_at, v.name, -v.version))
+    return versions_of(database, RECOMMENDER_ARCHITECTURES)
 
 
 # -- the list and the training form -------------------------------------------------------
@@ -72,11 +69,9 @@ def recommender_versions(database: Database) -> list[registry.ModelVersion]:
 
 def _defaults() -> dict[str, str]:
     """The form's first values: the recipe's own defaults (`lepton recommend train`'s)."""
-    spec, slots = RecommendJob.model_fields, JobRequest.model_fields
-    values = {name: str(spec[name].default) for name in
-              ("split", "feedback", "factors", "epochs", "lr", "k")}  # fmt: skip
-    return {**values, "users": "", "register": "", "cpus": f"{slots['cpus'].default:g}",
-            "memory_mb": str(slots["memory_mb"].default)}  # fmt: skip
+    return job_form_defaults(
+        RecommendJob, ("split", "feedback", "factors", "epochs", "lr", "k"), ("users", "register")
+    )
 
 
 def _list_page(

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton._version import __version__
@@ -60,7 +60,10 @@ NAV: tuple[tuple[str, str, str], ...] = (  # (path, label, least role)
     ("/models", "Models", "viewer"),
     ("/jobs", "Jobs", "viewer"),
     ("/deployments", "Deployments", "viewer"),
+    ("/alerts", "Alerts", "viewer"),
     ("/vision", "Vision", "viewer"),
+    ("/gallery", "Gallery", "viewer"),
+    ("/text", "Text", "viewer"),
     ("/users", "Users", "admin"),
     ("/audit", "Audit", "admin"),
 )
@@ -167,6 +170,23 @@ def number(value: str, name: str) -> float:
         return float(value.strip())
     except ValueError:
         raise PlatformError(f"{name} must be a number, got {value!r}") from None
+
+
+def job_form_defaults(
+    spec: type[BaseModel], names: tuple[str, ...], blanks: tuple[str, ...] = ("register",)
+) -> dict[str, str]:
+    """A job form's first values: ``spec``'s own defaults for ``names`` (the recipe's,
+    the same as its CLI command's), ``""`` for ``blanks``, and the request's CPU and
+    memory slots."""
+    from lepton.platform.jobs._specs import JobRequest
+
+    fields, slots = spec.model_fields, JobRequest.model_fields
+    return {
+        **{name: str(fields[name].default) for name in names},
+        **dict.fromkeys(blanks, ""),
+        "cpus": f"{slots['cpus'].default:g}",
+        "memory_mb": str(slots["memory_mb"].default),
+    }
 
 
 def form_problems(exc: ValidationError) -> str:

@@ -2,6 +2,7 @@
 // - forms with data-confirm ask first;
 // - a job page tails its log from /api/v1/jobs/{id}/logs?offset=... and reloads once the
 //   job ends, so its outcome (and the register form) shows;
+// - a chat form with data-stream shows the assistant's answer as it streams in;
 // - a deployment page polls /api/v1/deployments/{name}/metrics and redraws its charts
 //   with the same geometry as the server's first drawing (lepton/platform/_charts.py).
 "use strict";
@@ -160,8 +161,64 @@
     poll();
   }
 
+  // -- chat (the Text page): the answer shown as it streams in -------------------------
+  // A form with data-stream="URL" asks URL (NDJSON events, lepton/serve/_text.py) instead
+  // of reloading the page; without fetch streams it stays a plain form.
+  function streamChat(form) {
+    form.addEventListener("submit", async function (event) {
+      if (!window.fetch || !window.ReadableStream || !window.TextDecoder) return;
+      const input = form.querySelector("input[name=message]");
+      if (!input || !input.value.trim()) return;
+      event.preventDefault();
+      const url = form.dataset.stream + "?" + new URLSearchParams(new FormData(form));
+      let list = document.getElementById("turns");
+      if (!list) {
+        list = document.createElement("ol");
+        list.id = "turns";
+        list.className = "chat";
+        form.parentNode.insertBefore(list, form);
+      }
+      const item = document.createElement("li");
+      const asked = document.createElement("p");
+      asked.textContent = "You: " + input.value;
+      const said = document.createElement("p");
+      said.textContent = "Assistant: ";
+      item.append(asked, said);
+      list.append(item);
+      const hidden = document.createElement("input");
+      hidden.type = "hidden";
+      hidden.name = "history";
+      hidden.value = input.value;
+      input.value = "";
+      try {
+        const answer = await fetch(url, { credentials: "same-origin" });
+        if (!answer.ok) throw new Error("HTTP " + answer.status);
+        const reader = answer.body.getReader();
+        const decoder = new TextDecoder();
+        let buffered = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffered += decoder.decode(value, { stream: true });
+          const lines = buffered.split("\n");
+          buffered = lines.pop();
+          lines.filter(Boolean).forEach(function (line) {
+            const e = JSON.parse(line);
+            if (e.event === "start" && !e.known) said.classList.add("muted");
+            if (e.event === "delta") said.append(document.createTextNode(e.text));
+            if (e.error) said.append(document.createTextNode(" (" + e.error.message + ")"));
+          });
+        }
+        form.insertBefore(hidden, input.parentNode);
+      } catch (err) {
+        said.append(document.createTextNode("(no answer: " + err.message + ")"));
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     confirmForms();
+    document.querySelectorAll("form[data-stream]").forEach(streamChat);
     const log = document.getElementById("job-log");
     if (log) tailLog(log);
     const metrics = document.getElementById("live-metrics");

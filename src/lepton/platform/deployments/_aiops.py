@@ -1,0 +1,372 @@
+"""AIOps over the platform's deployments: anomalies on their metrics, drift of their
+inputs, alert rules, remediation, and the Prometheus gauges of all of it.
+
+:class:`AIOps` runs in its own thread next to the health monitor (every ``interval_s``):
+
+* each ready deployment's live figures (``latency_ms_p95``, ``error_rate``, ``rps``, from
+  the scraper) feed one streaming :class:`lepton.monitor.AnomalyDetector` (robust z-score)
+  per series; an alarm whose change is also large in absolute terms is stored;
+* a deployment with a prediction log gets a drift report every ``drift_interval_s``
+  (:class:`~._drift_watch.DriftWatch`);
+* every alert rule is evaluated on every deployment it names
+  (:class:`~._alerts.AlertStore`): pending, firing (stored, webhook, remediation action),
+  resolved (stored, webhook). Actions are off unless a rule names one, wait
+  ``cooldown_s`` between two, and are written to the audit log (actor ``aiops``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from lepton.monitor import AnomalyDetector
+from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
+from lepton.platform.deployments._drift_watch import DriftWatch
+from lepton.serve._predlog import read_predictions
+from lepton.storage.schema import AuditRow
+
+if TYPE_CHECKING:
+    from lepton.platform.deployments._manager import DeploymentManager
+
+__all__ = ["SERIES", "AIOps"]
+
+log = logging.getLogger("lepton.platform.aiops")
+
+# series watched for anomalies, and the smallest change that counts (absolute units)
+SERIES: dict[str, float] = {"latency_ms_p95": 5.0, "error_rate": 0.05, "rps": 1.0}
+
+
+@dataclass
+class _Watch:
+    """The anomaly detectors of one deployment, and what they raised."""
+
+    detectors: dict[str, AnomalyDetector] = field(default_factory=dict)
+    history: dict[str, deque[float]] = field(default_factory=dict)
+    anomalies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
+    counts: dict[str, int] = field(default_factory=dict)
+    last_scrape: float | None = None
+
+
+def figures(summary: dict[str, Any]) -> dict[str, float | None]:
+    """The watched numbers of a scraper summary (``error_rate``: errors per request)."""
+    rps = float(summary.get("rps") or 0.0)
+    errors = float(summary.get("errors_per_s") or 0.0)
+    out: dict[str, float | None] = {
+        key: summary.get(key)
+        for key in ("latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "queue_depth")
+    }
+    out["rps"] = rps
+    out["error_rate"] = errors / rps if rps > 0 else 0.0
+    return out
+
+
+def _large(value: float, typical: float, floor: float) -> bool:
+    """Whether a change is worth an anomaly: past the series' absolute floor, and at least
+    twice or at most half the typical value (small wobbles of a busy machine are not)."""
+    low, high = sorted((abs(value), abs(typical)))
+    return abs(value - typical) > floor and high >= 2 * low
+
+
+class AIOps:
+    """The AIOps loop of a :class:`DeploymentManager` (see the module docstring).
+
+    Args:
+        manager: The deployments it watches and heals.
+        drift: Computes and keeps the drift reports.
+        store: The rules and the alerts.
+        anomaly_window_s: Window of the figures fed to the anomaly detectors.
+    """
+
+    def __init__(
+        self,
+        manager: DeploymentManager,
+        *,
+        drift: DriftWatch | None = None,
+        store: AlertStore | None = None,
+        anomaly_window_s: float = 10.0,
+    ) -> None:
+        self.manager = manager
+        self.drift = drift or DriftWatch()
+        self.store = store or AlertStore(manager.home)
+        self.anomaly_window_s = anomaly_window_s
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+        self._pending: dict[tuple[str, str], float] = {}
+        self._open: dict[tuple[str, str], str] = {
+            (a["rule"], a["deployment"]): a["id"] for a in self.store.firing()
+        }
+        self._acted: dict[tuple[str, str], float] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def start(self, interval_s: float = 1.0) -> None:
+        """Run :meth:`tick` every ``interval_s`` in a background thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(interval_s,), name="lepton-aiops", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (after the round in progress)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+            self._thread = None
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("aiops round failed; trying again")
+            self._stopping.wait(max(0.05, interval_s - (time.monotonic() - began)))
+
+    # -- one round ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Anomalies, drift and rules over every deployment, once."""
+        views = self.manager.list(0, 10_000)[0]
+        for view in views:
+            if view.desired != "running":
+                continue
+            try:
+                self._observe(view.name)
+                if view.state == "ready":
+                    self._drift(view.name, view.ref)
+            except Exception:
+                log.exception("aiops on deployment %s failed", view.name)
+        names = {v.name for v in views}
+        for rule in self.store.rules():
+            for name in sorted(names if rule.deployment is None else names & {rule.deployment}):
+                try:
+                    self._evaluate(rule, name)
+                except Exception:
+                    log.exception("alert rule %s on %s failed", rule.name, name)
+
+    def _observe(self, name: str) -> None:
+        summary = self.manager.metrics(name, window_s=self.anomaly_window_s)
+        scraped = summary.get("scraped_at")
+        with self._lock:
+            watch = self._watches.setdefault(name, _Watch())
+        if scraped is None or scraped == watch.last_scrape:
+            return
+        watch.last_scrape = scraped
+        for series, value in figures(summary).items():
+            floor = SERIES.get(series)
+            if floor is None or value is None:
+                continue
+            detector = watch.detectors.setdefault(series, AnomalyDetector("mad", min_samples=30))
+            history = watch.history.setdefault(series, deque(maxlen=120))
+            result = detector.update(value)
+            typical = sorted(history)[len(history) // 2] if history else value
+            history.append(value)
+            if result.alarm and _large(value, typical, floor):
+                with self._lock:
+                    watch.counts[series] = watch.counts.get(series, 0) + 1
+                    watch.anomalies.append(
+                        {"t": time.time(), "series": series, "value": value,
+                         "typical": typical, "score": result.score}
+                    )  # fmt: skip
+
+    def _drift(self, name: str, ref: str) -> None:
+        folder = self.manager.folder(name)
+        if not (folder / "predictions").is_dir():
+            return
+        self.drift.maybe_check(name, ref, self.manager.manifest(ref), folder)
+
+    # -- rules --------------------------------------------------------------------------
+
+    def value(self, rule: AlertRule, name: str) -> float | None:
+        """The number ``rule`` watches on deployment ``name`` now (``None``: no data)."""
+        if rule.kind == "metric":
+            assert rule.metric is not None
+            return figures(self.manager.metrics(name, window_s=rule.window_s)).get(rule.metric)
+        if rule.kind == "drift":
+            report = self.drift.report(name) or {}
+            features = report.get("features") or []
+            if not features:
+                return None
+            return sum(1 for f in features if f["drifted"]) / len(features)
+        since = time.time() - rule.window_s
+        return float(
+            sum(1 for a in self.anomalies(name)
+                if a["t"] >= since and rule.metric in (None, a["series"]))
+        )  # fmt: skip
+
+    def _evaluate(self, rule: AlertRule, name: str) -> None:
+        key = (rule.name, name)
+        value = self.value(rule, name)
+        holds = value is not None and (
+            value > rule.threshold if rule.op == ">" else value < rule.threshold
+        )
+        now = time.monotonic()
+        if not holds:
+            self._pending.pop(key, None)
+            alert_id = self._open.pop(key, None)
+            if alert_id is not None:
+                alert = self.store.update(alert_id, state="resolved", resolved_at=time.time())
+                log.info("alert %s on %s resolved", rule.name, name)
+                if alert is not None:
+                    self._notify(rule, alert)
+            return
+        assert value is not None
+        since = self._pending.setdefault(key, now)
+        if key in self._open or now - since < rule.for_s:
+            return
+        alert = self.store.fire(rule, name, value)
+        self._open[key] = alert["id"]
+        log.warning("alert %s fired on %s (%s %s %s)", rule.name, name, value, rule.op,
+                    rule.threshold)  # fmt: skip
+        if rule.action != "none" and now - self._acted.get(key, -1e18) >= rule.cooldown_s:
+            self._acted[key] = now
+            outcome = self._remediate(rule, name, alert)
+            alert = self.store.update(alert["id"], action=outcome) or alert
+        self._notify(rule, alert)
+
+    def _remediate(self, rule: AlertRule, name: str, alert: dict[str, Any]) -> str:
+        """Run the rule's action on ``name``; audited either way; answers what happened."""
+        status = 200
+        try:
+            if rule.action == "restart":
+                self.manager.healer.restart(name, "aiops")
+                outcome = "restarted"
+            elif rule.action == "scale":
+                now = self.manager.get(name).replicas
+                if now >= rule.max_replicas:
+                    outcome = f"not scaled: already {now} replicas (max_replicas)"
+                else:
+                    self.manager.scale(name, now + 1, "aiops")
+                    outcome = f"scaled to {now + 1} replicas"
+            else:
+                view = self.manager.healer.rollback(name, "aiops")
+                outcome = f"rolled back to {view.ref}"
+        except Exception as exc:  # a LeptonError (no previous version) or a crash
+            status = 500
+            outcome = f"{rule.action} failed: {getattr(exc, 'message', exc)}"
+        log.warning("aiops: %s on deployment %s (rule %s)", outcome, name, rule.name)
+        with self.manager.database.session() as s:
+            s.add(AuditRow(
+                at=time.time(), actor="aiops", action=f"deployment.{rule.action}",
+                target=f"deployment/{name}", status=status,
+                detail={"rule": rule.name, "alert": alert["id"], "value": alert["value"],
+                        "outcome": outcome},
+            ))  # fmt: skip
+        return outcome
+
+    def _notify(self, rule: AlertRule, alert: dict[str, Any]) -> None:
+        url = rule.webhook
+        if url is None:
+            return
+
+        def send() -> None:
+            outcome = post_webhook(url, {"alert": alert, "rule": rule.model_dump()})
+            self.store.update(alert["id"], webhook=outcome)
+
+        threading.Thread(target=send, name="lepton-alert-webhook", daemon=True).start()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def predictions(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest logged predictions of deployment ``name`` (its ``prediction_log``),
+        newest first; empty when it logs none.
+
+        Raises:
+            NotFoundError: No deployment has that name.
+        """
+        self.manager.get(name)
+        return read_predictions(self.manager.folder(name) / "predictions", limit)
+
+    def anomalies(self, name: str) -> list[dict[str, Any]]:
+        """The anomalies stored for deployment ``name``, oldest first."""
+        with self._lock:
+            watch = self._watches.get(name)
+            return [dict(a) for a in watch.anomalies] if watch is not None else []
+
+    def forget(self, name: str) -> None:
+        """Drop what is known of a deleted deployment."""
+        with self._lock:
+            self._watches.pop(name, None)
+        self.drift.forget(name)
+
+    def exposition(self) -> bytes:
+        """Prometheus text of the drift, anomaly and alert gauges."""
+        registry = CollectorRegistry()
+        registry.register(_Collector(self))  # type: ignore[arg-type]
+        return generate_latest(registry)
+
+
+class _Collector:
+    def __init__(self, aiops: AIOps) -> None:
+        self.aiops = aiops
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        score = GaugeMetricFamily(
+            "lepton_drift_score", "Drift statistic of a deployment's logged inputs, by feature.",
+            labels=["deployment", "feature", "statistic"],
+        )  # fmt: skip
+        detected = GaugeMetricFamily(
+            "lepton_drift_detected", "1 when the last drift report found drift.",
+            labels=["deployment"],
+        )  # fmt: skip
+        for name, report in sorted(self.aiops.drift.reports().items()):
+            if "drifted" not in report:
+                continue
+            detected.add_metric([name], float(report["drifted"]))
+            for feature in report["features"]:
+                for stat, value in feature["scores"].items():
+                    score.add_metric([name, feature["name"], stat], float(value))
+        anomalies = GaugeMetricFamily(
+            "lepton_anomalies", "Anomalies raised on a deployment's metric series so far.",
+            labels=["deployment", "series"],
+        )  # fmt: skip
+        with self.aiops._lock:
+            counts = {n: dict(w.counts) for n, w in self.aiops._watches.items()}
+        for name, by_series in sorted(counts.items()):
+            for series in SERIES:
+                anomalies.add_metric([name, series], float(by_series.get(series, 0)))
+        firing = GaugeMetricFamily(
+            "lepton_alerts_firing", "Alerts firing now, by rule and severity.",
+            labels=["deployment", "rule", "severity"],
+        )  # fmt: skip
+        for alert in self.aiops.store.firing():
+            firing.add_metric([alert["deployment"], alert["rule"], alert["severity"]], 1.0)
+        yield from (score, detected, anomalies, firing)
+        yield from _live(self.aiops)
+
+
+def _live(aiops: AIOps) -> Iterator[GaugeMetricFamily]:
+    """The deployments' live figures (scraped), for a dashboard of the whole platform."""
+    families: dict[str, GaugeMetricFamily] = {}
+    helps: dict[str, str] = {
+        "rps": "Requests per second over the last 60 s.",
+        "error_rate": "Errors per request over the last 60 s.",
+        "latency_ms_p95": "95th percentile latency over the last 60 s, ms.",
+        "latency_ms_p99": "99th percentile latency over the last 60 s, ms.",
+        "queue_depth": "Requests waiting for a batch.",
+    }
+    for key, text in helps.items():
+        families[key] = GaugeMetricFamily(f"lepton_deployment_{key}", text, labels=["deployment"])
+    up = GaugeMetricFamily("lepton_deployment_ready", "1 when ready.", labels=["deployment"])
+    for view in aiops.manager.list(0, 10_000)[0]:
+        up.add_metric([view.name], float(view.state == "ready"))
+        values = figures(aiops.manager.metrics(view.name, window_s=60.0))
+        for key, family in families.items():
+            value = values.get(key)
+            if value is not None:
+                family.add_metric([view.name], float(value))
+    yield up
+    yield from families.values()

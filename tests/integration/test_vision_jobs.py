@@ -1,0 +1,142 @@
+"""A ``detect`` job through a real scheduler: the real worker process makes digit scenes
+from MNIST, trains a tiny detector with ``lp.fit``, measures its COCO mAP on held-out
+scenes, logs the run and registers the detector, which then loads back through the
+registry and gives the job's own figures again. And a registered detector deployed by a
+real ``lepton server``, its ``/detect`` forwarded by ``POST
+/api/v1/deployments/NAME/detect``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from servers import ok, start_platform, stop_platform
+
+import lepton as lp
+from lepton.config import get_settings
+from lepton.platform.jobs._executor import Capacity
+from lepton.platform.jobs._scheduler import JobManager
+from lepton.platform.jobs._specs import TERMINAL, DetectJob, JobRequest, JobView
+from lepton.serve._types import Image
+from lepton.serve._vision import detect_image
+from lepton.storage import Database
+from lepton.tracking import get_run
+from lepton.vision import Detector, digit_scenes
+from lepton.vision.recipe import scene_options
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def _wait(manager: JobManager, job_id: int, done: Callable[[JobView], bool]) -> JobView:
+    deadline = time.monotonic() + 300
+    while True:
+        manager.tick()
+        view = manager.get(job_id)
+        if done(view):
+            return view
+        assert time.monotonic() < deadline, manager.logs(job_id)[0]
+        time.sleep(0.05)
+
+
+def test_a_detect_job_trains_measures_and_registers(sqlite_db: Database) -> None:
+    manager = JobManager(
+        sqlite_db, get_settings().home, None, capacity=Capacity(cpus=1, gpus=0, memory_mb=4096),
+        backoff_s=0.05,
+    )  # fmt: skip
+    spec = DetectJob.model_validate({
+        "kind": "detect", "train_scenes": 48, "test_scenes": 16, "size": 32, "width": 8,
+        "blocks": 0, "epochs": 1, "batch_size": 16, "register": "job-det",
+    })  # fmt: skip
+    job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
+    view = _wait(manager, job.id, lambda v: v.state in TERMINAL)
+    log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
+    assert view.state == "succeeded", log
+    result = view.result
+    assert result is not None
+    assert (result["kind"], result["registered"], result["train_scenes"]) == (
+        "detect", "job-det:1", 48,
+    )  # fmt: skip
+    assert result["test_scenes"] == 16
+    assert len(result["losses"]) == 1
+    assert re.search(r"epoch 1/1: loss \d+\.\d+", log)
+    assert re.search(r"test \(16 images\): mAP@0\.5 \d\.\d{4}", log)
+    assert "registered job-det:1" in log
+    metrics = result["metrics"]
+    assert 0 <= metrics["map"] <= metrics["map_50"] <= 1
+    tracked = get_run(view.run_id, database=sqlite_db)
+    assert tracked.state == "finished"
+    assert tracked.metrics["test_map_50"] == pytest.approx(metrics["map_50"])
+    # the registered version is the detector the job measured: its mAP again, here
+    det = lp.vision.Detector.load("job-det:1", database=sqlite_db)
+    assert det.input_size == (32, 32)
+    held_out = digit_scenes("test", n=16, seed=1, **scene_options(32))
+    again = det.evaluate(held_out)
+    assert again["map_50"] == pytest.approx(metrics["map_50"])
+    assert again["map"] == pytest.approx(metrics["map"])
+
+
+def _ready(client: httpx.Client, name: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = ok(client.get(f"/api/v1/deployments/{name}"))
+        if found["state"] == "ready":
+            return
+        assert found["state"] != "failed", found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_the_platform_forwards_detect_to_a_deployed_detector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image as PILImage
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEPTON_HOME", str(home))
+    torch.manual_seed(0)
+    scenes = digit_scenes("train", n=6, seed=0, size=32, digits=(2, 2), digit_size=(12, 20))
+    det = Detector(width=16, blocks=1)  # the handful learnt by heart: it finds their digits
+    det.fit(scenes, epochs=60, batch_size=6, lr=5e-3, schedule=None, num_threads=1)
+    lp.register(det, "det")
+    pil = PILImage.fromarray((scenes.images[0, 0] * 255).round().byte().numpy(), mode="L")
+    buffer = io.BytesIO()
+    pil.resize((80, 48)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    expected = detect_image(det, Image.from_bytes(png)).model_dump()
+    assert (expected["width"], expected["height"], len(expected["boxes"])) == (80, 48, 2)
+    server = start_platform(home, tmp_path)
+    try:
+        with server.client() as admin:
+            ok(admin.post("/api/v1/deployments", json={"name": "det", "model": "det:1"}), 201)
+            _ready(admin, "det")
+            url = "/api/v1/deployments/det/detect"
+            sent = ok(admin.post(url, json={"image": base64.b64encode(png).decode()}))
+            raw = ok(admin.post(url, content=png, headers={"content-type": "image/png"}))
+            fewer = ok(admin.post(url, json={"image": base64.b64encode(png).decode(),
+                                             "max_detections": 1}))  # fmt: skip
+        for answer in (sent, raw):
+            assert answer["labels"] == expected["labels"]
+            flat = [v for box in answer["boxes"] for v in box]
+            assert flat == pytest.approx([v for box in expected["boxes"] for v in box], abs=0.02)
+            assert answer["scores"] == pytest.approx(expected["scores"], abs=1e-5)
+        assert fewer["boxes"] == sent["boxes"][:1]
+        anonymous = httpx.post(f"{server.url}{url}", json={"image": "x"}, timeout=30)
+        assert anonymous.status_code == 401
+    finally:
+        stop_platform(server, home)

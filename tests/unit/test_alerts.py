@@ -1,0 +1,141 @@
+"""Alert rules and alerts: validation, storage across restarts, the webhook against a
+real HTTP receiver on 127.0.0.1, the API and ``/metrics``; and the calibrated
+Wasserstein threshold the drift verdict relies on (no alarm on a null draw)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+import lepton as lp
+from helpers import WebhookReceiver
+from lepton.errors import AlertRuleError, NotFoundError
+from lepton.monitor._drift import wasserstein_threshold
+from lepton.platform.deployments._aiops import figures
+from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    made = WebhookReceiver([])
+    yield made
+    made.close()
+
+
+def test_rules_are_checked_when_they_are_made() -> None:
+    with pytest.raises(ValidationError, match="must use https"):
+        AlertRule(name="r", kind="metric", metric="rps", webhook="http://example.org/hook")
+    with pytest.raises(ValidationError, match="http"):
+        AlertRule(name="r", metric="rps", webhook="ftp://127.0.0.1/x")
+    with pytest.raises(AlertRuleError, match="needs metric= one of"):
+        AlertRule(name="r", kind="metric").checked()
+    with pytest.raises(AlertRuleError, match="no metric 'cpu'"):
+        AlertRule(name="r", kind="anomaly", metric="cpu").checked()
+    ok = AlertRule(name="r", metric="error_rate", webhook="http://localhost:9/x").checked()
+    assert ok.action == "none"  # remediation is off unless asked
+
+
+def test_rules_and_alerts_survive_a_restart(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path)
+    rule = store.add_rule(AlertRule(name="errors", metric="error_rate", threshold=0.1))
+    alert = store.fire(rule, "iris", 0.5)
+    assert [a["id"] for a in store.firing()] == [alert["id"]]
+
+    again = AlertStore(tmp_path)
+    assert [r.name for r in again.rules()] == ["errors"]
+    assert again.alerts()[0]["state"] == "firing"
+    again.update(alert["id"], state="resolved", resolved_at=1.0)
+    assert AlertStore(tmp_path).firing() == []
+    assert again.delete_rule("errors").name == "errors"
+    with pytest.raises(NotFoundError, match="no alert rule named 'errors'"):
+        again.delete_rule("errors")
+
+
+def test_the_webhook_is_retried_with_a_backoff_then_delivered(receiver: WebhookReceiver) -> None:
+    receiver.plan = [503, 500]
+    outcome = post_webhook(receiver.url, {"alert": {"id": "a1"}}, backoff_s=0.01)
+    assert outcome == "delivered (200, try 3)"
+    assert [b["alert"]["id"] for b in receiver.bodies] == ["a1", "a1", "a1"]
+
+
+def test_a_refusing_or_absent_receiver_is_reported(receiver: WebhookReceiver) -> None:
+    receiver.plan = [400]
+    assert post_webhook(receiver.url, {}, backoff_s=0.01) == "failed: answered 400"
+    assert len(receiver.bodies) == 1  # a 4xx is not retried
+    url = receiver.url
+    receiver.close()
+    outcome = post_webhook(url, {}, tries=2, backoff_s=0.01, timeout_s=1.0)
+    assert outcome.startswith("failed: ConnectError")
+
+
+def test_figures_turn_a_scrape_summary_into_the_watched_numbers() -> None:
+    values = figures({"rps": 20.0, "errors_per_s": 5.0, "latency_ms_p95": 12.0})
+    assert values["error_rate"] == 0.25
+    assert values["latency_ms_p95"] == 12.0
+    assert figures({"rps": 0.0, "errors_per_s": 0.0})["error_rate"] == 0.0
+
+
+def test_the_alerts_api_and_the_platform_metrics(client: Any) -> None:
+    rule = {"name": "slow", "metric": "latency_ms_p95", "threshold": 250, "for_s": 30,
+            "severity": "critical", "action": "scale", "max_replicas": 3}  # fmt: skip
+    answer = client.post("/api/v1/alerts/rules", json=rule)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["action"] == "scale"
+    bad = client.post("/api/v1/alerts/rules", json={"name": "x", "kind": "metric"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "alert_rule_error"
+    listed = client.get("/api/v1/alerts/rules").json()
+    assert [r["name"] for r in listed["items"]] == ["slow"]
+    assert listed["total"] == 1
+    assert client.get("/api/v1/alerts").json()["items"] == []
+    assert client.get("/api/v1/deployments/nope/drift").status_code == 404
+    assert client.get("/api/v1/deployments/nope/predictions").status_code == 404
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    names = {f.name for f in text_string_to_metric_families(metrics.text)}
+    assert {"lepton_drift_score", "lepton_alerts_firing", "lepton_deployment_ready"} <= names
+    assert client.delete("/api/v1/alerts/rules/slow").status_code == 200
+    assert client.get("/api/v1/alerts/rules").json()["total"] == 0
+
+
+def test_the_wasserstein_default_holds_on_null_draws_and_sees_a_shift() -> None:
+    assert wasserstein_threshold(285, 285, tests=30) > 0.1  # the old fixed default fired
+    assert wasserstein_threshold(10**7, 10**7) == 0.1  # a floor: shifts too small to matter
+    data = lp.data.load("breast-cancer", split="all").features.numpy()  # 569 rows, 30 features
+    alarms = 0
+    for seed in range(6):
+        order = np.random.default_rng(seed).permutation(len(data))
+        first, second = data[order[:284]], data[order[284:]]
+        alarms += lp.monitor.drift(first, second, method="wasserstein").drifted
+    assert alarms <= 1  # ~5% family-wise; the fixed 0.1 sd fired on every draw
+    order = np.random.default_rng(0).permutation(len(data))
+    shifted = data[order[284:]] + 0.5 * data.std(axis=0)
+    report = lp.monitor.drift(data[order[:284]], shifted, method="wasserstein")
+    assert report.drifted
+    assert len(report.drifted_features) == 30
+
+
+def test_the_alerts_page_adds_lists_and_deletes_rules(client: Any) -> None:
+    page = client.get("/alerts")
+    assert page.status_code == 200
+    assert "No rules yet." in page.text
+    bad = client.post("/alerts/rules", data={"name": "lat", "kind": "metric", "threshold": "x"})
+    assert bad.status_code == 422
+    assert 'value="lat"' in bad.text  # what was typed is kept
+    form = {"name": "lat", "kind": "metric", "metric": "latency_ms_p95", "op": ">",
+            "threshold": "250", "severity": "critical", "action": "restart"}  # fmt: skip
+    added = client.post("/alerts/rules", data=form, follow_redirects=False)
+    assert added.status_code == 303
+    listed = client.get("/alerts").text
+    assert "latency_ms_p95" in listed
+    assert "restart" in listed
+    gone = client.post("/alerts/rules/lat/delete", follow_redirects=False)
+    assert gone.status_code == 303
+    assert client.get("/api/v1/alerts/rules").json()["total"] == 0
