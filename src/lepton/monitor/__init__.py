@@ -37,6 +37,7 @@ from lepton.monitor._drift import (
     mmd,
     psi,
     wasserstein,
+    wasserstein_threshold,
 )
 from lepton.monitor._windows import DriftWindow, WindowDrift, drift_windows
 
@@ -59,4 +60,5 @@ __all__ = [
     "psi",
     "subsequences",
     "wasserstein",
+    "wasserstein_threshold",
 ]
