@@ -36,7 +36,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -49,6 +49,7 @@ from lepton.errors import (
     PortInUseError,
     RendezvousError,
 )
+from lepton.train._batchnorm import global_batch_norm
 from lepton.train._callbacks import EpochRecord
 from lepton.train._metrics import _run, evaluate, loss_function
 from lepton.train._progress import Reporter
@@ -144,7 +145,7 @@ class Shard:
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
                 module, nn.SyncBatchNorm
             ):
-                module.forward = types.MethodType(_global_batch_norm, module)  # type: ignore[method-assign]
+                module.forward = types.MethodType(global_batch_norm, module)  # type: ignore[method-assign]
                 self._patched.append(module)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
@@ -234,66 +235,6 @@ class Shard:
         self._patched.clear()
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks, differentiable: the gradient is summed over ranks too."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
-def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    return cast(torch.Tensor, _AllReduceSum.apply(x))  # type: ignore[no-untyped-call]
-
-
-def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """``bn``'s training forward with the mean and variance of the global batch (every
-    rank's part), and its running statistics updated from them; eval is unchanged.
-
-    One all-reduce forward (and its one backward): the sums of ``x - s`` and ``(x - s)**2``
-    and the count, with ``s`` the running mean, the same on every rank. Shifting by a value
-    near the mean keeps ``E[(x-s)^2] - E[x-s]^2`` from cancelling (the textbook one-pass
-    variance loses digits when the mean is large against the spread)."""
-    if not bn.training:
-        return type(bn).forward(bn, x)  # type: ignore[no-any-return]
-    dims = [0, *range(2, x.dim())]
-    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-    if bn.running_mean is not None:
-        shift = bn.running_mean.detach().to(x.dtype).view(shape)
-    else:  # no running statistics: the ranks' mean of their means (one more all-reduce)
-        shift = _sum_over_ranks(x.detach().mean(dims, keepdim=True)) / dist.get_world_size()
-    d = x - shift
-    channels = x.shape[1]
-    local = torch.cat([d.sum(dims), (d * d).sum(dims), x.new_full((1,), x.numel() / channels)])
-    sums = _sum_over_ranks(local)
-    count = sums[-1]
-    mean_d = sums[:channels] / count
-    var = (sums[channels : 2 * channels] / count - mean_d * mean_d).clamp_min(0.0)
-    mean = mean_d + shift.view(-1)
-    y = (x - mean.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
-    if bn.affine:
-        y = y * bn.weight.view(shape) + bn.bias.view(shape)
-    if bn.track_running_stats:
-        assert bn.running_mean is not None
-        assert bn.running_var is not None
-        assert bn.num_batches_tracked is not None
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            f = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            n = float(count)
-            bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
-            bn.running_var.mul_(1 - f).add_(var.detach() * (n / max(n - 1, 1.0)), alpha=f)
-    return y  # type: ignore[no-any-return]
 
 
 # -- joining a group ------------------------------------------------------------------------
