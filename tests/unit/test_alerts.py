@@ -16,7 +16,7 @@ from pydantic import ValidationError
 import lepton as lp
 from helpers import WebhookReceiver
 from lepton.errors import AlertRuleError, NotFoundError
-from lepton.monitor._drift import wasserstein_threshold
+from lepton.monitor import wasserstein_threshold
 from lepton.platform.deployments._aiops import figures
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
 

@@ -37,8 +37,8 @@ from lepton.monitor._drift import (
     mmd,
     psi,
     wasserstein,
-    wasserstein_threshold,
 )
+from lepton.monitor._statistics import wasserstein_threshold
 from lepton.monitor._windows import DriftWindow, WindowDrift, drift_windows
 
 __all__ = [

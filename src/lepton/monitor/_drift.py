@@ -15,11 +15,7 @@ PSI and Wasserstein have no p-value; they drift past a threshold (PSI 0.2, the u
 two samples of ~300 rows of the same data differ by more than 0.1 sd in some of 30
 features by chance alone (benchmarks/monitor.py: every null draw of breast cancer). So its
 default is calibrated to the sample sizes and the number of features
-(:func:`wasserstein_threshold`): under no drift, ``sqrt(nm/(n+m))`` times the distance
-in reference standard deviations has a median near 1.2 and a near-normal upper tail of
-spread ~0.9 whatever the distribution (simulated on normal, uniform, exponential,
-log-normal, Poisson and Student-t data), so the threshold is that tail's
-``1 - alpha/k`` quantile, and never below 0.1 sd (a shift too small to matter).
+(:func:`~lepton.monitor._statistics.wasserstein_threshold`).
 """
 
 from __future__ import annotations
@@ -39,7 +35,15 @@ from lepton.errors import (
     UnknownMethodError,
 )
 from lepton.monitor._inputs import Table, as_table, check_same_columns
-from lepton.monitor._statistics import chi2_counts, ks, mmd, psi, wasserstein
+from lepton.monitor._statistics import (
+    DEFAULT_THRESHOLDS,
+    chi2_counts,
+    ks,
+    mmd,
+    psi,
+    wasserstein,
+    wasserstein_threshold,
+)
 
 __all__ = [
     "DRIFT_METHODS",
@@ -56,24 +60,6 @@ __all__ = [
 Method = Literal["auto", "ks", "psi", "wasserstein", "chi2", "mmd"]
 DRIFT_METHODS: tuple[str, ...] = ("auto", "ks", "psi", "wasserstein", "chi2", "mmd")
 _P_VALUE_TESTS = ("ks", "chi2", "mmd")
-_DEFAULT_THRESHOLD = {"psi": 0.2, "wasserstein": 0.1}
-
-
-def wasserstein_threshold(n: int, m: int, *, alpha: float = 0.05, tests: int = 1) -> float:
-    """The default Wasserstein threshold (in reference standard deviations) for ``n``
-    reference and ``m`` current rows and ``tests`` features at family-wise level ``alpha``.
-
-    Example:
-        >>> round(wasserstein_threshold(285, 285, tests=30), 3)
-        0.322
-        >>> wasserstein_threshold(10**6, 10**6)
-        0.1
-    """
-    z = float(st.norm.isf(alpha / max(tests, 1)))
-    scaled = (1.2 + 0.9 * z) * math.sqrt(1 / max(n, 1) + 1 / max(m, 1))
-    return max(_DEFAULT_THRESHOLD["wasserstein"], scaled)
-
-
 # --- the report ----------------------------------------------------------------------
 
 
@@ -346,7 +332,7 @@ def drift_tables(
                     reference.rows, current.rows, alpha=alpha, tests=w_tests
                 )
             else:
-                limit = _DEFAULT_THRESHOLD[test]
+                limit = DEFAULT_THRESHOLDS[test]
             drifted = f_stat >= limit
         features.append(
             FeatureDrift(f_name, f_kind, test, float(f_stat), f_p, limit, bool(drifted), f_scores)
