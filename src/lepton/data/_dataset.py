@@ -404,7 +404,8 @@ class Dataset:
 
 
 def _summary(values: torch.Tensor) -> dict[str, float]:
-    finite = values[~torch.isnan(values)]
+    missing = torch.isnan(values)
+    finite = values[~missing] if bool(missing.any()) else values  # no copy when none is
     if len(finite) == 0:
         return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan")}
     return {
