@@ -18,27 +18,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from lepton.compress._prune import prune
 from lepton.compress._quantize import quantize
 from lepton.compress._report import Compressed, CompressReport
 from lepton.compress._source import dataset, figures, open_source, publish
-from lepton.errors import ConfigError, LeptonError
+from lepton.errors import LeptonError
 from lepton.registry._registry import validate_name
 from lepton.storage import Database
-from lepton.train.recipe import catalog_name, problems
+from lepton.train.recipe import RecipeConfig, catalog_name
 
 __all__ = ["CompressConfig", "CompressOutcome", "run"]
 
-_C = TypeVar("_C", bound="CompressConfig")
 _REF = r"^[a-z0-9][a-z0-9._-]{0,99}((:[0-9]{1,9})|(@[a-z0-9_-]{1,64}))?$"
 
 
-class CompressConfig(BaseModel):
+class CompressConfig(RecipeConfig):
     """What to compress and how: plain JSON-safe values (a job spec can carry them).
 
     Values are checked strictly and the instance is frozen.
@@ -101,20 +100,6 @@ class CompressConfig(BaseModel):
         if self.quantize is None and self.prune is None:
             raise ValueError("nothing to do: set quantize ('static' or 'dynamic') or prune")
         return self
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises :class:`~lepton.errors.ConfigError`
-        (one line per field) instead of pydantic's ``ValidationError``.
-
-        Example:
-            >>> CompressConfig.checked(model="m:1", prune=1.5)  # doctest: +SKIP
-            ConfigError: prune: Input should be less than 1
-        """
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 @dataclass(frozen=True)

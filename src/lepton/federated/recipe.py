@@ -15,9 +15,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from lepton import data as lp_data
 from lepton import models as lp_models
@@ -29,14 +29,12 @@ from lepton.federated._run import FederatedResult
 from lepton.federated._run import run as run_federated
 from lepton.federated._tls import TlsFiles, check_transport
 from lepton.storage import Database
-from lepton.train.recipe import build_model, catalog_name, load_data, problems
+from lepton.train.recipe import RecipeConfig, build_model, catalog_name, load_data
 
 __all__ = ["FederatedConfig", "run"]
 
-_C = TypeVar("_C", bound="FederatedConfig")
 
-
-class FederatedConfig(BaseModel):
+class FederatedConfig(RecipeConfig):
     """What to train federated: a zoo model, a catalog dataset split over ``clients``,
     the strategy and each client's local training. Checked strictly and frozen; a
     platform ``FederatedJob`` is this class plus its ``kind``."""
@@ -111,15 +109,6 @@ class FederatedConfig(BaseModel):
                 f"unknown model {value!r}; use one of {', '.join(lp_models.available_models())}"
             )
         return value
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises
-        :class:`~lepton.errors.ConfigError` (one line per field)."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 def run(

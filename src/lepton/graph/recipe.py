@@ -21,23 +21,21 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from lepton.errors import ConfigError
 from lepton.graph._data import TripleSplits, load_triples
 from lepton.graph._embed import Embedding
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import problems
+from lepton.train.recipe import RecipeConfig
 
 __all__ = ["GraphConfig", "GraphResult", "TriplesRecord", "run"]
 
-_C = TypeVar("_C", bound="GraphConfig")
 
-
-class GraphConfig(BaseModel):
+class GraphConfig(RecipeConfig):
     """What to train: the triples, the embedding model and its settings. Checked strictly
     and frozen; a platform ``GraphJob`` is this class plus its ``kind``."""
 
@@ -64,15 +62,6 @@ class GraphConfig(BaseModel):
     register_as: str | None = Field(
         None, alias="register", description="Register the model under this name."
     )
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises
-        :class:`~lepton.errors.ConfigError` (one line per field)."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -18,27 +18,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from lepton import data as lp_data
 from lepton.errors import ConfigError
 from lepton.recommend._recommender import ALGORITHMS, Recommender
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import problems
+from lepton.train.recipe import RecipeConfig
 
 __all__ = ["RATINGS_DATASETS", "RatingsRecord", "RecommendConfig", "RecommendResult", "run"]
 
-_C = TypeVar("_C", bound="RecommendConfig")
 
 #: Catalog datasets of ratings a recommender trains on (``lp.data.load`` names).
 RATINGS_DATASETS = ("movielens",)
 
 
-class RecommendConfig(BaseModel):
+class RecommendConfig(RecipeConfig):
     """What to train: the ratings, how to split them, and the recommender's settings.
     Checked strictly and frozen; a platform ``RecommendJob`` is this class plus its
     ``kind``."""
@@ -88,15 +87,6 @@ class RecommendConfig(BaseModel):
                 f"choose one of {list(ALGORITHMS[self.feedback])}"
             )
         return self
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises
-        :class:`~lepton.errors.ConfigError` (one line per field)."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 @dataclass(frozen=True)

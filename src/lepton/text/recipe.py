@@ -28,23 +28,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from lepton.errors import ConfigError
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import problems
+from lepton.train.recipe import RecipeConfig
 
 __all__ = ["TextConfig", "TextResult", "faq_metrics", "macro_f1", "run", "sample"]
 
-_C = TypeVar("_C", bound="TextConfig")
 
-
-class TextConfig(BaseModel):
+class TextConfig(RecipeConfig):
     """What to build. Checked strictly and frozen; a platform ``TextJob`` is this class
     plus its ``kind``."""
 
@@ -82,15 +79,6 @@ class TextConfig(BaseModel):
                 f"dataset: {self.dataset!r} has no labels; classify on 'rotten-tomatoes'"
             )
         return self
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises
-        :class:`~lepton.errors.ConfigError` (one line per field)."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 @dataclass

@@ -45,6 +45,7 @@ from lepton.train._recipe_parts import HOLDOUT as HOLDOUT  # re-exported: tune u
 from lepton.train._recipe_parts import build_model, load_data, save_model, splits
 
 __all__ = [
+    "RecipeConfig",
     "Registered",
     "Registrar",
     "TrainConfig",
@@ -60,7 +61,7 @@ __all__ = [
 
 JsonScalar: TypeAlias = str | int | float | bool | None
 ConfigValue: TypeAlias = JsonScalar | list[JsonScalar]
-_C = TypeVar("_C", bound="TrainConfig")
+_C = TypeVar("_C", bound="RecipeConfig")
 
 
 # catalog entries that do not load as a Dataset of tensors, and what trains on them
@@ -92,7 +93,26 @@ def catalog_name(value: str) -> str:
     return key
 
 
-class TrainConfig(BaseModel):
+class RecipeConfig(BaseModel):
+    """The base of every recipe's config (train, tune, compress, graph, ...): a pydantic
+    model with :meth:`checked`."""
+
+    @classmethod
+    def checked(cls: type[_C], **values: Any) -> _C:
+        """Like the constructor, but a bad value raises :class:`~lepton.errors.ConfigError`
+        (one line per field) instead of pydantic's ``ValidationError``.
+
+        Example:
+            >>> TrainConfig.checked(epochs=0)  # doctest: +SKIP
+            ConfigError: epochs: Input should be greater than or equal to 1
+        """
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(problems(exc)) from None
+
+
+class TrainConfig(RecipeConfig):
     """What to train: a zoo model, a catalog dataset and the hyper-parameters of ``fit``.
 
     Values are checked strictly (no ``"3"`` for 3) and the instance is frozen. The
@@ -170,20 +190,6 @@ class TrainConfig(BaseModel):
         if any(isinstance(v, list) and len(v) > 64 for v in self.config.values()):
             raise ValueError("config lists hold at most 64 values")
         return self
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises :class:`~lepton.errors.ConfigError`
-        (one line per field) instead of pydantic's ``ValidationError``.
-
-        Example:
-            >>> TrainConfig.checked(epochs=0)  # doctest: +SKIP
-            ConfigError: epochs: Input should be greater than or equal to 1
-        """
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 def problems(exc: ValidationError) -> str:

@@ -18,24 +18,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from lepton.errors import ConfigError, SearchSpaceError
+from lepton.errors import SearchSpaceError
 from lepton.storage import Database
-from lepton.train.recipe import HOLDOUT, catalog_name, load_data, problems
+from lepton.train.recipe import HOLDOUT, RecipeConfig, catalog_name, load_data
 from lepton.tune._result import TuneResult
 from lepton.tune._space import space_from_json
 from lepton.tune._study import tune
 
 __all__ = ["TuneConfig", "run"]
 
-_C = TypeVar("_C", bound="TuneConfig")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-class TuneConfig(BaseModel):
+class TuneConfig(RecipeConfig):
     """What to tune: a zoo model (or a ``model`` entry in the space), the search space
     in its JSON form, a catalog dataset, and the study's budget and strategy.
 
@@ -79,15 +78,6 @@ class TuneConfig(BaseModel):
         except SearchSpaceError as exc:
             raise ValueError(exc.message) from None
         return value
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises :class:`~lepton.errors.ConfigError`
-        (one line per field)."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 def run(

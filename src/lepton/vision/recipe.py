@@ -24,17 +24,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from torch import nn
 
 from lepton.data import Dataset
 from lepton.errors import ConfigError
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import TrainConfig, TrainOutcome, problems
+from lepton.train.recipe import RecipeConfig, TrainConfig, TrainOutcome
 from lepton.vision._coco import load_coco
 from lepton.vision._detect import Detector
 from lepton.vision._scenes import Scenes, digit_scenes
@@ -49,10 +49,8 @@ __all__ = [
     "scene_options",
 ]
 
-_C = TypeVar("_C", bound="DetectConfig")
 
-
-class DetectConfig(BaseModel):
+class DetectConfig(RecipeConfig):
     """What to train: the scenes, the detector's size and its training settings. Checked
     strictly and frozen; a platform ``DetectJob`` is this class plus its ``kind``."""
 
@@ -85,15 +83,6 @@ class DetectConfig(BaseModel):
         if value % 4:
             raise ValueError(f"size must be a multiple of 4 (the detector's stride), got {value}")
         return value
-
-    @classmethod
-    def checked(cls: type[_C], **values: Any) -> _C:
-        """Like the constructor, but a bad value raises
-        :class:`~lepton.errors.ConfigError` (one line per field)."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise ConfigError(problems(exc)) from None
 
 
 @dataclass(frozen=True)
