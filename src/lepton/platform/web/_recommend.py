@@ -22,7 +22,7 @@ from lepton.errors import LeptonError, NotFoundError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import RecordId, allow
 from lepton.platform._state import Platform
-from lepton.platform.jobs._specs import JobRequest, RecommendJob
+from lepton.platform.jobs._specs import RecommendJob
 from lepton.platform.web._loaded import Loaded, versions_of
 from lepton.platform.web._render import (
     FormText,
@@ -32,6 +32,7 @@ from lepton.platform.web._render import (
     optional_int,
     redirect,
     render,
+    submit_job_form,
 )
 from lepton.serve._recommend import (
     RECOMMENDER_ARCHITECTURES,
@@ -120,13 +121,7 @@ def submit_recommend_job(
             "k": optional_int(k, "k"), "users": optional_int(users, "users"),
             "register": register_as.strip() or None,
         }  # fmt: skip
-        spec = RecommendJob.model_validate({k: v for k, v in given.items() if v is not None})
-        slots = {
-            "cpus": number(cpus, "CPUs") if cpus.strip() else None,
-            "memory_mb": optional_int(memory_mb, "memory (MiB)"),
-        }
-        body = {"spec": spec, **{k: v for k, v in slots.items() if v is not None}}
-        job = p.jobs.submit(JobRequest.model_validate(body), who.name)
+        job = submit_job_form(p, who, RecommendJob, given, cpus=cpus, memory_mb=memory_mb)
     except ValidationError as exc:
         return _list_page(p, request, form=form, error=form_problems(exc))
     except LeptonError as exc:

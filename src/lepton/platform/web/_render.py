@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, Request
@@ -27,6 +27,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lepton._version import __version__
 from lepton.errors import LeptonError, PlatformError, UnauthorizedError
 from lepton.platform._http import status_of
+
+if TYPE_CHECKING:
+    from lepton.platform._auth import Principal
+    from lepton.platform._state import Platform
+    from lepton.platform.jobs._specs import JobView
 from lepton.platform.web._markdown import render_markdown
 
 __all__ = [
@@ -187,6 +192,30 @@ def job_form_defaults(
         "cpus": f"{slots['cpus'].default:g}",
         "memory_mb": str(slots["memory_mb"].default),
     }
+
+
+def submit_job_form(
+    platform: Platform,
+    who: Principal,
+    spec: type[BaseModel],
+    given: Mapping[str, Any],
+    *,
+    cpus: str,
+    memory_mb: str,
+) -> JobView:
+    """Submit a job from a page's form: ``spec`` (a job kind's spec) from the fields the
+    user filled in (``None`` ones are left to the spec's defaults), and the CPU and memory
+    slots when given. Returns the job; raises pydantic's ``ValidationError`` or a
+    :class:`~lepton.errors.LeptonError` for the page to show beside what was typed."""
+    from lepton.platform.jobs._specs import JobRequest
+
+    job_spec = spec.model_validate({k: v for k, v in given.items() if v is not None})
+    slots = {
+        "cpus": number(cpus, "CPUs") if cpus.strip() else None,
+        "memory_mb": optional_int(memory_mb, "memory (MiB)"),
+    }
+    body = {"spec": job_spec, **{k: v for k, v in slots.items() if v is not None}}
+    return platform.jobs.submit(JobRequest.model_validate(body), who.name)
 
 
 def form_problems(exc: ValidationError) -> str:

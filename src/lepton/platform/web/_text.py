@@ -24,16 +24,16 @@ from lepton.errors import LeptonError, RequestError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import allow
 from lepton.platform._state import Platform
-from lepton.platform.jobs._specs import JobRequest, TextJob
+from lepton.platform.jobs._specs import TextJob
 from lepton.platform.web._loaded import Loaded, versions_of
 from lepton.platform.web._render import (
     FormText,
     form_problems,
     job_form_defaults,
-    number,
     optional_int,
     redirect,
     render,
+    submit_job_form,
 )
 from lepton.serve._by_model import architecture_name
 from lepton.serve._text import (
@@ -125,13 +125,7 @@ def submit_text_job(
             "encoder": encoder.strip() or None, "index": index.strip() or None,
             "limit": optional_int(limit, "limit"), "register": register_as.strip() or None,
         }  # fmt: skip
-        spec = TextJob.model_validate({k: v for k, v in given.items() if v is not None})
-        slots = {
-            "cpus": number(cpus, "CPUs") if cpus.strip() else None,
-            "memory_mb": optional_int(memory_mb, "memory (MiB)"),
-        }
-        body = {"spec": spec, **{k: v for k, v in slots.items() if v is not None}}
-        job = p.jobs.submit(JobRequest.model_validate(body), who.name)
+        job = submit_job_form(p, who, TextJob, given, cpus=cpus, memory_mb=memory_mb)
     except ValidationError as exc:
         return _page(p, request, form=form, error=form_problems(exc))
     except LeptonError as exc:

@@ -25,7 +25,7 @@ from lepton.errors import LeptonError, NotFoundError, RequestError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import allow
 from lepton.platform._state import Platform
-from lepton.platform.jobs._specs import DetectJob, JobRequest
+from lepton.platform.jobs._specs import DetectJob
 from lepton.platform.web._explain import MAX_UPLOAD
 from lepton.platform.web._loaded import Loaded, versions_of
 from lepton.platform.web._render import (
@@ -35,6 +35,7 @@ from lepton.platform.web._render import (
     number,
     optional_int,
     redirect,
+    submit_job_form,
 )
 from lepton.platform.web._render import render as render_page
 from lepton.serve._types import Image
@@ -226,13 +227,7 @@ def submit_detect_job(
             "epochs": optional_int(epochs, "epochs"), "width": optional_int(width, "width"),
             "blocks": optional_int(blocks, "blocks"), "register": register_as.strip() or None,
         }  # fmt: skip
-        spec = DetectJob.model_validate({k: v for k, v in given.items() if v is not None})
-        slots = {
-            "cpus": number(cpus, "CPUs") if cpus.strip() else None,
-            "memory_mb": optional_int(memory_mb, "memory (MiB)"),
-        }
-        body = {"spec": spec, **{k: v for k, v in slots.items() if v is not None}}
-        job = p.jobs.submit(JobRequest.model_validate(body), who.name)
+        job = submit_job_form(p, who, DetectJob, given, cpus=cpus, memory_mb=memory_mb)
     except ValidationError as exc:
         return _page(p, request, form=form, job_form=job_form, job_error=form_problems(exc))
     except LeptonError as exc:
