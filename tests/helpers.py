@@ -109,3 +109,29 @@ class WebhookReceiver:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+def one_slot_jobs(database: Any) -> Any:
+    """A :class:`~lepton.platform.jobs.JobManager` over ``database`` with one CPU slot and
+    4 GiB, retrying fast: the job tests tick it themselves (:func:`wait_for_job`)."""
+    from lepton.config import get_settings
+    from lepton.platform.jobs import JobManager
+    from lepton.platform.jobs._executor import Capacity
+
+    capacity = Capacity(cpus=1, gpus=0, memory_mb=4096)
+    return JobManager(database, get_settings().home, None, capacity=capacity, backoff_s=0.05)
+
+
+def wait_for_job(
+    manager: Any, job_id: int, done: Callable[[Any], bool] | None = None, timeout: float = 300.0
+) -> Any:
+    """Tick ``manager`` until job ``job_id``'s view satisfies ``done`` (by default: it
+    ended); return the view. The failure message is the job's log."""
+    from lepton.platform.jobs._specs import TERMINAL
+
+    def ready() -> Any:
+        manager.tick()
+        view = manager.get(job_id)
+        return view if (done(view) if done is not None else view.state in TERMINAL) else None
+
+    return wait_until(ready, timeout, interval=0.05, message=lambda: manager.logs(job_id)[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,14 +20,12 @@ import httpx
 import pytest
 
 import lepton as lp
+from helpers import one_slot_jobs, wait_for_job
 from lepton import registry
-from lepton.config import get_settings
 from lepton.errors import DataSourceMissingError
 from lepton.graph import Embedding, TripleSplits, load_triples
 from lepton.graph.recipe import GraphConfig, run
-from lepton.platform.jobs._executor import Capacity
-from lepton.platform.jobs._scheduler import JobManager
-from lepton.platform.jobs._specs import TERMINAL, GraphJob, JobRequest, JobView
+from lepton.platform.jobs._specs import TERMINAL, GraphJob, JobRequest
 from lepton.storage import Database
 from lepton.tracking import get_run
 
@@ -167,27 +165,13 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def _wait(manager: JobManager, job_id: int, done: Callable[[JobView], bool]) -> JobView:
-    deadline = time.monotonic() + 180
-    while True:
-        manager.tick()
-        view = manager.get(job_id)
-        if done(view):
-            return view
-        assert time.monotonic() < deadline, manager.logs(job_id)[0]
-        time.sleep(0.05)
-
-
 def test_a_graph_job_trains_ranks_and_registers(sqlite_db: Database) -> None:
-    manager = JobManager(
-        sqlite_db, get_settings().home, None, capacity=Capacity(cpus=1, gpus=0, memory_mb=4096),
-        backoff_s=0.05,
-    )  # fmt: skip
+    manager = one_slot_jobs(sqlite_db)
     spec = GraphJob.model_validate(
         {"kind": "graph", "model": "transe", "dim": 8, "epochs": 3, "register": "job-nations"}
     )
     job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
-    view = _wait(manager, job.id, lambda v: v.state in TERMINAL)
+    view = wait_for_job(manager, job.id, lambda v: v.state in TERMINAL, timeout=180)
     log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
     assert view.state == "succeeded", log
     result = view.result

@@ -5,19 +5,16 @@ test metrics to the job's tracking run and registers the recommender."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lepton as lp
-from lepton.config import get_settings
+from helpers import one_slot_jobs, wait_for_job
 from lepton.errors import DataSourceMissingError
-from lepton.platform.jobs._executor import Capacity
-from lepton.platform.jobs._scheduler import JobManager
-from lepton.platform.jobs._specs import TERMINAL, JobRequest, JobView, RecommendJob
+from lepton.platform.jobs._specs import TERMINAL, JobRequest, RecommendJob
 from lepton.storage import Database
 from lepton.tracking import get_run
 
@@ -36,28 +33,14 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def _wait(manager: JobManager, job_id: int, done: Callable[[JobView], bool]) -> JobView:
-    deadline = time.monotonic() + 180
-    while True:
-        manager.tick()
-        view = manager.get(job_id)
-        if done(view):
-            return view
-        assert time.monotonic() < deadline, manager.logs(job_id)[0]
-        time.sleep(0.05)
-
-
 def test_a_recommend_job_trains_scores_and_registers(sqlite_db: Database) -> None:
-    manager = JobManager(
-        sqlite_db, get_settings().home, None, capacity=Capacity(cpus=1, gpus=0, memory_mb=4096),
-        backoff_s=0.05,
-    )  # fmt: skip
+    manager = one_slot_jobs(sqlite_db)
     spec = RecommendJob.model_validate(
         {"kind": "recommend", "users": 60, "factors": 8, "epochs": 3, "split": "temporal",
          "register": "job-movies"}
     )  # fmt: skip
     job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
-    view = _wait(manager, job.id, lambda v: v.state in TERMINAL)
+    view = wait_for_job(manager, job.id, lambda v: v.state in TERMINAL, timeout=180)
     log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
     assert view.state == "succeeded", log
     result = view.result

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,8 @@ import httpx
 import pytest
 
 import lepton as lp
-from lepton.config import get_settings
-from lepton.platform.jobs._executor import Capacity
-from lepton.platform.jobs._scheduler import JobManager
-from lepton.platform.jobs._specs import TERMINAL, JobRequest, JobView, TextJob
+from helpers import one_slot_jobs, wait_for_job
+from lepton.platform.jobs._specs import TERMINAL, JobRequest, TextJob
 from lepton.storage import Database
 from lepton.text.recipe import sample
 
@@ -140,31 +138,17 @@ def test_the_platform_forwards_search_and_streams_chat(home: Path, tmp_path: Pat
 # -- a text job through a real scheduler ----------------------------------------------------
 
 
-def _wait(manager: JobManager, job_id: int, done: Callable[[JobView], bool]) -> JobView:
-    deadline = time.monotonic() + 300
-    while True:
-        manager.tick()
-        view = manager.get(job_id)
-        if done(view):
-            return view
-        assert time.monotonic() < deadline, manager.logs(job_id)[0]
-        time.sleep(0.05)
-
-
 def test_a_text_job_fits_measures_and_registers(tmp_path: Path) -> None:
     database = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
     database.upgrade()
     try:
-        manager = JobManager(
-            database, get_settings().home, None,
-            capacity=Capacity(cpus=1, gpus=0, memory_mb=4096), backoff_s=0.05,
-        )  # fmt: skip
+        manager = one_slot_jobs(database)
         spec = TextJob.model_validate(
             {"kind": "text", "task": "classify", "encoder": "tfidf", "limit": 300,
              "register": "job-reviews"}
         )  # fmt: skip
         job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
-        view = _wait(manager, job.id, lambda v: v.state in TERMINAL)
+        view = wait_for_job(manager, job.id, lambda v: v.state in TERMINAL)
         log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
         assert view.state == "succeeded", log
         assert view.result is not None

@@ -11,7 +11,7 @@ import base64
 import io
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,10 +20,8 @@ import torch
 from servers import ok, start_platform, stop_platform
 
 import lepton as lp
-from lepton.config import get_settings
-from lepton.platform.jobs._executor import Capacity
-from lepton.platform.jobs._scheduler import JobManager
-from lepton.platform.jobs._specs import TERMINAL, DetectJob, JobRequest, JobView
+from helpers import one_slot_jobs, wait_for_job
+from lepton.platform.jobs._specs import TERMINAL, DetectJob, JobRequest
 from lepton.serve._types import Image
 from lepton.serve._vision import detect_image
 from lepton.storage import Database
@@ -42,28 +40,14 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def _wait(manager: JobManager, job_id: int, done: Callable[[JobView], bool]) -> JobView:
-    deadline = time.monotonic() + 300
-    while True:
-        manager.tick()
-        view = manager.get(job_id)
-        if done(view):
-            return view
-        assert time.monotonic() < deadline, manager.logs(job_id)[0]
-        time.sleep(0.05)
-
-
 def test_a_detect_job_trains_measures_and_registers(sqlite_db: Database) -> None:
-    manager = JobManager(
-        sqlite_db, get_settings().home, None, capacity=Capacity(cpus=1, gpus=0, memory_mb=4096),
-        backoff_s=0.05,
-    )  # fmt: skip
+    manager = one_slot_jobs(sqlite_db)
     spec = DetectJob.model_validate({
         "kind": "detect", "train_scenes": 48, "test_scenes": 16, "size": 32, "width": 8,
         "blocks": 0, "epochs": 1, "batch_size": 16, "register": "job-det",
     })  # fmt: skip
     job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
-    view = _wait(manager, job.id, lambda v: v.state in TERMINAL)
+    view = wait_for_job(manager, job.id, lambda v: v.state in TERMINAL)
     log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
     assert view.state == "succeeded", log
     result = view.result
