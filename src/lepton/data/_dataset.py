@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lepton._fs import atomic_write
-from lepton.data._stats import Axis, Stats, compute_stats
+from lepton.data._stats import Axis, Stats, compute_stats, summarize
 from lepton.errors import DataFormatError, EmptyDatasetError, LabelError
 
 __all__ = ["Dataset", "Task"]
@@ -367,6 +367,7 @@ class Dataset:
             "num_classes": self.num_classes,
             "missing": int(torch.isnan(x).sum()),
         }
+        any_missing = out["missing"] > 0  # else no column needs its NaNs looked for again
         if self.classes is not None and self.targets is not None:
             counts = torch.bincount(self.targets.flatten(), minlength=len(self.classes)).tolist()
             out["class_counts"] = dict(zip(self.classes, counts, strict=True))
@@ -375,10 +376,10 @@ class Dataset:
             columns = {}
             for i, col in enumerate(names):
                 values = x[:, i]
-                columns[col] = _summary(values)
+                columns[col] = summarize(values, any_missing=any_missing)
             out["features"] = columns
         else:
-            out["features"] = {"all": _summary(x.flatten())}
+            out["features"] = {"all": summarize(x.flatten(), any_missing=any_missing)}
         out["fingerprint"] = self.fingerprint()
         return out
 
@@ -401,16 +402,3 @@ class Dataset:
             tmp.write_bytes(buffer.getvalue())
 
         return atomic_write(path, write)
-
-
-def _summary(values: torch.Tensor) -> dict[str, float]:
-    missing = torch.isnan(values)
-    finite = values[~missing] if bool(missing.any()) else values  # no copy when none is
-    if len(finite) == 0:
-        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan")}
-    return {
-        "mean": round(float(finite.mean()), 6),
-        "std": round(float(finite.std(unbiased=False)), 6),
-        "min": round(float(finite.min()), 6),
-        "max": round(float(finite.max()), 6),
-    }

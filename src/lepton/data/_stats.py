@@ -1,4 +1,5 @@
-"""Normalisation statistics: computed on a training split, re-applied anywhere."""
+"""Normalisation statistics (computed on a training split, re-applied anywhere), and the
+summary statistics :meth:`~lepton.data.Dataset.describe` reports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from lepton.errors import DataFormatError
 
-__all__ = ["Axis", "Stats", "compute_stats"]
+__all__ = ["Axis", "Stats", "compute_stats", "summarize"]
 
 Axis = Literal["feature", "channel", "global"]
 Kind = Literal["standardize", "minmax"]
@@ -90,3 +91,18 @@ def compute_stats(x: torch.Tensor, kind: Kind, axis: Axis) -> Stats:
     scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     return Stats(kind=kind, axis=axis, shift=shift.squeeze(0), scale=scale.squeeze(0))
+
+
+def summarize(values: torch.Tensor, *, any_missing: bool = True) -> dict[str, float]:
+    """Mean, standard deviation, min and max of ``values`` without its NaNs (all NaN
+    when nothing is left). ``any_missing=False`` says the caller knows there is no NaN:
+    the values are then read as they are, not copied."""
+    finite = values[~torch.isnan(values)] if any_missing else values
+    if len(finite) == 0:
+        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {
+        "mean": round(float(finite.mean()), 6),
+        "std": round(float(finite.std(unbiased=False)), 6),
+        "min": round(float(finite.min()), 6),
+        "max": round(float(finite.max()), 6),
+    }
