@@ -16,10 +16,11 @@ from lepton._fs import open_private
 from lepton.config import get_settings
 from lepton.platform._app import Platform, ServerConfig, create_app
 from lepton.platform._auth import admin_token_path
+from lepton.platform.deployments._specs import DeploymentView
 from lepton.serve._http_server import server_config
 from lepton.storage import open_database
 
-__all__ = ["login_link", "run_server"]
+__all__ = ["login_link", "run_server", "still_running"]
 
 log = logging.getLogger("lepton.platform")
 console = Console(highlight=False, soft_wrap=True)
@@ -32,16 +33,23 @@ def login_link(platform: Platform) -> str:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, telling us when it listens."""
+    """uvicorn, telling us when it listens and when it has stopped (before uvicorn raises
+    the signal that stopped it again, which ends the process)."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_ready: Callable[[], None], on_stopped: Callable[[], None]
+    ) -> None:
         super().__init__(config)
-        self._on_ready = on_ready
+        self._on_ready, self._on_stopped = on_ready, on_stopped
 
     async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)  # type: ignore[arg-type]
         if self.started:
             self._on_ready()
+
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        await super().shutdown(sockets)  # type: ignore[arg-type]
+        self._on_stopped()
 
 
 def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2) -> None:
@@ -82,11 +90,34 @@ def run_server(config: ServerConfig, *, demo: bool = False, demo_epochs: int = 2
             lifespan="on",
         ),
         ready,
+        lambda: _say_what_keeps_running(platform) if config.manage else None,
     )
     try:
         server.run()
     finally:
         platform.lease.release()  # also when uvicorn could not start
+
+
+def _say_what_keeps_running(platform: Platform) -> None:
+    """Deployments outlive the server: say which, where, and how to stop them."""
+    note = still_running(platform.deployments.list(0, 10_000)[0])
+    if note:
+        console.print(note)
+
+
+def still_running(views: list[DeploymentView]) -> str | None:
+    """What a stopping server says about the deployments that keep serving (``None``
+    when there are none): which, on which address, who adopts them, how to stop them."""
+    running = [v for v in views if v.desired == "running"]
+    if not running:
+        return None
+    lines = [f"{len(running)} deployment(s) keep running after this server stops:"]
+    lines += [f"  {v.name} ({v.ref}) on {v.url}, supervisor pid {v.pid}" for v in running]
+    lines.append(
+        "the next `lepton server` on this home adopts them; stop them with "
+        "`lepton deployments stop --all` (or `lepton deployments stop NAME`)"
+    )
+    return "\n".join(lines)
 
 
 def _demo(platform: Platform, epochs: int) -> None:

@@ -1,0 +1,106 @@
+"""Deployments outlive ``lepton server``: a real server on 127.0.0.1 serves a deployment
+of an MLP fit on real iris rows, says at exit which deployments keep running and how to
+stop them, and ``lepton deployments list|stop`` works on the database alone while no
+server runs, and through the API while one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from servers import LEPTON, ok, start_platform, stop_platform
+
+import lepton as lp
+
+pytestmark = pytest.mark.integration
+
+
+def _lepton(home: Path, *args: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LEPTON_HOME": str(home), "COLUMNS": "200"}
+    env.pop("LEPTON_SERVER_URL", None)
+    if server is not None:
+        env["LEPTON_SERVER_URL"] = server
+    return subprocess.run(
+        [LEPTON, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie waiting for a parent that is gone counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_deployments_outlive_the_server_and_the_cli_stops_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEPTON_HOME", str(home))
+    train = lp.data.load("iris", split="train")
+    model = lp.models.MLP(in_features=4, num_classes=3, hidden=[8])
+    lp.fit(model, train, epochs=1, batch_size=32, quiet=True, seed=0)
+    lp.register(model, "iris-mlp")
+
+    platform = start_platform(home, tmp_path)
+    try:
+        with platform.client() as client:
+            ok(
+                client.post("/api/v1/deployments", json={"name": "iris", "model": "iris-mlp:1"}),
+                201,
+            )
+            deadline = time.monotonic() + 180
+            while (view := ok(client.get("/api/v1/deployments/iris")))["state"] != "ready":
+                assert view["state"] != "failed", view
+                assert time.monotonic() < deadline, view
+                time.sleep(0.2)
+        # while the server runs, the CLI asks it (the lease is the server's)
+        listed = _lepton(home, "deployments", "list", "--json", server=platform.url)
+        assert listed.returncode == 0, listed.stderr
+        assert [(v["name"], v["state"]) for v in json.loads(listed.stdout)] == [("iris", "ready")]
+        platform.process.send_signal(signal.SIGTERM)
+        platform.process.wait(timeout=60)
+        said = platform.log
+        assert "1 deployment(s) keep running after this server stops" in said, said
+        assert f"iris (iris-mlp:1) on {view['url']}" in said
+        assert "lepton deployments stop --all" in said
+        assert _port_open(view["port"]), "the deployment outlives the server"
+
+        # no server: the CLI works on the database, holding the lease meanwhile
+        listed = _lepton(home, "deployments", "list")
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if " iris " in line)
+        cells = [cell.strip() for cell in row.split("│")[1:7]]
+        assert cells == ["iris", "iris-mlp:1", view["url"], "1", "running", "ready"], row
+        wrong = _lepton(home, "deployments", "stop", "nope")
+        assert wrong.returncode == 2
+        assert "no deployment named 'nope'" in wrong.stderr
+        assert "shows iris" in wrong.stderr
+        stopped = _lepton(home, "deployments", "stop", "--all")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped iris (iris-mlp:1): stopped" in stopped.stdout
+        assert not _port_open(view["port"])
+        assert not _alive(view["pid"]), "the supervisor is gone, not only its port"
+
+        # the next server finds it stopped, and leaves it so
+        platform = start_platform(home, tmp_path)
+        listed = _lepton(home, "deployments", "list", "--json", server=platform.url)
+        assert [(v["name"], v["desired"], v["state"]) for v in json.loads(listed.stdout)] == [
+            ("iris", "stopped", "stopped")
+        ]
+        again = _lepton(home, "deployments", "stop", "--all", server=platform.url)
+        assert again.returncode == 0, again.stderr
+        assert "no running deployments" in again.stdout
+    finally:
+        stop_platform(platform, home)
