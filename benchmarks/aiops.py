@@ -49,24 +49,46 @@ def _free_port() -> int:
 
 
 class Load:
-    """Predictions at ``rps`` through the manager's proxy, in a thread; records statuses."""
+    """Predictions at ``rps`` through the manager's proxy, in a thread; records statuses.
 
-    def __init__(self, manager: Any, rows: list[list[float]], rps: float) -> None:
-        self.manager, self.rows, self.rps = manager, rows, rps
-        self.log: list[tuple[float, int]] = []
+    Open loop: a request is sent every ``1 / rps`` seconds whether or not the earlier ones
+    were answered (as independent clients do), so a hung replica cannot slow the load
+    down; at most ``max_inflight`` wait at once (one more is logged as status 0).
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        rows: list[list[float]],
+        rps: float,
+        name: str = "bench",
+        max_inflight: int = 400,
+    ) -> None:
+        self.manager, self.rows, self.rps, self.name = manager, rows, rps, name
+        self.max_inflight = max_inflight
+        self.log: list[tuple[float, int]] = []  # (answered at, monotonic; status)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
 
+    async def _one(self, row: list[float]) -> None:
+        body = json.dumps({"inputs": row}).encode()
+        status, _, _ = await self.manager.predict(self.name, body, "application/json")
+        self.log.append((time.monotonic(), status))
+
     async def _run(self) -> None:
-        i = 0
+        i, tasks, due = 0, set(), time.monotonic()
         while not self._stop.is_set():
-            began = time.monotonic()
-            body = json.dumps({"inputs": self.rows[i % len(self.rows)]}).encode()
-            status, _, _ = await self.manager.predict("bench", body, "application/json")
-            self.log.append((time.monotonic(), status))
+            if len(tasks) < self.max_inflight:
+                task = asyncio.create_task(self._one(self.rows[i % len(self.rows)]))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:
+                self.log.append((time.monotonic(), 0))
             i += 1
-            await asyncio.sleep(max(0.0, 1 / self.rps - (time.monotonic() - began)))
+            due += 1 / self.rps
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.manager.aclose()
 
     def failed_between(self, start: float, end: float) -> int:
@@ -227,11 +249,7 @@ def main() -> None:
 
 def _release(manager: Any, version: int) -> None:
     """Serve ``iris-mlp:version`` (what a release does: the row's version, a restart)."""
-    rt = manager._runtimes.get("bench")
-    with manager._runtimes.lock("bench"):
-        manager._store.update("bench", rt, version=version)
-    manager.healer.restart("bench", "release")
-    manager._scraper.forget("bench")
+    manager.healer.release("bench", str(version), "release")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@
 and registers it (``mnist-small:1``, promoted to production) in a home of its own:
 ``lepton deploy``, ``/explain`` serving and the compressed-deployment tests all start
 from it, instead of each training its own copy.
+
+``platform`` and ``browser`` (a real ``lepton server`` and Chromium, per module) serve the
+real-browser tests (``browser.py`` holds what else they share).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -60,6 +64,36 @@ def mnist_home(mnist_model: Trained, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``LEPTON_HOME`` of :func:`mnist_model` for this test (children inherit it)."""
     monkeypatch.setenv("LEPTON_HOME", str(mnist_model.home))
     return mnist_model.home
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ``lepton server`` on 127.0.0.1 with its own home, for a module's browser
+    tests (a ``browser.Platform``)."""
+    from browser import Platform
+    from servers import start_platform, stop_platform
+
+    home = tmp_path_factory.mktemp("dashboard-home")
+    env = {**os.environ, "LEPTON_HOME": str(home)}
+    env.pop("LEPTON_DATA_DIR", None)
+    server = start_platform(home, home)
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        yield Platform(server.url, port, home, env, server.log_path)
+    finally:
+        stop_platform(server, home)  # deployments outlive their server: stopped here too
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, for a module's tests."""
+    from browser import CHROMIUM, skip_without_chromium
+
+    sync_api = skip_without_chromium()
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,11 @@ deployment back to v1 (audited); the alert resolves once v1 answers. Then its lo
 inputs are compared with the training data its lineage records: real test rows, then
 shifted ones (drift), and the gauges reach ``/metrics`` under the names the Grafana
 dashboard uses.
+
+Autoscaling: a model that spends 100 ms a row (``bench-faulty-mlp`` from
+``benchmarks/faults/``, importable in the replicas through ``PYTHONPATH``) under more
+load than one replica serves; its queue depth scales it to two replicas, and back to one
+once the load stops, both audited.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import os
 import re
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +36,7 @@ from sqlalchemy import select
 import lepton as lp
 from helpers import WebhookReceiver
 from lepton.platform.deployments._alerts import AlertRule
+from lepton.platform.deployments._autoscale import AutoscalePolicy
 from lepton.platform.deployments._manager import DeploymentManager, DeploymentRequest
 from lepton.serve._predlog import PredictionLogSpec
 from lepton.storage import Database
@@ -37,6 +45,7 @@ from lepton.storage.schema import AuditRow
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two launches: ~2 min busy
 
 GRAFANA = Path(__file__).parents[2] / "deploy" / "grafana" / "lepton-deployments.json"
+FAULTS = Path(__file__).parents[2] / "benchmarks" / "faults"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,9 @@ def manager(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeploymentM
     monkeypatch.setenv("LEPTON_HOME", str(home))
     db = Database(f"sqlite:///{home}/lepton.db")
     db.check()
-    made = DeploymentManager(db, home, port_range=(_free_port(), 65000), proxy_wait_s=120)
+    made = DeploymentManager(
+        db, home, port_range=(_free_port(), 65000), proxy_wait_s=120, grace_s=2.0
+    )  # a scale drains the old supervisor for up to grace_s
     yield made
     pids = {rt.pid for rt in made._runtimes.all() if rt.pid is not None}
     for view in made.list(0, 100)[0]:
@@ -176,3 +187,53 @@ def test_a_broken_version_is_rolled_back_and_drift_is_seen(
         assert used <= exposed, used - exposed
     finally:
         receiver.close()
+
+
+def test_a_loaded_deployment_scales_up_then_back_down(
+    manager: DeploymentManager, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(FAULTS))  # the replicas import the model class
+    monkeypatch.syspath_prepend(str(FAULTS))
+    sys.modules.pop("lepton_faults", None)
+    from lepton_faults import FaultyMLP
+
+    lp.register(FaultyMLP(delay_ms=100.0), "slow-mlp", dataset=lp.data.load("iris", split="train"))
+    manager.create(DeploymentRequest(name="watched", model="slow-mlp:1"), "ada")
+    _until(manager, lambda: manager.get("watched").state == "ready")
+    manager.aiops.autoscaler.set_policy(AutoscalePolicy(
+        deployment="watched", metric="queue_depth", high=3, low=1, min_replicas=1,
+        max_replicas=2, up_for_s=2, down_for_s=4, cooldown_s=5, window_s=5,
+    ))  # fmt: skip
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    async def load() -> None:  # open loop: 15 rows/s, one replica serves 10
+        tasks = set()
+        while not stop.is_set():
+            body = json.dumps({"inputs": [5.1, 3.5, 1.4, 0.2]}).encode()
+            task = asyncio.ensure_future(manager.predict("watched", body, "application/json"))
+            task.add_done_callback(lambda t: statuses.append(t.result()[0]))
+            tasks.add(task)
+            await asyncio.sleep(1 / 15)
+        await asyncio.gather(*tasks)
+        await manager.aclose()
+
+    loader = threading.Thread(target=lambda: asyncio.run(load()), daemon=True)
+    loader.start()
+    try:
+        _until(manager, lambda: manager.get("watched").replicas == 2, 120)
+        _until(manager, lambda: manager.get("watched").state == "ready")
+    finally:
+        stop.set()
+        loader.join(120)
+    # overloaded at first, then replaced: the proxy holds requests rather than failing them
+    assert statuses.count(200) > len(statuses) / 2, statuses
+    _until(manager, lambda: manager.get("watched").replicas == 1, 120)
+    with manager.database.session() as s:
+        audit = s.scalars(select(AuditRow).where(AuditRow.actor == "autoscaler")).all()
+    assert [(a.detail["from"], a.detail["to"], a.status) for a in audit] == [
+        (1, 2, 200),
+        (2, 1, 200),
+    ]
+    assert "queue_depth" in audit[0].detail["reason"]
+    assert "< 1 for" in audit[1].detail["reason"]

@@ -8,114 +8,22 @@ Screenshots of every page visited are kept in ``test-artifacts/dashboard/``.
 from __future__ import annotations
 
 import http.server
-import os
 import re
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from servers import LEPTON, start_platform, stop_platform
+from browser import ARTIFACTS, Pages, Platform, skip_without_chromium
+from browser import until as _until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian's chromium is not installed at /usr/bin/chromium (sudo apt-get install chromium)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-
-
-@dataclass
-class Platform:
-    url: str
-    port: int
-    home: Path
-    env: dict[str, str]
-    log_path: Path
-
-    def login_link(self) -> str:
-        out = subprocess.run(
-            [LEPTON, "server", "--login-link", "--port", str(self.port)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
-
-    @property
-    def admin_token(self) -> str:
-        return (self.home / "admin-token").read_text().strip()
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """A real ``lepton server`` on 127.0.0.1 with its own home."""
-    home = tmp_path_factory.mktemp("dashboard-home")
-    env = {**os.environ, "LEPTON_HOME": str(home)}
-    env.pop("LEPTON_DATA_DIR", None)
-    server = start_platform(home, home)
-    port = int(server.url.rsplit(":", 1)[1])
-    try:
-        yield Platform(server.url, port, home, env, server.log_path)
-    finally:
-        stop_platform(server, home)  # deployments outlive their server: stopped here too
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-class Pages:
-    """A signed-in browser tab that screenshots every page and collects script errors."""
-
-    def __init__(self, page: Any, prefix: str) -> None:
-        self.page, self.prefix = page, prefix
-        self.errors: list[str] = []
-        self.shots = 0
-        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        page.on(
-            "console",
-            lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-        )
-        page.on(
-            "response",
-            lambda r: self.errors.append(f"{r.status} {r.url}") if r.status == 404 else None,
-        )
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        for old in ARTIFACTS.glob(f"{prefix}-*.png"):  # a previous run's, numbered otherwise
-            old.unlink()
-
-    def shot(self, name: str) -> None:
-        self.shots += 1
-        self.page.screenshot(
-            path=str(ARTIFACTS / f"{self.prefix}-{self.shots:02d}-{name}.png"), full_page=True
-        )
-
-
-def _until(check: Any, timeout_s: float, message: str) -> None:
-    """Poll ``check()`` (our pages' CSP forbids Playwright's string-evaluating waits)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.25)
+skip_without_chromium()
 
 
 def _digit_png(path: Path) -> int:
@@ -426,10 +334,8 @@ def test_the_explain_panel_shows_a_heatmap_beside_the_prediction(
     png = tmp_path / "digit.png"
     _digit_png(png)
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = Pages(context.new_page(), "explain")
+    tab = Pages.signed_in(browser, platform, "explain")
     page = tab.page
-    page.goto(platform.login_link())
     page.goto(f"{platform.url}/models/digits-explain")
     page.click("#compare-link")
     assert page.locator("#compare-versions td.format").first.inner_text() == "pytorch fp32"
@@ -447,7 +353,7 @@ def test_the_explain_panel_shows_a_heatmap_beside_the_prediction(
     assert box["width"] > 8
     tab.shot("explained")
     assert tab.errors == []  # no CSP refusal of the data: image, no script error
-    context.close()
+    page.context.close()
 
 
 def test_the_graph_page_trains_searches_predicts_and_draws_a_neighbourhood(
@@ -461,10 +367,8 @@ def test_the_graph_page_trains_searches_predicts_and_draws_a_neighbourhood(
         nations = load_triples("nations")
     except Exception as exc:  # DataSourceMissingError: pykeen's files are not installed
         pytest.skip(f"Nations is not installed: {exc}")
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = Pages(context.new_page(), "graph")
+    tab = Pages.signed_in(browser, platform, "graph")
     page = tab.page
-    page.goto(platform.login_link())
     page.goto(f"{platform.url}/graph")
     page.select_option("#submit-graph select[name=dataset]", "nations")
     page.select_option("#submit-graph select[name=model]", "distmult")
@@ -510,4 +414,4 @@ def test_the_graph_page_trains_searches_predicts_and_draws_a_neighbourhood(
     page.locator("#neighbourhood a").first.click()
     assert "entity=" in page.url
     assert tab.errors == []
-    context.close()
+    page.context.close()

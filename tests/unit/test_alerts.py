@@ -4,6 +4,7 @@ Wasserstein threshold the drift verdict relies on (no alarm on a null draw)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from lepton.errors import AlertRuleError, NotFoundError
 from lepton.monitor import wasserstein_threshold
 from lepton.platform.deployments._aiops import figures
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
+from lepton.platform.deployments._runtime import Runtime, own_figures
 
 
 @pytest.fixture
@@ -79,6 +81,23 @@ def test_figures_turn_a_scrape_summary_into_the_watched_numbers() -> None:
     assert values["error_rate"] == 0.25
     assert values["latency_ms_p95"] == 12.0
     assert figures({"rps": 0.0, "errors_per_s": 0.0})["error_rate"] == 0.0
+    assert figures({"memory_mb": 612.5, "timeouts": 2.0})["memory_mb"] == 612.5
+
+
+def test_what_the_proxy_answered_counts_only_since_the_deployment_turned_ready() -> None:
+    rt = Runtime(name="d", port=1, token="t", desired="running", state="ready")
+    assert own_figures(None, 10.0) == {"memory_mb": None, "proxied": 0.0,
+                                       "proxy_error_rate": 0.0, "timeouts": 0.0}  # fmt: skip
+    now = time.time()
+    rt.answers.extend([(now - 30, 504), (now - 3, 200), (now - 2, 504), (now - 1, 500)])
+    rt.answers.extend([(now - 0.5, 200)] * 6)
+    rt.memory_mb = 300.0
+    seen = own_figures(rt, 10.0)  # the 504 of 30 s ago is out of the window
+    assert seen == {"memory_mb": 300.0, "proxied": 9.0, "proxy_error_rate": 2 / 9,
+                    "timeouts": 1.0}  # fmt: skip
+    rt.serving_since = now - 1.5  # restarted: what the old processes answered is history
+    assert own_figures(rt, 10.0)["timeouts"] == 0.0
+    assert own_figures(rt, 10.0)["proxied"] == 7.0
 
 
 def test_the_alerts_api_and_the_platform_metrics(client: Any) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AIOpsStateRow",
     "ApiTokenRow",
     "AuditRow",
     "Base",
@@ -319,3 +320,17 @@ class DatasetUseRow(Base):
     model: Mapped[str | None] = mapped_column(String(300))
     role: Mapped[str] = mapped_column(String(32))
     at: Mapped[float] = mapped_column(Float)
+
+
+class AIOpsStateRow(Base):
+    """What the AIOps loop learned of a deployment, kept across server restarts: one
+    anomaly (``kind`` ``anomaly``), one drift report (``drift``), or the anomaly counts by
+    series (``counts``, one row per deployment). The newest rows of each kind are kept
+    (``platform/deployments/_aiops_state.py`` prunes the rest)."""
+
+    __tablename__ = "aiops_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -3,15 +3,18 @@ inputs, alert rules, remediation, and the Prometheus gauges of all of it.
 
 :class:`AIOps` runs in its own thread next to the health monitor (every ``interval_s``):
 
-* each ready deployment's live figures (``latency_ms_p95``, ``error_rate``, ``rps``, from
-  the scraper) feed one streaming :class:`lepton.monitor.AnomalyDetector` (robust z-score)
-  per series; an alarm whose change is also large in absolute terms is stored;
+* each ready deployment's live figures (``latency_ms_p95``, ``error_rate``, ``rps`` from
+  the scraper, ``memory_mb`` of its processes) feed one streaming
+  :class:`lepton.monitor.AnomalyDetector` (robust z-score) per series; an alarm whose
+  change is also large in absolute terms is stored;
 * a deployment with a prediction log gets a drift report every ``drift_interval_s``
   (:class:`~._drift_watch.DriftWatch`);
-* every alert rule is evaluated on every deployment it names
-  (:class:`~._alerts.AlertStore`): pending, firing (stored, webhook, remediation action),
-  resolved (stored, webhook). Actions are off unless a rule names one, wait
-  ``cooldown_s`` between two, and are written to the audit log (actor ``aiops``).
+* every alert rule is evaluated on every ready deployment it names (one being
+  restarted waits: its figures are not yet its own) (:class:`~._alerts.AlertStore`):
+  pending, firing (stored, webhook, remediation action), resolved (stored, webhook).
+  Actions are off unless a rule names one, wait ``cooldown_s`` between two, and are
+  written to the audit log (actor ``aiops``);
+* deployments with an autoscaling policy are scaled (:class:`~._autoscale.Autoscaler`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from lepton.monitor import AnomalyDetector
+from lepton.platform.deployments._aiops_state import AIOpsState
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
+from lepton.platform.deployments._autoscale import Autoscaler
 from lepton.platform.deployments._drift_watch import DriftWatch
+from lepton.platform.deployments._healing import audit
 from lepton.serve._predlog import read_predictions
-from lepton.storage.schema import AuditRow
 
 if TYPE_CHECKING:
     from lepton.platform.deployments._manager import DeploymentManager
@@ -41,7 +46,8 @@ __all__ = ["SERIES", "AIOps"]
 log = logging.getLogger("lepton.platform.aiops")
 
 # series watched for anomalies, and the smallest change that counts (absolute units)
-SERIES: dict[str, float] = {"latency_ms_p95": 5.0, "error_rate": 0.05, "rps": 1.0}
+SERIES: dict[str, float] = {"latency_ms_p95": 5.0, "error_rate": 0.05, "rps": 1.0,
+                            "memory_mb": 50.0}  # fmt: skip
 
 
 @dataclass
@@ -61,8 +67,9 @@ def figures(summary: dict[str, Any]) -> dict[str, float | None]:
     errors = float(summary.get("errors_per_s") or 0.0)
     out: dict[str, float | None] = {
         key: summary.get(key)
-        for key in ("latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "queue_depth")
-    }
+        for key in ("latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "queue_depth",
+                    "memory_mb", "timeouts", "proxy_error_rate")
+    }  # fmt: skip
     out["rps"] = rps
     out["error_rate"] = errors / rps if rps > 0 else 0.0
     return out
@@ -99,11 +106,16 @@ class AIOps:
         self.anomaly_window_s = anomaly_window_s
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
+        self.state = AIOpsState(manager.database)  # anomalies and drift survive a restart
+        self.drift.attach(self.state)
+        for name, (found, counts) in self.state.anomalies().items():
+            self._watches[name] = _Watch(anomalies=deque(found, maxlen=500), counts=counts)
         self._pending: dict[tuple[str, str], float] = {}
         self._open: dict[tuple[str, str], str] = {
             (a["rule"], a["deployment"]): a["id"] for a in self.store.firing()
         }
         self._acted: dict[tuple[str, str], float] = {}
+        self.autoscaler = Autoscaler(manager)  # opt-in per deployment (its policies)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -149,13 +161,15 @@ class AIOps:
                     self._drift(view.name, view.ref)
             except Exception:
                 log.exception("aiops on deployment %s failed", view.name)
-        names = {v.name for v in views}
+        # a deployment being (re)started has no figures of its own yet: its rules wait
+        names = {v.name for v in views if v.state == "ready"}
         for rule in self.store.rules():
             for name in sorted(names if rule.deployment is None else names & {rule.deployment}):
                 try:
                     self._evaluate(rule, name)
                 except Exception:
                     log.exception("alert rule %s on %s failed", rule.name, name)
+        self.autoscaler.tick(views)
 
     def _observe(self, name: str) -> None:
         summary = self.manager.metrics(name, window_s=self.anomaly_window_s)
@@ -181,6 +195,8 @@ class AIOps:
                         {"t": time.time(), "series": series, "value": value,
                          "typical": typical, "score": result.score}
                     )  # fmt: skip
+                    recorded = (watch.anomalies[-1], dict(watch.counts))
+                self.state.add_anomaly(name, *recorded)
 
     def _drift(self, name: str, ref: str) -> None:
         folder = self.manager.folder(name)
@@ -239,6 +255,10 @@ class AIOps:
 
     def _remediate(self, rule: AlertRule, name: str, alert: dict[str, Any]) -> str:
         """Run the rule's action on ``name``; audited either way; answers what happened."""
+        if rule.action == "rollback" and not self.manager.healer.released_within(
+            name, rule.within_s
+        ):  # an old version slowed down: not the release's fault, an alert only
+            return f"none: no release in the last {rule.within_s:.0f} s to roll back"
         status = 200
         try:
             if rule.action == "restart":
@@ -258,13 +278,10 @@ class AIOps:
             status = 500
             outcome = f"{rule.action} failed: {getattr(exc, 'message', exc)}"
         log.warning("aiops: %s on deployment %s (rule %s)", outcome, name, rule.name)
-        with self.manager.database.session() as s:
-            s.add(AuditRow(
-                at=time.time(), actor="aiops", action=f"deployment.{rule.action}",
-                target=f"deployment/{name}", status=status,
-                detail={"rule": rule.name, "alert": alert["id"], "value": alert["value"],
-                        "outcome": outcome},
-            ))  # fmt: skip
+        audit(
+            self.manager.database, "aiops", f"deployment.{rule.action}", name, status,
+            {"rule": rule.name, "alert": alert["id"], "value": alert["value"], "outcome": outcome},
+        )  # fmt: skip
         return outcome
 
     def _notify(self, rule: AlertRule, alert: dict[str, Any]) -> None:
@@ -300,6 +317,8 @@ class AIOps:
         """Drop what is known of a deleted deployment."""
         with self._lock:
             self._watches.pop(name, None)
+        self.autoscaler.decider.forget(name)
+        self.state.forget(name)
         self.drift.forget(name)
 
     def exposition(self) -> bytes:
@@ -357,6 +376,7 @@ def _live(aiops: AIOps) -> Iterator[GaugeMetricFamily]:
         "latency_ms_p95": "95th percentile latency over the last 60 s, ms.",
         "latency_ms_p99": "99th percentile latency over the last 60 s, ms.",
         "queue_depth": "Requests waiting for a batch.",
+        "memory_mb": "Memory of its processes (proportional set size), MiB.",
     }
     for key, text in helps.items():
         families[key] = GaugeMetricFamily(f"lepton_deployment_{key}", text, labels=["deployment"])

@@ -1,12 +1,15 @@
 """Alert rules, the alerts they raised, and their webhooks.
 
 A rule watches one number per deployment: a live metric (``latency_ms_p95``,
-``error_rate``, ...), the share of features of its last drift report that drifted, or how
-many anomalies its metrics' detectors raised in the last ``window_s``. When the number
-passes ``threshold`` for ``for_s`` seconds the alert fires; when it comes back it is
-resolved. Both are stored (``home/alerts/alerts.json``, the newest 1,000), and posted as
-JSON to the rule's webhook (a thread; retries with a backoff and a timeout). A rule may
-name a remediation ``action`` (``restart``, ``scale``, ``rollback``), ``none`` by default.
+``error_rate``, ``memory_mb`` of its processes, ``timeouts`` and ``proxy_error_rate`` of
+the answers its clients got through the platform, ...), the share of features of its
+last drift report that drifted, or how many anomalies its metrics' detectors raised in
+the last ``window_s``. When the number passes ``threshold`` for ``for_s`` seconds the
+alert fires; when it comes back it is resolved. Both are stored
+(``home/alerts/alerts.json``, the newest 1,000), and posted as JSON to the rule's webhook
+(a thread; retries with a backoff and a timeout). A rule may name a remediation
+``action`` (``restart``, ``scale``, ``rollback``: only within ``within_s`` of a version
+change if set), ``none`` by default.
 
 Rules are kept in ``home/alerts/rules.json``; :class:`AlertStore` is the one place that
 reads and writes both files.
@@ -36,7 +39,7 @@ __all__ = ["METRICS", "AlertRule", "AlertStore", "post_webhook"]
 log = logging.getLogger("lepton.platform.alerts")
 
 METRICS = ("latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "error_rate", "rps",
-           "queue_depth")  # fmt: skip
+           "queue_depth", "memory_mb", "timeouts", "proxy_error_rate")  # fmt: skip
 _KEEP = 1000
 
 
@@ -68,6 +71,10 @@ class AlertRule(BaseModel):
     )
     max_replicas: int = Field(4, ge=1, le=16, description="action=scale: at most this many.")
     cooldown_s: float = Field(120.0, ge=0, le=86400, description="Between two actions.")
+    within_s: float | None = Field(
+        None, ge=1, le=86400, description="action=rollback: only within this many seconds "
+        "of a version change (a new version's first minutes); any time if unset.",
+    )  # fmt: skip
 
     @field_validator("webhook")
     @classmethod

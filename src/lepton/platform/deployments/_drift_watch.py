@@ -17,12 +17,15 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lepton.errors import LeptonError
 from lepton.serve._predlog import read_predictions
+
+if TYPE_CHECKING:
+    from lepton.platform.deployments._aiops_state import AIOpsState
 
 __all__ = ["DriftWatch", "inputs_matrix", "reference_of"]
 
@@ -108,6 +111,15 @@ class DriftWatch:
         self._reports: dict[str, dict[str, Any]] = {}
         self._references: dict[str, tuple[np.ndarray, str] | str] = {}
         self._due: dict[str, float] = {}
+        self._state: AIOpsState | None = None
+
+    def attach(self, state: AIOpsState) -> None:
+        """Store every new report in ``state`` too, and start from the last ones it holds
+        (a server restart keeps them)."""
+        self._state = state
+        with self._lock:
+            for name, found in state.reports().items():
+                self._reports.setdefault(name, found[-1])
 
     def report(self, name: str) -> dict[str, Any] | None:
         """The last report of deployment ``name`` (``None`` before the first)."""
@@ -160,6 +172,8 @@ class DriftWatch:
                     report["error"] = exc.message
         with self._lock:
             self._reports[name] = report
+        if self._state is not None:
+            self._state.add_report(name, report)
 
     def _reference(self, ref: str, manifest: dict[str, Any]) -> tuple[np.ndarray, str] | str:
         cached = self._references.get(ref)

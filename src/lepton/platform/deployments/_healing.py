@@ -9,8 +9,9 @@ change.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lepton.errors import DeploymentError
 from lepton.platform.deployments._monitor import Monitor
@@ -19,13 +20,25 @@ from lepton.platform.deployments._runtime import Runtimes
 from lepton.platform.deployments._scraper import MetricsScraper
 from lepton.platform.deployments._specs import DeploymentView
 from lepton.platform.deployments._store import DeploymentStore
+from lepton.storage import Database
+from lepton.storage.schema import AuditRow
 
 if TYPE_CHECKING:
     from lepton.registry import ModelVersion
 
-__all__ = ["Healer"]
+__all__ = ["Healer", "audit"]
 
 log = logging.getLogger("lepton.platform.deployments")
+
+
+def audit(
+    db: Database, actor: str, action: str, name: str, status: int, detail: dict[str, Any]
+) -> None:
+    """Write one automatic change of deployment ``name`` to the audit log (``actor``:
+    ``aiops``, ``autoscaler``; ``status``: 200 done, 500 failed)."""
+    with db.session() as s:
+        s.add(AuditRow(at=time.time(), actor=actor, action=action,
+                       target=f"deployment/{name}", status=status, detail=detail))  # fmt: skip
 
 
 class Healer:
@@ -64,7 +77,17 @@ class Healer:
             self.store.update(name, rt, state="restarting")
             self.processes.stop(rt)
             rt.failures, rt.next_start = 0, 0.0
+            self.scraper.forget(name)  # the new processes' figures start afresh
             return self.monitor.launch(self.store.require(name), rt, state="restarting")
+
+    def released_within(self, name: str, seconds: float | None) -> bool:
+        """Whether this server changed the deployment's version (:meth:`release`) at most
+        ``seconds`` ago (always true for ``None``)."""
+        if seconds is None:
+            return True
+        rt = self.runtimes.get(name)
+        released = rt.released_at if rt is not None else None
+        return released is not None and time.monotonic() - released <= seconds
 
     def rollback(self, name: str, user: str) -> DeploymentView:
         """Serve the previous ready version of the deployment's model (the highest version
@@ -88,16 +111,43 @@ class Healer:
                     f"deployment {name!r} serves {row.model_name}:{row.version} and no earlier "
                     f"ready version of {row.model_name!r} is registered to roll back to"
                 )
-            rt = self.runtimes.of(row)
             log.info("%s rolls deployment %s back to %s", user, name, previous.ref)
-            self.store.update(
-                name, rt, version=previous.version,
-                error=f"rolled back from version {row.version} by {user}",
-            )  # fmt: skip
-            if row.desired != "running":
-                return self.store.view(self.store.require(name))
-            self.store.update(name, rt, state="restarting")
-            self.processes.stop(rt)
-            rt.failures, rt.next_start = 0, 0.0
-            self.scraper.forget(name)  # the new version's figures start afresh
-            return self.monitor.launch(self.store.require(name), rt, state="restarting")
+            return self._serve(name, previous.version, f"rolled back from version "
+                               f"{row.version} by {user}", released=False)  # fmt: skip
+
+    def release(self, name: str, ref: str, user: str) -> DeploymentView:
+        """Serve another version of the deployment's model from now on (``ref``: ``3``,
+        ``name:3`` or ``name@production``), restarting it if it runs; :meth:`rollback`
+        goes back to the one before.
+
+        Raises:
+            NotFoundError: No deployment has that name.
+            DeploymentError: No ready version matches, or it is another model's.
+        """
+        with self.runtimes.lock(name):
+            row = self.store.require(name)
+            version = self.resolve(f"{row.model_name}:{ref}" if ref.isdigit() else ref)
+            if version.name != row.model_name:
+                raise DeploymentError(
+                    f"deployment {name!r} serves model {row.model_name!r}, not "
+                    f"{version.name!r}; create another deployment for {version.ref}"
+                )
+            log.info("%s releases %s on deployment %s", user, version.ref, name)
+            return self._serve(name, version.version, None, released=True)
+
+    def _serve(
+        self, name: str, version: int, error: str | None, *, released: bool
+    ) -> DeploymentView:
+        """Pin ``version`` and restart a running deployment on it (lock held);
+        ``released``: a new version (a rollback is not one: it is never rolled back)."""
+        rt = self.runtimes.of(self.store.require(name))
+        self.store.update(name, rt, version=version, error=error)
+        row = self.store.require(name)
+        if row.desired != "running":
+            return self.store.view(row)
+        self.store.update(name, rt, state="restarting")
+        self.processes.stop(rt)
+        rt.failures, rt.next_start = 0, 0.0
+        rt.released_at = time.monotonic() if released else None
+        self.scraper.forget(name)  # the new version's figures start afresh
+        return self.monitor.launch(self.store.require(name), rt, state="restarting")

@@ -18,11 +18,9 @@ alive. Each deployment has its own random bearer token: other local processes ca
 call it, the manager can (for ``/metrics`` and the ``/predict`` proxy).
 
 Known gap: :meth:`~DeploymentManager.scale` replaces the supervisor (its replicas share
-the socket it bound, and a second supervisor cannot bind the port while the first
-listens). While the old one drains it answers 503; then the port is closed for the
-second or so a new one takes to start, and new connections wait while its replicas load
-the model. Requests through :meth:`~DeploymentManager.predict` ride this out (they are
-retried for up to ``proxy_wait_s``); clients calling the port directly see it.
+the socket it bound): the port answers 503 while the old one drains, then is closed until
+the new one's replicas load. :meth:`~DeploymentManager.predict` rides this out (retried
+for up to ``proxy_wait_s``); clients calling the port directly see it.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ from lepton.platform.deployments._healing import Healer
 from lepton.platform.deployments._monitor import Monitor
 from lepton.platform.deployments._process import ProcessControl
 from lepton.platform.deployments._proxy import PredictProxy
-from lepton.platform.deployments._runtime import Runtime, Runtimes
+from lepton.platform.deployments._runtime import Runtime, Runtimes, own_figures
 from lepton.platform.deployments._scraper import MetricsScraper
 from lepton.platform.deployments._specs import MAX_REPLICAS, DeploymentRequest, DeploymentView
 from lepton.platform.deployments._store import DeploymentStore
@@ -319,13 +317,15 @@ class DeploymentManager:
             ``window_s`` seconds, ``queue_depth``, ``inflight``, ``scraped_at`` (epoch
             seconds of the last scrape), and ``series``: one
             ``{"t", "rps", "latency_ms", "errors"}`` per scrape, oldest first, for a chart.
-            Health probes and scrapes are not counted.
+            Health probes and scrapes are not counted. Plus :func:`~._runtime.own_figures`
+            (memory, and what :meth:`predict` answered: timeouts and 5xx included).
 
         Raises:
             NotFoundError: No deployment has that name.
         """
         row = self._store.require(name)
-        figures = self._scraper.summary(name, window_s)
+        figures = {**self._scraper.summary(name, window_s),
+                   **own_figures(self._runtimes.get(name), window_s)}  # fmt: skip
         return {"name": name, "state": row.state, "window_s": window_s, **figures}
 
     def log_tail(self, name: str, max_bytes: int = 64 * 1024) -> str:

@@ -7,7 +7,8 @@ API call right now:
   ``max_restarts`` exits in a row the deployment is ``failed`` until started again;
 * ``GET /readyz`` tells ``starting`` / ``restarting`` -> ``ready`` <-> ``unhealthy``; one
   that is not ready for too long is restarted (SIGTERM, SIGKILL after the grace);
-* a ready one's ``/metrics`` is scraped (:class:`~._scraper.MetricsScraper`);
+* a ready one's ``/metrics`` is scraped (:class:`~._scraper.MetricsScraper`), and the
+  memory of its processes read from ``/proc`` (``Runtime.memory_mb``);
 * a stopped one is made sure to have no process.
 
 At server start, :meth:`Monitor.recover` adopts the supervisors still alive (same pid
@@ -231,8 +232,11 @@ class Monitor:
             if now - rt.ready_since >= _STABLE_S:
                 rt.failures = 0
             if rt.state != "ready":
+                rt.serving_since = time.time()
                 self.store.update(rt.name, rt, state="ready")
             self.scraper.scrape(rt)
+            if rt.pid is not None:  # the supervisor's group: it and its replicas
+                rt.memory_mb = _procs.group_memory_mb(rt.pid)
             return
         rt.ready_since = None
         if not rt.was_ready:

@@ -6,7 +6,8 @@ users reach them through :class:`PredictProxy`. A deployment being (re)started, 
 replaced for a new replica count, closes its port for a moment: the proxy waits for it
 (up to ``wait_s``) instead of failing the request, and retries once a kept-alive
 connection that a draining supervisor closed. Every failure is answered as the API's
-JSON error, never raised.
+JSON error, never raised. Each answer's status is kept on the deployment's
+:class:`~._runtime.Runtime` (``answers``): the AIOps rules see what clients saw.
 """
 
 from __future__ import annotations
@@ -83,9 +84,12 @@ class PredictProxy:
             cannot be reached (after up to ``wait_s``), 502 when it broke the
             connection, 504 when it does not answer within ``timeout_s``.
         """
+        sent = time.time()
         answer = await self._send(rt, body, content_type, route, stream=False)
         if isinstance(answer, tuple):
+            rt.answers.append((sent, answer[0]))
             return answer
+        rt.answers.append((sent, answer.status_code))
         return answer.status_code, answer.headers.get("content-type", _JSON), answer.content
 
     async def stream(
@@ -95,9 +99,12 @@ class PredictProxy:
         iterator closes the connection at its end); any other answer comes whole."""
         if route not in STREAMED:
             raise ValueError(f"route {route!r} is not streamed; use forward()")
+        sent = time.time()
         answer = await self._send(rt, body, content_type, route, stream=True)
         if isinstance(answer, tuple):
+            rt.answers.append((sent, answer[0]))
             return answer
+        rt.answers.append((sent, answer.status_code))
         if answer.status_code != 200:
             await answer.aread()
             await answer.aclose()
@@ -133,10 +140,17 @@ class PredictProxy:
             "content-type": content_type or "application/octet-stream",
         }
         deadline = time.monotonic() + self.wait_s
+        # Sent while it is being (re)started, a request also waits for the replicas to
+        # load (the new supervisor accepts connections before they do); sent to a ready
+        # one, it gets the plain timeout: a hung replica shows as 504s soon.
+        timeout = self.timeout_s + (0.0 if rt.state == "ready" else self.wait_s)
         retried = False
         while True:
             try:
-                request = client.build_request("POST", url, content=body, headers=headers)
+                request = client.build_request(
+                    "POST", url, content=body, headers=headers,
+                    timeout=httpx.Timeout(timeout, connect=2.0),
+                )  # fmt: skip
                 answer = await client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if rt.desired == "running" and rt.state != "failed" and time.monotonic() < deadline:
@@ -161,14 +175,16 @@ class PredictProxy:
             except httpx.TimeoutException:
                 return json_error(
                     504, "deadline_exceeded",
-                    f"deployment {name!r} did not answer within {self.timeout_s:.0f} s",
+                    f"deployment {name!r} did not answer within {timeout:.0f} s",
                 )  # fmt: skip
             except httpx.HTTPError as exc:
                 return json_error(
                     502, "deployment_error", f"deployment {name!r} cannot be called ({exc})"
                 )
-            # A supervisor draining for a scale answers 503 without running the request.
-            if answer.status_code == 503 and rt.scaling and time.monotonic() < deadline:
+            # A supervisor draining for a scale or a restart answers 503 without running
+            # the request: its successor will.
+            replaced = rt.scaling or rt.state == "restarting"
+            if answer.status_code == 503 and replaced and time.monotonic() < deadline:
                 await answer.aclose()
                 await asyncio.sleep(0.1)
                 continue

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lepton.storage.schema import DeploymentRow
 
-__all__ = ["Runtime", "Runtimes"]
+__all__ = ["Runtime", "Runtimes", "own_figures"]
 
 
 @dataclass
@@ -48,6 +50,30 @@ class Runtime:
     exited_group: int | None = None  # the group of the supervisor that last exited
     exited_at: float = 0.0
     scaling: bool = False  # its supervisor is being replaced for a new replica count
+    released_at: float | None = None  # monotonic time its version last changed (here)
+    memory_mb: float | None = None  # its process group's memory at the last monitor round
+    serving_since: float = 0.0  # time.time() when it last turned ready
+    # (time.time() sent, status) of the proxy's recent answers: what its clients saw,
+    # timeouts and refused connections included (its own /metrics never sees those)
+    answers: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20_000))
+
+
+def own_figures(rt: Runtime | None, window_s: float) -> dict[str, float | None]:
+    """What this server saw of a deployment itself: ``memory_mb`` (its processes, at the
+    last monitor round) and, of the proxy's answers in the last ``window_s`` seconds,
+    ``proxied`` (how many), ``proxy_error_rate`` (share of 5xx) and ``timeouts`` (504s).
+    Only requests sent since it last turned ready count: those a restart cut short are
+    not the new processes' doing."""
+    answers = list(rt.answers) if rt is not None else []
+    since = max(time.time() - window_s, rt.serving_since if rt is not None else 0.0)
+    recent = [status for t, status in answers if t >= since]
+    failed = sum(1 for status in recent if status >= 500)
+    return {
+        "memory_mb": rt.memory_mb if rt is not None else None,
+        "proxied": float(len(recent)),
+        "proxy_error_rate": failed / len(recent) if recent else 0.0,
+        "timeouts": float(sum(1 for status in recent if status == 504)),
+    }
 
 
 class Runtimes:

@@ -26,12 +26,22 @@ from lepton.platform._state import Platform
 from lepton.platform.deployments._specs import MAX_REPLICAS, NAME, DeploymentRequest
 from lepton.platform.web._charts import time_chart
 from lepton.platform.web._render import FormText, form_problems, optional_int, redirect, render
+from lepton.serve._by_model import architecture_name
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 MAX_UPLOAD = 8 * 1024 * 1024
 DeploymentName = Annotated[str, Path(pattern=f"^{NAME.pattern}$")]
+# versions served by a service of their own (serve/_by_model.SERVICES): their routes and
+# the page that tries them, instead of the image upload of a plain model's /predict
+OWN_ROUTES: dict[str, tuple[str, str | None]] = {
+    "text-classifier": ("/predict", "/text"), "text-tfidf": ("/predict", "/text"),
+    "text-index": ("/search", "/text"), "text-assistant": ("/chat", "/text"),
+    "vision-centernet": ("/detect", "/vision"), "image-diffusion": ("/sample", "/gallery"),
+    "image-vae": ("/sample", "/gallery"), "recommender-mf": ("/recommend", "/recommend"),
+    "kg-embedding": ("/predict_link", "/graph"), "gpt": ("/generate", None),
+}  # fmt: skip
 
 
 def _deployments_page(
@@ -90,6 +100,10 @@ def _deployment_page(
     answer_error: str = "",
 ) -> Response:  # fmt: skip
     found = p.deployments.get(name)
+    try:
+        own = OWN_ROUTES.get(architecture_name(p.deployments.manifest(found.ref)) or "")
+    except LeptonError:  # the version was deleted since: the plain form, which says so
+        own = None
     figures = p.deployments.metrics(name)
     now = time.time()
     series = figures.get("series") or []
@@ -118,6 +132,7 @@ def _deployment_page(
         drift=p.deployments.aiops.drift.report(name),
         anomalies=p.deployments.aiops.anomalies(name)[-10:][::-1],
         alerts=p.deployments.aiops.store.alerts(deployment=name, limit=10),
+        own=own,
     )
 
 
