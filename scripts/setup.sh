@@ -19,11 +19,14 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 # torch first: a GPU user installs their own build into the venv beforehand, and we never
 # replace it. Installing it before anything that depends on it keeps pip from pulling a
 # multi-GB CUDA build.
-if "$PY" -c "import torch" 2>/dev/null; then
-  echo "==> torch $("$PY" -c 'import torch; print(torch.__version__)') already present, kept"
+# One probe (importing torch costs seconds): "VERSION CUDA", CUDA 1 for a CUDA build.
+TORCH_PROBE='import torch; print(torch.__version__, int(torch.version.cuda is not None))'
+if torch_info=$("$PY" -c "$TORCH_PROBE" 2>/dev/null); then
+  echo "==> torch ${torch_info% *} already present, kept"
 else
   echo "==> installing torch==$TORCH_VERSION (CPU build)"
   "${PIP[@]}" install "torch==$TORCH_VERSION"
+  torch_info=$("$PY" -c "$TORCH_PROBE")
 fi
 
 # The package itself, re-installed only when pyproject.toml changes.
@@ -52,7 +55,7 @@ fi
 # PyPI; with a CPU torch, the CPU build from PyTorch's index when it is reachable; else skip
 # (lepton.vision then runs non-maximum suppression in plain torch).
 if ! "$PY" -c "import torchvision.ops" 2>/dev/null; then
-  if "$PY" -c "import sys, torch; sys.exit(torch.version.cuda is None)"; then
+  if [ "${torch_info#* }" = 1 ]; then
     echo "==> installing torchvision 0.28 (lepton[vision])"
     "${PIP[@]}" install "torchvision==0.28.*"
   elif "${PIP[@]}" install --no-deps --timeout 15 --retries 0 "torchvision==0.28.0+cpu" \

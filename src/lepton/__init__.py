@@ -8,13 +8,37 @@ Example:
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lepton import data, errors, models
+from lepton import _hooks, errors
 from lepton._version import __version__
 from lepton.errors import LeptonError
-from lepton.models import LinearRegression, LogisticRegression
-from lepton.train import Callback, EarlyStopping, FitResult, evaluate, fit
+
+# What mypy sees; at run time `__getattr__` loads each on first use. Not tune and explain:
+# they are callable packages (`lp.tune(...)`), typed through `__getattr__`.
+if TYPE_CHECKING:
+    from lepton import (
+        compress,
+        data,
+        federated,
+        graph,
+        models,
+        monitor,
+        privacy,
+        recommend,
+        registry,
+        serve,
+        storage,
+        text,
+        tracking,
+        vision,
+    )
+    from lepton.models import LinearRegression, LogisticRegression
+    from lepton.registry import load_model, register
+    from lepton.serve import Client, Image, Prediction, Service, Tensor, handler
+    from lepton.tracking import start_run
+    from lepton.train import Callback, EarlyStopping, FitResult, evaluate, fit
+    from lepton.tune import automl
 
 __all__ = [
     "Callback",
@@ -57,8 +81,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Tracking and the registry pull in SQLAlchemy: load them on first use, keeping
-    # `import lepton` fast.
+    # Everything but the errors loads on first use (PEP 562): data, models and train pull
+    # in torch, tracking and the registry SQLAlchemy, and `lepton --help` (the CLI) or a
+    # process that only needs `lepton._procs` needs none of them.
+    if name in ("LinearRegression", "LogisticRegression"):
+        from lepton import models
+
+        return getattr(models, name)
+    if name in ("Callback", "EarlyStopping", "FitResult", "evaluate", "fit"):
+        from lepton import train
+
+        return getattr(train, name)
     if name == "start_run":
         from lepton.tracking import start_run
 
@@ -75,23 +108,12 @@ def __getattr__(name: str) -> Any:
         from lepton.tune import automl
 
         return automl
-    if name in (
-        "compress",
-        "explain",
-        "federated",
-        "graph",
-        "monitor",
-        "privacy",
-        "recommend",
-        "registry",
-        "serve",
-        "storage",
-        "text",
-        "tracking",
-        "tune",
-        "vision",
-    ):
-        return importlib.import_module(f"lepton.{name}")
+    if not name.startswith("__"):  # a sub-package: lp.data, lp.tune, lp.train, ...
+        try:
+            return importlib.import_module(f"lepton.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lepton.{name}":
+                raise
     raise AttributeError(f"module 'lepton' has no attribute {name!r}")
 
 
@@ -109,4 +131,5 @@ def _dataset_drift(reference: Any, current: Any) -> dict[str, Any]:
     return drift(reference, current).to_dict()
 
 
-data._versions.install(store=_dataset_store, compare=_dataset_drift)
+# lepton.data._versions reads them from here when called (without `import lepton` loading data).
+_hooks.DEFAULTS.update(store=_dataset_store, compare=_dataset_drift)

@@ -21,7 +21,7 @@ FACADE = "lepton"
 # Lowest first. A module may import its own layer or a lower one. The articles' alias
 # modules (tf_dataset, tf_model, tf_train, recommender) sit in the layer of what they alias.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "config", "_fs", "_procs", "_context", "_version", "_wire", "_callable"),
+    ("errors", "config", "_fs", "_procs", "_context", "_version", "_wire", "_callable", "_hooks"),
     ("data", "models", "storage", "tf_dataset", "tf_model"),
     ("train", "tracking", "tf_train"),
     ("registry",),

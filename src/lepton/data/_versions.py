@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lepton._hooks import DEFAULTS
 from lepton.data._clean import CleanReport
 from lepton.data._dataset import Dataset
 from lepton.data._snapshot import decode, encode, schema_of, stats_of
@@ -59,7 +60,7 @@ class VersionStore(Protocol):
     def uses(self, fingerprints: Sequence[str]) -> list[dict[str, Any]]: ...
 
 
-_DEFAULTS: dict[str, Callable[..., Any]] = {}
+_DEFAULTS: dict[str, Callable[..., Any]] = DEFAULTS  # filled by `import lepton`
 
 
 def install(
