@@ -68,6 +68,18 @@ def test_rules_are_added_listed_refused_and_removed(server: tuple[Platform, Path
     assert isinstance(exc, PlatformError)
     assert "must use https" in exc.message
 
+    job = '{"kind": "train", "model": "mlp", "data": "iris", "register": "iris-mlp"}'
+    retrain = ["--kind", "drift", "--threshold", "0.3", "--action", "retrain", "--json"]
+    code, out, _ = _alerts(server, "rules", "add", "retrain", *retrain, "--retrain-job", job)
+    assert code == 0, out
+    assert json.loads(out)["retrain_job"]["model"] == "mlp"
+    code, _, exc = _alerts(server, "rules", "add", "x", "--kind", "drift", "--action", "retrain",
+                           "--retrain-job", "{kind: train}")  # fmt: skip
+    assert isinstance(exc, AlertRuleError)
+    assert "--retrain-job must be a JSON job spec" in exc.message
+    code, _, _ = _alerts(server, "rules", "rm", "retrain")
+    assert code == 0
+
     code, out, _ = _alerts(server, "rules", "rm", "slow")
     assert code == 0
     assert "removed rule slow" in out

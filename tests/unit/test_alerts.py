@@ -158,3 +158,48 @@ def test_the_alerts_page_adds_lists_and_deletes_rules(client: Any) -> None:
     gone = client.post("/alerts/rules/lat/delete", follow_redirects=False)
     assert gone.status_code == 303
     assert client.get("/api/v1/alerts/rules").json()["total"] == 0
+
+
+RETRAIN = {"kind": "train", "model": "mlp", "data": "iris", "epochs": 1, "register": "iris-mlp"}
+
+
+def test_a_retrain_rule_needs_a_valid_job_spec() -> None:
+    with pytest.raises(AlertRuleError, match="action=retrain goes with retrain_job="):
+        AlertRule(name="r", kind="drift", threshold=0.3, action="retrain").checked()
+    with pytest.raises(AlertRuleError, match="retrain_job only with action=retrain"):
+        AlertRule(name="r", kind="drift", retrain_job=RETRAIN).checked()
+    with pytest.raises(AlertRuleError, match=r"retrain_job is not a job spec \(.*model"):
+        AlertRule(name="r", kind="drift", action="retrain",
+                  retrain_job={**RETRAIN, "model": "nope"}).checked()  # fmt: skip
+    rule = AlertRule(name="r", kind="drift", action="retrain", retrain_job=RETRAIN).checked()
+    assert rule.retrain_job == RETRAIN
+
+
+def test_a_firing_retrain_rule_queues_its_job_once_per_cooldown(platform: Any, client: Any) -> None:
+    """Through the API, as a user would set it; the action goes to the platform's own
+    scheduler (a queued job by user ``aiops``) and into the audit log."""
+    rule = {"name": "drifted", "kind": "drift", "threshold": 0.3, "action": "retrain",
+            "retrain_job": RETRAIN, "cooldown_s": 3600}  # fmt: skip
+    answer = client.post("/api/v1/alerts/rules", json=rule)
+    assert answer.status_code == 201, answer.text
+    bad = client.post("/api/v1/alerts/rules", json={**rule, "retrain_job": {"kind": "train",
+                                                    "epochs": 0}})  # fmt: skip
+    assert bad.status_code == 400
+    assert "epochs" in bad.json()["error"]["message"]
+    aiops = platform.deployments.aiops
+    stored = aiops.store.rules()[0]
+    alert = aiops.store.fire(stored, "iris", 0.5)
+    outcome = aiops._remediate(stored, "iris", alert)
+    job_id = int(outcome.removeprefix("retraining: job ").removesuffix(" submitted"))
+    job = platform.jobs.get(job_id)
+    assert (job.state, job.created_by) == ("queued", "aiops")
+    assert {k: job.spec[k] for k in RETRAIN} == RETRAIN
+    actions = [e["action"] for e in client.get("/api/v1/audit?limit=50").json()["items"]]
+    assert "deployment.retrain" in actions
+    # the page offers it, and says what is wrong with a spec that is not JSON
+    form = {"name": "drift2", "kind": "drift", "threshold": "0.3", "action": "retrain",
+            "retrain_job": "{kind: train"}  # fmt: skip
+    page = client.post("/alerts/rules", data=form)
+    assert page.status_code == 422
+    assert "Retrain job: not JSON" in page.text
+    assert 'value="{kind: train"' in page.text

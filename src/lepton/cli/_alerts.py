@@ -40,7 +40,8 @@ _TOKEN_FILE = typer.Option(
 )
 _JSON = typer.Option(False, "--json", help="Print the JSON answer.")
 KINDS, OPS = ("metric", "drift", "anomaly"), (">", "<")
-SEVERITIES, ACTIONS = ("info", "warning", "critical"), ("none", "restart", "scale", "rollback")
+SEVERITIES = ("info", "warning", "critical")
+ACTIONS = ("none", "restart", "scale", "rollback", "retrain")
 
 
 def _client(url: str | None, token_file: Path | None) -> Any:
@@ -95,7 +96,15 @@ def rules_add(
     window_s: float | None = typer.Option(None, "--window", help="Window of the figure, s."),
     severity: str | None = typer.Option(None, help="info, warning (default) or critical."),
     action: str | None = typer.Option(
-        None, help="Remediation when it fires: none (default), restart, scale, rollback."
+        None,
+        help="Remediation when it fires: none (default), restart, scale, rollback, or retrain "
+        "(submits --retrain-job).",
+    ),
+    retrain_job: str | None = typer.Option(
+        None,
+        "--retrain-job",
+        help='action=retrain: the job spec to submit, as JSON, e.g. \'{"kind": "train", '
+        '"model": "mlp", "data": "iris", "register": "iris-mlp"}\'.',
     ),
     max_replicas: int | None = typer.Option(None, help="action=scale: at most this many."),
     cooldown_s: float | None = typer.Option(None, "--cooldown", help="Seconds between actions."),
@@ -109,6 +118,12 @@ def rules_add(
     _one_of("--op", op, OPS)
     _one_of("--severity", severity, SEVERITIES)
     _one_of("--action", action, ACTIONS)
+    job = None
+    if retrain_job is not None:
+        try:
+            job = json.loads(retrain_job)
+        except ValueError as exc:
+            raise AlertRuleError(f"--retrain-job must be a JSON job spec: {exc}") from None
     if (kind or "metric") == "metric" and metric is None:
         raise AlertRuleError(
             f"rule {name!r}: kind=metric needs --metric (e.g. --metric error_rate --threshold 0.05)"
@@ -117,7 +132,7 @@ def rules_add(
         "name": name, "metric": metric, "kind": kind, "op": op, "threshold": threshold,
         "deployment": deployment, "for_s": for_s, "window_s": window_s, "severity": severity,
         "action": action, "max_replicas": max_replicas, "cooldown_s": cooldown_s,
-        "webhook": webhook,
+        "webhook": webhook, "retrain_job": job,
     }  # fmt: skip
     body = {key: value for key, value in given.items() if value is not None}
     with _client(url, token_file) as client:

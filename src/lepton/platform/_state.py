@@ -93,8 +93,17 @@ class Platform:
         self.auth = Auth(db)
         self.jobs = _job_manager(db, home, config)
         self.deployments = DeploymentManager(db, home)
+        self.deployments.aiops.submit_job = self._retrain
         self.lease = ManagerLease(db, config.url, on_lost=self._stop_managing)
         self.started_at = time.time()
+
+    def _retrain(self, spec: dict[str, Any]) -> int:
+        """An alert rule's ``retrain`` action: queue its job spec as user ``aiops``."""
+        from lepton.platform.jobs._specs import JobRequest
+
+        job = self.jobs.submit(JobRequest.model_validate({"spec": spec}), "aiops")
+        self.audit("aiops", "POST /jobs", f"/api/v1/jobs/{job.id}", 201, {"retrain": spec})
+        return job.id
 
     def authenticate(self, headers: Mapping[str, str], method: str) -> Principal | None:
         """The caller, from a bearer token or the dashboard session cookie: from the

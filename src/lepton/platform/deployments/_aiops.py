@@ -23,13 +23,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from lepton.errors import DeploymentError
 from lepton.monitor import AnomalyDetector
 from lepton.platform.deployments._aiops_state import AIOpsState
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
@@ -116,6 +117,9 @@ class AIOps:
         }
         self._acted: dict[tuple[str, str], float] = {}
         self.autoscaler = Autoscaler(manager)  # opt-in per deployment (its policies)
+        # action=retrain: submits a job spec, answers its id (set by the platform, which
+        # has the scheduler; None: retrain rules fail, and say why)
+        self.submit_job: Callable[[dict[str, Any]], int] | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -271,6 +275,11 @@ class AIOps:
                 else:
                     self.manager.scale(name, now + 1, "aiops")
                     outcome = f"scaled to {now + 1} replicas"
+            elif rule.action == "retrain":
+                if self.submit_job is None:
+                    raise DeploymentError("this manager has no job scheduler to retrain with")
+                assert rule.retrain_job is not None  # checked() pairs them
+                outcome = f"retraining: job {self.submit_job(rule.retrain_job)} submitted"
             else:
                 view = self.manager.healer.rollback(name, "aiops")
                 outcome = f"rolled back to {view.ref}"

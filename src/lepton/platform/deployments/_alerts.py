@@ -9,7 +9,8 @@ alert fires; when it comes back it is resolved. Both are stored
 (``home/alerts/alerts.json``, the newest 1,000), and posted as JSON to the rule's webhook
 (a thread; retries with a backoff and a timeout). A rule may name a remediation
 ``action`` (``restart``, ``scale``, ``rollback``: only within ``within_s`` of a version
-change if set), ``none`` by default.
+change if set; ``retrain``: submit the rule's ``retrain_job``, a platform job spec, e.g.
+a drift rule that trains the model again on fresh data), ``none`` by default.
 
 Rules are kept in ``home/alerts/rules.json``; :class:`AlertStore` is the one place that
 reads and writes both files.
@@ -66,9 +67,14 @@ class AlertRule(BaseModel):
     webhook: str | None = Field(
         None, max_length=2000, description="POST alerts here (https; http on loopback only)."
     )
-    action: Literal["none", "restart", "scale", "rollback"] = Field(
+    action: Literal["none", "restart", "scale", "rollback", "retrain"] = Field(
         "none", description="Remediation when it fires (off by default); audited."
     )
+    retrain_job: dict[str, Any] | None = Field(
+        None, description="action=retrain: the job spec submitted when it fires, as "
+        "POST /api/v1/jobs takes it, e.g. {\"kind\": \"train\", \"model\": \"convnet\", "
+        "\"data\": \"mnist\", \"register\": \"mnist-convnet\"}.",
+    )  # fmt: skip
     max_replicas: int = Field(4, ge=1, le=16, description="action=scale: at most this many.")
     cooldown_s: float = Field(120.0, ge=0, le=86400, description="Between two actions.")
     within_s: float | None = Field(
@@ -96,6 +102,27 @@ class AlertRule(BaseModel):
             )
         if self.kind == "anomaly" and self.metric is not None and self.metric not in METRICS:
             raise AlertRuleError(f"rule {self.name!r}: no metric {self.metric!r} to watch")
+        if (self.action == "retrain") != (self.retrain_job is not None):
+            raise AlertRuleError(
+                f"rule {self.name!r}: action=retrain goes with retrain_job= (the job spec to "
+                f'submit, e.g. {{"kind": "train", "model": "mlp", "data": "iris"}}), '
+                f"and retrain_job only with action=retrain"
+            )
+        if self.retrain_job is not None:
+            from pydantic import ValidationError
+
+            from lepton.platform.jobs._specs import JobRequest
+
+            try:
+                JobRequest.model_validate({"spec": self.retrain_job})
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'][1:])) or 'spec'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise AlertRuleError(
+                    f"rule {self.name!r}: retrain_job is not a job spec ({problems})"
+                ) from None
         return self
 
 

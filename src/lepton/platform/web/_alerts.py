@@ -7,6 +7,7 @@ API takes (``POST /api/v1/alerts/rules``), leaving out empty fields so its defau
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -25,7 +26,7 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 RuleName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _FIELDS = ("name", "deployment", "kind", "metric", "op", "threshold", "for_s", "window_s",
-           "severity", "webhook", "action", "max_replicas")  # fmt: skip
+           "severity", "webhook", "action", "max_replicas", "retrain_job")  # fmt: skip
 
 
 def _page(
@@ -59,8 +60,14 @@ async def add_rule(p: P, request: Request) -> Response:
     """Add (or replace) an alert rule from the form."""
     submitted = await request.form()
     form = {k: str(submitted.get(k, ""))[:2000] for k in _FIELDS}
+    values: dict[str, object] = {k: v.strip() for k, v in form.items() if v.strip()}
+    if "retrain_job" in values:  # a job spec, as JSON
+        try:
+            values["retrain_job"] = json.loads(str(values["retrain_job"]))
+        except ValueError as exc:
+            return _page(p, request, form=form, error=f"Retrain job: not JSON ({exc})")
     try:
-        rule = AlertRule.model_validate({k: v.strip() for k, v in form.items() if v.strip()})
+        rule = AlertRule.model_validate(values)
         p.deployments.aiops.store.add_rule(rule)
     except ValidationError as exc:
         return _page(p, request, form=form, error=form_problems(exc))
