@@ -66,6 +66,7 @@ its message always says what to do next::
     │   └── DeadlineExceededError   not answered within the deadline (504)
     ├── PlatformError               the platform server refused a request (carries ``status``)
     │   ├── NotFoundError           no such job, deployment, user or token (404)
+    │   │   └── NoAutoscalePolicyError  the deployment has no autoscaling policy (404)
     │   ├── ForbiddenError          the caller's role does not allow it (403)
     │   ├── ConflictError           the record's state forbids it (409)
     │   │   └── ServerBusyError     another server already manages this database
@@ -129,6 +130,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "MonitorError",
+    "NoAutoscalePolicyError",
     "NoBudgetError",
     "NotEnoughDataError",
     "NotFittedError",
@@ -447,6 +449,13 @@ class NotFoundError(PlatformError):
 
     code = "not_found"
     status = 404
+
+
+class NoAutoscalePolicyError(NotFoundError):
+    """The deployment exists but has no autoscaling policy (set one with ``PUT
+    /api/v1/deployments/NAME/autoscale`` or ``lepton deployments autoscale``)."""
+
+    code = "no_autoscale_policy"
 
 
 class ForbiddenError(PlatformError):

@@ -1,7 +1,8 @@
 """Deployments outlive ``lepton server``: a real server on 127.0.0.1 serves a deployment
 of an MLP fit on real iris rows, says at exit which deployments keep running and how to
 stop them, and ``lepton deployments list|stop`` works on the database alone while no
-server runs, and through the API while one does."""
+server runs, and through the API while one does (``autoscale`` too, its policy kept
+across the restart)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,12 @@ def test_deployments_outlive_the_server_and_the_cli_stops_them(
         listed = _lepton(home, "deployments", "list", "--json", server=platform.url)
         assert listed.returncode == 0, listed.stderr
         assert [(v["name"], v["state"]) for v in json.loads(listed.stdout)] == [("iris", "ready")]
+        policy_args = ["--metric", "latency_ms_p95", "--high", "500", "--low", "50", "--max", "2"]
+        scaled = _lepton(
+            home, "deployments", "autoscale", "iris", *policy_args, server=platform.url
+        )
+        assert scaled.returncode == 0, scaled.stderr
+        assert "iris: autoscaled between 1 and 2 replicas on latency_ms_p95" in scaled.stdout
         platform.process.send_signal(signal.SIGTERM)
         platform.process.wait(timeout=60)
         said = platform.log
@@ -102,5 +109,9 @@ def test_deployments_outlive_the_server_and_the_cli_stops_them(
         again = _lepton(home, "deployments", "stop", "--all", server=platform.url)
         assert again.returncode == 0, again.stderr
         assert "no running deployments" in again.stdout
+        with platform.client() as client:  # the policy set through the API is kept
+            policy = ok(client.get("/api/v1/deployments/iris/autoscale"))
+        kept = [policy[k] for k in ("metric", "high", "max_replicas")]
+        assert kept == ["latency_ms_p95", 500.0, 2]
     finally:
         stop_platform(platform, home)

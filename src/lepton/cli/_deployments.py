@@ -1,5 +1,5 @@
-"""``lepton deployments``: list and stop the platform's deployments, with or without a
-running server.
+"""``lepton deployments``: list and stop the platform's deployments and set their
+autoscaling policies, with or without a running server.
 
 Deployments outlive ``lepton server``: when it stops they keep serving, and the next start
 adopts them. With no server running, these commands work on the platform's database
@@ -19,16 +19,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lepton.errors import ConfigError, ServerBusyError
+from lepton.errors import ConfigError, LeptonError, NoAutoscalePolicyError, ServerBusyError
 
 if TYPE_CHECKING:
     from lepton.platform.deployments import DeploymentManager
+    from lepton.platform.deployments._autoscale import AutoscalePolicy
 
 __all__ = ["deployments_app"]
 
 console = Console(highlight=False, soft_wrap=True)
 deployments_app = typer.Typer(
-    help="The platform's deployments: list them, stop them (also when no server runs).",
+    help="The platform's deployments: list them, stop them, autoscale them (also when no "
+    "server runs).",
     no_args_is_help=True,
 )
 _ALL = 10_000
@@ -123,3 +125,138 @@ def deployments_stop(
                 with PlatformClient() as client:
                     state = client.request("POST", f"/deployments/{name}/stop")["state"]
             console.print(f"stopped {name} ({views[name]['ref']}): {state}")
+
+
+_METRICS = ("queue_depth", "latency_ms_p95")
+# the option of each policy field (for the problems found in what was given)
+_FLAGS = {
+    "min_replicas": "--min", "max_replicas": "--max", "up_for_s": "--up-for",
+    "down_for_s": "--down-for", "cooldown_s": "--cooldown", "window_s": "--window",
+}  # fmt: skip
+
+
+@deployments_app.command("autoscale")
+def deployments_autoscale(
+    name: str = typer.Argument(..., help="The deployment."),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help=f"The figure it scales on: {' or '.join(_METRICS)} (default: the first).",
+    ),
+    high: float | None = typer.Option(
+        None, "--high", help="One replica more when the figure stays above this."
+    ),
+    low: float | None = typer.Option(
+        None, "--low", help="One fewer when it stays below this (< --high)."
+    ),
+    min_replicas: int | None = typer.Option(None, "--min", help="Fewest replicas (default 1)."),
+    max_replicas: int | None = typer.Option(None, "--max", help="Most replicas (default 4)."),
+    up_for: float | None = typer.Option(
+        None, "--up-for", help="Seconds above --high before one more (default 10)."
+    ),
+    down_for: float | None = typer.Option(
+        None, "--down-for", help="Seconds below --low before one fewer (default 60)."
+    ),
+    cooldown: float | None = typer.Option(
+        None, "--cooldown", help="Seconds between two changes (default 60)."
+    ),
+    window: float | None = typer.Option(
+        None, "--window", help="Window of the figure, seconds (default 10)."
+    ),
+    show: bool = typer.Option(False, "--show", help="Print its policy instead of setting one."),
+    off: bool = typer.Option(
+        False, "--off", help="Stop autoscaling it (replicas stay as they are)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the policy as JSON."),
+) -> None:
+    """Autoscale a deployment between --min and --max replicas on its queue depth or p95
+    latency (with hysteresis and a cool-down), show its policy (--show), or stop (--off).
+
+    Options left out take the policy's defaults. Autoscaling runs in `lepton server`;
+    set without a server, the policy applies from its next start.
+    """
+    given = {"metric": metric, "high": high, "low": low, "min_replicas": min_replicas,
+             "max_replicas": max_replicas, "up_for_s": up_for, "down_for_s": down_for,
+             "cooldown_s": cooldown, "window_s": window}  # fmt: skip
+    settings = {k: v for k, v in given.items() if v is not None}
+    if show + off + bool(settings) != 1:
+        raise ConfigError(
+            "give a policy (--high X --low Y, and --metric, --min, --max... if needed), or "
+            "--show, or --off: one of the three"
+        )
+    policy = _policy(name, settings) if settings else None
+    with _local() as manager:
+        try:
+            answer: dict[str, Any] | None = _autoscale(manager, name, policy, off=off)
+        except NoAutoscalePolicyError:
+            answer = None
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    elif answer is None:
+        console.print(f"{name}: no autoscaling")
+    elif off:
+        console.print(f"{name}: autoscaling off (it keeps its {_replicas(answer)})")
+    else:
+        console.print(
+            f"{name}: {'autoscaled' if policy else 'autoscaling'} between "
+            f"{answer['min_replicas']} and {answer['max_replicas']} replicas on "
+            f"{answer['metric']}: one more above {answer['high']:g} for {answer['up_for_s']:g} "
+            f"s, one fewer below {answer['low']:g} for {answer['down_for_s']:g} s, cool-down "
+            f"{answer['cooldown_s']:g} s, window {answer['window_s']:g} s"
+        )
+
+
+def _replicas(policy: dict[str, Any]) -> str:
+    return "replicas" if policy["max_replicas"] > 1 else "replica"
+
+
+def _policy(name: str, settings: dict[str, Any]) -> AutoscalePolicy:
+    """The policy the options describe, checked here (the server checks it again)."""
+    from pydantic import ValidationError
+
+    from lepton.platform.deployments._autoscale import AutoscalePolicy
+
+    try:
+        return AutoscalePolicy.model_validate({**settings, "deployment": name})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            flag = _FLAGS.get(field, f"--{field}" if field else "")
+            what = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{flag}: {what}" if flag else what)
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _autoscale(
+    manager: DeploymentManager | None, name: str, policy: AutoscalePolicy | None, *, off: bool
+) -> dict[str, Any]:
+    """Set (``policy``), remove (``off``) or read deployment ``name``'s policy, on the
+    database or through the server; answers the policy as JSON.
+
+    Raises:
+        NoAutoscalePolicyError: It has none (to read or to remove).
+    """
+    if manager is not None:
+        scaler = manager.aiops.autoscaler
+        if off:
+            found = scaler.delete_policy(name)
+        else:
+            found = scaler.policy(name) if policy is None else scaler.set_policy(policy)
+        return found.model_dump()
+    from lepton.platform import PlatformClient
+
+    path = f"/deployments/{name}/autoscale"
+    with PlatformClient() as client:
+        try:
+            if off:
+                answer = client.request("DELETE", path)
+            elif policy is None:
+                answer = client.request("GET", path)
+            else:
+                answer = client.request("PUT", path, json=policy.model_dump())
+        except LeptonError as exc:
+            if exc.code == NoAutoscalePolicyError.code:
+                raise NoAutoscalePolicyError(exc.message) from None
+            raise
+    return dict(answer)

@@ -1,5 +1,5 @@
-"""``/api/v1/deployments``: serve a registered version, scale, stop, start, delete, read
-its live figures, and forward predictions and explanations to it."""
+"""``/api/v1/deployments``: serve a registered version, scale, stop, start, delete, set its
+autoscaling policy, read its live figures, and forward predictions and explanations to it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from lepton.errors import DeploymentError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import Page, PageQuery, allow
 from lepton.platform._state import Platform
+from lepton.platform.deployments._autoscale import AutoscalePolicy, AutoscaleRequest
 from lepton.platform.deployments._specs import (
     MAX_REPLICAS,
     NAME,
@@ -86,6 +88,34 @@ def delete_deployment(p: P, who: Caller, name: DeploymentName) -> DeploymentView
 def deployment_metrics(p: P, name: DeploymentName) -> dict[str, Any]:
     """Live figures: requests, errors, req/s, latency percentiles, and recent samples."""
     return p.deployments.metrics(name)
+
+
+@router.get("/deployments/{name}/autoscale", tags=["deployments"])
+@allow("viewer")
+def autoscale_policy(p: P, name: DeploymentName) -> AutoscalePolicy:
+    """Its autoscaling policy; 404 ``no_autoscale_policy`` when it is not autoscaled."""
+    return p.deployments.aiops.autoscaler.policy(name)
+
+
+@router.put("/deployments/{name}/autoscale", tags=["deployments"])
+@allow("editor")
+def set_autoscale_policy(p: P, name: DeploymentName, body: AutoscaleRequest) -> AutoscalePolicy:
+    """Scale it between ``min_replicas`` and ``max_replicas`` on ``metric`` from now on
+    (replacing its policy, if any); every change the autoscaler makes is audited."""
+    if body.deployment not in (None, name):
+        raise DeploymentError(
+            f"the body names deployment {body.deployment!r} but the path names {name!r}; "
+            f"leave `deployment` out of the body or make them the same"
+        )
+    policy = AutoscalePolicy.model_validate({**body.model_dump(), "deployment": name})
+    return p.deployments.aiops.autoscaler.set_policy(policy)
+
+
+@router.delete("/deployments/{name}/autoscale", tags=["deployments"])
+@allow("editor")
+def delete_autoscale_policy(p: P, name: DeploymentName) -> AutoscalePolicy:
+    """Stop autoscaling it (its replicas stay as they are); answers the policy removed."""
+    return p.deployments.aiops.autoscaler.delete_policy(name)
 
 
 _BODY = {

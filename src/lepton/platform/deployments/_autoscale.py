@@ -16,7 +16,9 @@ pure state machine over ``(replicas, value, now)``, unit-tested without a proces
 :class:`Autoscaler` keeps the policies (``home/alerts/autoscale.json``), feeds each ready
 deployment's live figure to the decider every AIOps round, scales through
 :meth:`~._manager.DeploymentManager.scale`, and audits every change (actor
-``autoscaler``).
+``autoscaler``). Users set, read and remove a policy through ``PUT|GET|DELETE
+/api/v1/deployments/NAME/autoscale``, ``lepton deployments autoscale`` and the
+deployment's dashboard page.
 """
 
 from __future__ import annotations
@@ -33,24 +35,30 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lepton._fs import atomic_write_bytes, private_dir
-from lepton.errors import NotFoundError
+from lepton.errors import NoAutoscalePolicyError, NotFoundError
 from lepton.platform.deployments._healing import audit
 from lepton.platform.deployments._specs import MAX_REPLICAS, DeploymentView
 
 if TYPE_CHECKING:
     from lepton.platform.deployments._manager import DeploymentManager
 
-__all__ = ["AutoscalePolicy", "Autoscaler", "ScaleDecider"]
+__all__ = [
+    "AutoscalePolicy",
+    "AutoscaleRequest",
+    "AutoscaleSettings",
+    "Autoscaler",
+    "ScaleDecider",
+]
 
 log = logging.getLogger("lepton.platform.autoscale")
 
 
-class AutoscalePolicy(BaseModel):
-    """How one deployment is scaled (off unless a policy names it)."""
+class AutoscaleSettings(BaseModel):
+    """How a deployment is scaled: everything of an :class:`AutoscalePolicy` but the
+    deployment's name (the API's and the dashboard's form take the name from the path)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    deployment: str = Field(max_length=63, description="The deployment it scales.")
     metric: Literal["queue_depth", "latency_ms_p95"] = Field(
         "queue_depth", description="queue_depth: requests waiting for a batch; "
         "latency_ms_p95: over window_s (no traffic counts as 0).",
@@ -65,7 +73,7 @@ class AutoscalePolicy(BaseModel):
     window_s: float = Field(10.0, ge=1, le=600, description="Window of the figure, seconds.")
 
     @model_validator(mode="after")
-    def _marks(self) -> AutoscalePolicy:
+    def _marks(self) -> AutoscaleSettings:
         if self.low >= self.high:
             raise ValueError(
                 f"low ({self.low}) must be below high ({self.high}): the band between them "
@@ -77,6 +85,21 @@ class AutoscalePolicy(BaseModel):
                 f"({self.max_replicas})"
             )
         return self
+
+
+class AutoscalePolicy(AutoscaleSettings):
+    """How one deployment is scaled (off unless a policy names it)."""
+
+    deployment: str = Field(max_length=63, description="The deployment it scales.")
+
+
+class AutoscaleRequest(AutoscaleSettings):
+    """The body of ``PUT /api/v1/deployments/NAME/autoscale``: the settings, and the
+    deployment's name only if it is the path's."""
+
+    deployment: str | None = Field(
+        None, max_length=63, description="Optional; when given, the path's name."
+    )
 
 
 @dataclass
@@ -170,31 +193,65 @@ class Autoscaler:
         self.decider.forget(policy.deployment)
         return policy
 
+    def policy(self, name: str) -> AutoscalePolicy:
+        """Deployment ``name``'s policy.
+
+        Raises:
+            NotFoundError: No deployment has that name.
+            NoAutoscalePolicyError: It has no policy (it is not autoscaled).
+        """
+        self.manager.get(name)
+        with self._lock:
+            policy = self._policies.get(name)
+        if policy is None:
+            raise NoAutoscalePolicyError(
+                f"deployment {name!r} has no autoscaling policy; set one with PUT "
+                f"/api/v1/deployments/{name}/autoscale or `lepton deployments autoscale {name} "
+                f"--high X --low Y`"
+            )
+        return policy
+
     def delete_policy(self, name: str) -> AutoscalePolicy:
         """Stop scaling deployment ``name``; answers its policy.
 
         Raises:
-            NotFoundError: It has no policy.
+            NotFoundError: No deployment has that name (and no policy is left of one).
+            NoAutoscalePolicyError: It has no policy.
         """
         with self._lock:
             policy = self._policies.pop(name, None)
-            if policy is None:
-                raise NotFoundError(f"deployment {name!r} has no autoscaling policy")
-            self._save()
+            if policy is not None:
+                self._save()
+        if policy is None:
+            self.policy(name)  # raises: no such deployment, or no policy
+            raise NoAutoscalePolicyError(f"deployment {name!r} has no autoscaling policy")
         self.decider.forget(name)
         return policy
 
     def tick(self, views: list[DeploymentView]) -> None:
-        """One round: each ready deployment with a policy, scaled if its decider says so."""
+        """One round: each ready deployment with a policy, scaled if its decider says so;
+        the policy of a deployment deleted meanwhile is dropped (a namesake created later
+        starts without one)."""
         by_name = {v.name: v for v in views}
         for policy in self.policies():
             view = by_name.get(policy.deployment)
-            if view is None or view.desired != "running" or view.state != "ready":
+            if view is None:
+                self._drop_if_gone(policy.deployment)
+                continue
+            if view.desired != "running" or view.state != "ready":
                 continue
             try:
                 self._round(policy, view)
             except Exception:
                 log.exception("autoscaling deployment %s failed", view.name)
+
+    def _drop_if_gone(self, name: str) -> None:
+        try:
+            self.manager.get(name)  # created since the round listed the deployments?
+        except NotFoundError:
+            with contextlib.suppress(NotFoundError):
+                self.delete_policy(name)
+                log.info("autoscaler: dropped the policy of deleted deployment %s", name)
 
     def _round(self, policy: AutoscalePolicy, view: DeploymentView) -> None:
         summary = self.manager.metrics(view.name, window_s=policy.window_s)

@@ -8,11 +8,13 @@ change.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from lepton._fs import atomic_write_bytes, private_dir
 from lepton.errors import DeploymentError
 from lepton.platform.deployments._monitor import Monitor
 from lepton.platform.deployments._process import ProcessControl
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Healer", "audit"]
 
 log = logging.getLogger("lepton.platform.deployments")
+RELEASE_FILE = "release.json"  # in the deployment's folder: when its version last changed
 
 
 def audit(
@@ -81,13 +84,33 @@ class Healer:
             return self.monitor.launch(self.store.require(name), rt, state="restarting")
 
     def released_within(self, name: str, seconds: float | None) -> bool:
-        """Whether this server changed the deployment's version (:meth:`release`) at most
-        ``seconds`` ago (always true for ``None``)."""
+        """Whether the deployment's version was changed (:meth:`release`) at most
+        ``seconds`` ago and it still serves that version (always true for ``None``).
+
+        The time is read from the deployment's folder (``release.json``, see
+        :meth:`_record_release`), so it holds across a ``lepton server`` restart.
+        """
         if seconds is None:
             return True
-        rt = self.runtimes.get(name)
-        released = rt.released_at if rt is not None else None
-        return released is not None and time.monotonic() - released <= seconds
+        try:
+            data = json.loads((self.processes.folder(name) / RELEASE_FILE).read_text())
+            at, version = float(data["at"]), int(data["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # never released, or the record is unreadable: no rollback
+        row = self.store.row(name)
+        age = time.time() - at
+        return row is not None and row.version == version and 0 <= age <= seconds
+
+    def _record_release(self, name: str, version: int | None) -> None:
+        """Keep when ``version`` began to be served, in ``home/deployments/NAME/
+        release.json`` (written atomically; removed with the deployment's folder), or
+        forget it (``None``: a rollback, which is never rolled back)."""
+        path = self.processes.folder(name) / RELEASE_FILE
+        if version is None:
+            path.unlink(missing_ok=True)
+            return
+        private_dir(path.parent)
+        atomic_write_bytes(path, json.dumps({"at": time.time(), "version": version}).encode())
 
     def rollback(self, name: str, user: str) -> DeploymentView:
         """Serve the previous ready version of the deployment's model (the highest version
@@ -142,12 +165,12 @@ class Healer:
         ``released``: a new version (a rollback is not one: it is never rolled back)."""
         rt = self.runtimes.of(self.store.require(name))
         self.store.update(name, rt, version=version, error=error)
+        self._record_release(name, version if released else None)
         row = self.store.require(name)
         if row.desired != "running":
             return self.store.view(row)
         self.store.update(name, rt, state="restarting")
         self.processes.stop(rt)
         rt.failures, rt.next_start = 0, 0.0
-        rt.released_at = time.monotonic() if released else None
         self.scraper.forget(name)  # the new version's figures start afresh
         return self.monitor.launch(self.store.require(name), rt, state="restarting")

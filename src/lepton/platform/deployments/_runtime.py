@@ -50,7 +50,6 @@ class Runtime:
     exited_group: int | None = None  # the group of the supervisor that last exited
     exited_at: float = 0.0
     scaling: bool = False  # its supervisor is being replaced for a new replica count
-    released_at: float | None = None  # monotonic time its version last changed (here)
     memory_mb: float | None = None  # its process group's memory at the last monitor round
     serving_since: float = 0.0  # time.time() when it last turned ready
     # (time.time() sent, status) of the proxy's recent answers: what its clients saw,

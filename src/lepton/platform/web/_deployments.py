@@ -1,6 +1,6 @@
 """The Deployments pages: deployments and the form that deploys a registered version; one
-deployment with its live throughput and latency, its log, scaling, stopping, starting,
-deleting, and trying it with an uploaded image.
+deployment with its live throughput and latency, its log, scaling, its autoscaling
+policy, stopping, starting, deleting, and trying it with an uploaded image.
 
 Forms post plain fields; the handlers build the same typed
 :class:`~lepton.platform.deployments._specs.DeploymentRequest` the REST API takes, and the
@@ -19,10 +19,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from lepton import registry
-from lepton.errors import LeptonError, PlatformError
+from lepton.errors import LeptonError, NoAutoscalePolicyError, PlatformError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import allow
 from lepton.platform._state import Platform
+from lepton.platform.deployments._autoscale import AutoscalePolicy, AutoscaleSettings
 from lepton.platform.deployments._specs import MAX_REPLICAS, NAME, DeploymentRequest
 from lepton.platform.web._charts import time_chart
 from lepton.platform.web._render import FormText, form_problems, optional_int, redirect, render
@@ -42,6 +43,10 @@ OWN_ROUTES: dict[str, tuple[str, str | None]] = {
     "image-vae": ("/sample", "/gallery"), "recommender-mf": ("/recommend", "/recommend"),
     "kg-embedding": ("/predict_link", "/graph"), "gpt": ("/generate", None),
 }  # fmt: skip
+_AUTOSCALE_FIELDS = tuple(AutoscaleSettings.model_fields)  # the form's fields, the API's
+_AUTOSCALE_DEFAULTS = {  # what an empty form shows: the policy's own defaults
+    k: f.default for k, f in AutoscaleSettings.model_fields.items() if not f.is_required()
+}
 
 
 def _deployments_page(
@@ -95,11 +100,26 @@ def create_deployment(
     return redirect(f"/deployments/{body.name}")
 
 
+def _as_text(value: Any) -> str:
+    """A policy's value as its form field shows it (``10``, not ``10.0``)."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _deployment_page(
     p: Platform, request: Request, name: str, *, answer: dict[str, Any] | None = None,
-    answer_error: str = "",
+    answer_error: str = "", autoscale_form: dict[str, str] | None = None,
+    autoscale_error: str = "",
 ) -> Response:  # fmt: skip
     found = p.deployments.get(name)
+    try:
+        policy: AutoscalePolicy | None = p.deployments.aiops.autoscaler.policy(name)
+    except NoAutoscalePolicyError:
+        policy = None
+    if autoscale_form is None:  # the policy's values, or the defaults to start from
+        shown = policy.model_dump() if policy is not None else _AUTOSCALE_DEFAULTS
+        autoscale_form = {k: _as_text(shown.get(k)) for k in _AUTOSCALE_FIELDS}
     try:
         own = OWN_ROUTES.get(architecture_name(p.deployments.manifest(found.ref)) or "")
     except LeptonError:  # the version was deleted since: the plain form, which says so
@@ -121,8 +141,11 @@ def _deployment_page(
         request,
         "deployment.html",
         section="/deployments",
-        status=422 if answer_error else 200,
+        status=422 if answer_error or autoscale_error else 200,
         d=found,
+        autoscale=policy,
+        autoscale_form=autoscale_form,
+        autoscale_error=autoscale_error,
         m=figures,
         charts=charts,
         log_tail=p.deployments.log_tail(name, 8 * 1024),
@@ -151,6 +174,38 @@ def scale_deployment(p: P, who: Caller, name: DeploymentName, replicas: FormText
     if count is None or not 1 <= count <= MAX_REPLICAS:
         raise PlatformError(f"replicas must be 1 to {MAX_REPLICAS}, got {replicas!r}")
     p.deployments.scale(name, count, who.name)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/autoscale")
+@allow("editor")
+def set_autoscale(
+    p: P, request: Request, name: DeploymentName, metric: FormText = "", high: FormText = "",
+    low: FormText = "", min_replicas: FormText = "", max_replicas: FormText = "",
+    up_for_s: FormText = "", down_for_s: FormText = "", cooldown_s: FormText = "",
+    window_s: FormText = "",
+) -> Response:  # fmt: skip
+    """Set (or replace) the deployment's autoscaling policy; empty fields take the
+    policy's defaults, as in ``PUT /api/v1/deployments/NAME/autoscale``."""
+    form = {"metric": metric, "high": high, "low": low, "min_replicas": min_replicas,
+            "max_replicas": max_replicas, "up_for_s": up_for_s, "down_for_s": down_for_s,
+            "cooldown_s": cooldown_s, "window_s": window_s}  # fmt: skip
+    values = {k: v.strip() for k, v in form.items() if v.strip()}
+    try:
+        policy = AutoscalePolicy.model_validate({**values, "deployment": name})
+        p.deployments.aiops.autoscaler.set_policy(policy)
+    except ValidationError as exc:
+        return _deployment_page(
+            p, request, name, autoscale_form=form, autoscale_error=form_problems(exc)
+        )
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/autoscale/delete")
+@allow("editor")
+def delete_autoscale(p: P, name: DeploymentName) -> Response:
+    """Stop autoscaling the deployment (its replicas stay as they are)."""
+    p.deployments.aiops.autoscaler.delete_policy(name)
     return redirect(f"/deployments/{name}")
 
 
