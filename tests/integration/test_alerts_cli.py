@@ -13,6 +13,7 @@ from servers import Platform, start_platform, stop_platform
 from typer.testing import CliRunner
 
 from lepton.cli._alerts import alerts_app
+from lepton.cli._alerts import console as cli_console
 from lepton.errors import AlertRuleError, NotFoundError, PlatformError
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform,
 def _alerts(server: tuple[Platform, Path], *args: str) -> tuple[int, str, BaseException | None]:
     platform, token = server
     where = ["--url", platform.url, "--token-file", str(token)]
+    cli_console.width = 200  # made at import, with the terminal's width (80 under CI)
     result = CliRunner().invoke(alerts_app, [*args, *where], env={"COLUMNS": "200"})
     return result.exit_code, result.output, result.exception
 
