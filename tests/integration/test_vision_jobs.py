@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,18 +41,24 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def test_a_detect_job_trains_measures_and_registers(sqlite_db: Database) -> None:
-    manager = one_slot_jobs(sqlite_db)
-    spec = DetectJob.model_validate({
-        "kind": "detect", "train_scenes": 48, "test_scenes": 16, "size": 32, "width": 8,
-        "blocks": 0, "epochs": 1, "batch_size": 16, "register": "job-det",
-    })  # fmt: skip
+def _succeeded(db: Database, spec: DetectJob | ClassifyJob) -> tuple[Any, dict[str, Any], str]:
+    """Run ``spec`` as a job through the real worker; its view, result and log once it
+    has succeeded (the log is the failure message otherwise)."""
+    manager = one_slot_jobs(db)
     job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
     view = wait_for_job(manager, job.id, lambda v: v.state in TERMINAL)
     log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
     assert view.state == "succeeded", log
-    result = view.result
-    assert result is not None
+    assert view.result is not None
+    return view, view.result, log
+
+
+def test_a_detect_job_trains_measures_and_registers(sqlite_db: Database) -> None:
+    spec = DetectJob.model_validate({
+        "kind": "detect", "train_scenes": 48, "test_scenes": 16, "size": 32, "width": 8,
+        "blocks": 0, "epochs": 1, "batch_size": 16, "register": "job-det",
+    })  # fmt: skip
+    view, result, log = _succeeded(sqlite_db, spec)
     assert (result["kind"], result["registered"], result["train_scenes"]) == (
         "detect", "job-det:1", 48,
     )  # fmt: skip
@@ -80,19 +87,13 @@ def test_a_classify_job_trains_a_resnet_with_augmentation_and_registers(
     """The ``classify`` kind through the real worker: a small ResNet on scikit-learn's real
     digits with crops, erasing and label smoothing, its test and TTA accuracy recorded,
     and the registered version giving the job's test accuracy again."""
-    manager = one_slot_jobs(sqlite_db)
     spec = ClassifyJob.model_validate({
         "kind": "classify", "model": "resnet", "config": {"widths": [8, 16], "blocks_per_stage": 1},
         "data": "digits", "epochs": 4, "batch_size": 32, "lr": 1e-2, "schedule": "onecycle",
         "padding": 1, "erasing": 0.25, "label_smoothing": 0.1, "tta": True,
         "register": "job-cls", "seed": 0,
     })  # fmt: skip
-    job = manager.submit(JobRequest(spec=spec, memory_mb=4096), "alice")
-    view = wait_for_job(manager, job.id, lambda v: v.state in TERMINAL)
-    log = (manager.jobs_dir / str(job.id) / "log.txt").read_text()
-    assert view.state == "succeeded", log
-    result = view.result
-    assert result is not None
+    view, result, _ = _succeeded(sqlite_db, spec)
     assert (result["kind"], result["registered"], result["epochs"]) == ("classify", "job-cls:1", 4)
     metrics = result["metrics"]
     assert metrics["accuracy"] > 0.85, metrics  # 94% when measured (10% is chance)
