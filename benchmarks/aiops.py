@@ -239,12 +239,17 @@ def main() -> None:
         }
         print("killed replicas:", results["killed"], flush=True)
     finally:
-        if load is not None:
-            load.stop()
-        manager.stop_monitor()
-        manager.delete("bench", "bench")
-        db.dispose()
+        teardown(load, manager, db)
     print(json.dumps(results, indent=2))
+
+
+def teardown(load: Load | None, manager: Any, db: Any) -> None:
+    """Stop the load, the AIOps threads and the ``bench`` deployment; close the database."""
+    if load is not None:
+        load.stop()
+    manager.stop_monitor()
+    manager.delete("bench", "bench")
+    db.dispose()
 
 
 def _release(manager: Any, version: int) -> None:

@@ -59,7 +59,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p
 )
 
-from aiops import Load, _free_port, _wait  # noqa: E402
+from aiops import Load, _free_port, _wait, teardown  # noqa: E402
 
 RULE_OF = {"hang": "hung", "errors": "errors", "latency": "slow", "leak": "memory"}
 
@@ -165,11 +165,7 @@ def main() -> None:
             results[fault] = _one_fault(manager, load, fault, fault_file, inject, args.budget_s)
             print(f"{fault}:", json.dumps(results[fault]), flush=True)
     finally:
-        if load is not None:
-            load.stop()
-        manager.stop_monitor()
-        manager.delete("bench", "bench")
-        db.dispose()
+        teardown(load, manager, db)
     _table(results)
     print(json.dumps(results, indent=2))
 
