@@ -237,3 +237,62 @@ def test_a_loaded_deployment_scales_up_then_back_down(
     ]
     assert "queue_depth" in audit[0].detail["reason"]
     assert "< 1 for" in audit[1].detail["reason"]
+
+
+def test_a_canary_is_judged_on_its_own_share_then_stopped_or_promoted(
+    manager: DeploymentManager, home: Path
+) -> None:
+    """A broken version as a canary at half the traffic: its own error rate fires the rule
+    that names the main deployment, which stops the canary; the main version never
+    restarted and its own figures stay clean. A good version as a canary is promoted after
+    ``promote_after_s``, and no client sees the main deployment restart on it."""
+    rule = AlertRule(
+        name="canary-errors", deployment="watched", metric="error_rate", threshold=0.5,
+        window_s=5, for_s=1, severity="critical", action="rollback",
+    )  # fmt: skip
+    manager.aiops.store.add_rule(rule)
+    manager.create(DeploymentRequest(name="watched", model="iris-mlp:1"), "ada")
+    _until(manager, lambda: manager.get("watched").state == "ready")
+    main_pid = manager.get("watched").pid
+    canaries = manager.canaries
+    started = canaries.start("watched", "2", share=0.5, promote_after_s=3600, user="ada")
+    assert (started.canary, started.ref, started.share) == ("watched-canary", "iris-mlp:2", 0.5)
+    assert (
+        json.loads((home / "deployments" / "watched" / "canary.json").read_text())["version"] == 2
+    )
+    _until(manager, lambda: manager.get("watched-canary").state == "ready")
+
+    test = lp.data.load("iris", split="test").features.tolist()
+    statuses = _predict(manager, test[:40])
+    assert 5 <= sum(s != 200 for s in statuses) <= 35, statuses  # the canary's share failed
+    fired = _until(manager, lambda: manager.aiops.store.alerts(deployment="watched-canary"), 60)
+    assert fired[0]["action"] == "canary iris-mlp:2 stopped; watched serves on"
+    assert canaries.of("watched") is None
+    assert not (home / "deployments" / "watched" / "canary.json").exists()
+    assert "watched-canary" not in {v.name for v in manager.list(0, 100)[0]}
+    main = manager.get("watched")
+    assert (main.version, main.pid, main.restarts, main.state) == (1, main_pid, 0, "ready")
+    assert manager.aiops.store.alerts(deployment="watched") == []  # judged apart
+    assert _predict(manager, test[:10]) == [200] * 10
+
+    train = lp.data.load("iris", split="train")
+    good = lp.models.MLP(in_features=4, num_classes=3, hidden=[16])
+    lp.fit(good, train, epochs=1, batch_size=32, quiet=True, seed=1)
+    assert lp.register(good, "iris-mlp", dataset=train).version == 3
+    canaries.start("watched", "iris-mlp:3", share=0.5, promote_after_s=0, user="ada")
+    _until(manager, lambda: manager.get("watched-canary").state == "ready")
+    served: list[int] = []
+
+    def promoted() -> bool:
+        served.extend(_predict(manager, test[:3]))  # traffic all through the promotion
+        view = manager.get("watched")
+        return canaries.of("watched") is None and (view.version, view.state) == (3, "ready")
+
+    _until(manager, promoted)
+    assert set(served) == {200}, served
+    assert manager.get("watched").pid != main_pid  # it did restart, on version 3
+    assert "watched-canary" not in {v.name for v in manager.list(0, 100)[0]}
+    with manager.database.session() as s:
+        actions = [a.action for a in s.scalars(select(AuditRow).where(
+            AuditRow.target == "deployment/watched", AuditRow.actor == "aiops"))]  # fmt: skip
+    assert actions[-2:] == ["deployment.canary_promote", "deployment.canary_promoted"]

@@ -1,5 +1,6 @@
-"""``/api/v1/deployments``: serve a registered version, scale, stop, start, delete, set its
-autoscaling policy, read its live figures, and forward predictions and explanations to it."""
+"""``/api/v1/deployments``: serve a registered version, scale, stop, start, delete, release
+another version (at once, or as a canary on a share of the traffic), set its autoscaling
+policy, read its live figures, and forward predictions and explanations to it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lepton.platform._deps import Caller, P
 from lepton.platform._http import Page, PageQuery, allow
 from lepton.platform._state import Platform
 from lepton.platform.deployments._autoscale import AutoscalePolicy, AutoscaleRequest
+from lepton.platform.deployments._canary import Canary, CanaryRequest, ReleaseRequest
 from lepton.platform.deployments._specs import (
     MAX_REPLICAS,
     NAME,
@@ -116,6 +118,50 @@ def set_autoscale_policy(p: P, name: DeploymentName, body: AutoscaleRequest) -> 
 def delete_autoscale_policy(p: P, name: DeploymentName) -> AutoscalePolicy:
     """Stop autoscaling it (its replicas stay as they are); answers the policy removed."""
     return p.deployments.aiops.autoscaler.delete_policy(name)
+
+
+@router.post("/deployments/{name}/release", tags=["deployments"])
+@allow("editor")
+def release(p: P, who: Caller, name: DeploymentName, body: ReleaseRequest) -> DeploymentView:
+    """Serve another version of its model on every replica now (they restart); a
+    ``rollback`` rule with ``within_s`` may undo it. For a share of the traffic first,
+    start a canary instead."""
+    return p.deployments.healer.release(name, body.model, who.name)
+
+
+@router.post("/deployments/{name}/canary", tags=["deployments"], status_code=201)
+@allow("editor")
+def start_canary(p: P, who: Caller, name: DeploymentName, body: CanaryRequest) -> Canary:
+    """Serve another version on a ``share`` of the traffic, as deployment ``NAME-canary``:
+    the rules naming this deployment also judge the canary on its own figures; a firing
+    ``rollback`` rule stops it, and ``promote_after_s`` without an alert promotes it."""
+    return p.deployments.canaries.start(
+        name, body.model, share=body.share, promote_after_s=body.promote_after_s, user=who.name
+    )
+
+
+@router.get("/deployments/{name}/canary", tags=["deployments"])
+@allow("viewer")
+def canary(p: P, name: DeploymentName) -> Canary:
+    """Its canary: version, share, when it is promoted, both versions' figures; 404 when
+    it has none."""
+    return p.deployments.canaries.get(name)
+
+
+@router.post("/deployments/{name}/canary/promote", tags=["deployments"])
+@allow("editor")
+def promote_canary(p: P, who: Caller, name: DeploymentName) -> DeploymentView:
+    """Promote its canary now: the deployment restarts on the canary's version while the
+    canary takes all the traffic, then the canary is deleted."""
+    return p.deployments.canaries.promote(name, who.name)
+
+
+@router.delete("/deployments/{name}/canary", tags=["deployments"])
+@allow("editor")
+def abort_canary(p: P, who: Caller, name: DeploymentName) -> Canary:
+    """Stop and delete its canary (the deployment serves all the traffic, as it never
+    stopped); answers the canary's last record."""
+    return p.deployments.canaries.abort(name, who.name)
 
 
 _BODY = {

@@ -147,13 +147,21 @@ class AIOps:
                 log.exception("aiops on deployment %s failed", view.name)
         # a deployment being (re)started has no figures of its own yet: its rules wait
         names = {v.name for v in views if v.state == "ready"}
-        for rule in self.store.rules():
-            for name in sorted(names if rule.deployment is None else names & {rule.deployment}):
+        canaries = self.manager.canaries
+        rules = self.store.rules()
+        for rule in rules:
+            # a rule on a deployment also judges its canary, on the canary's own figures
+            named = {rule.deployment, canaries.canary_of(rule.deployment or "")}
+            for name in sorted(names if rule.deployment is None else names & named):
                 try:
                     self._evaluate(rule, name)
                 except Exception:
                     log.exception("alert rule %s on %s failed", rule.name, name)
+        existing, by_name = {v.name for v in views}, {r.name: r for r in rules}
+        for key in [key for key in self._open if key[1] not in existing]:
+            self._resolve(key, by_name.get(key[0]))  # a deleted deployment (or canary)
         self.autoscaler.tick(views)
+        canaries.tick({name for _, name in self._open})
 
     def _observe(self, name: str) -> None:
         summary = self.manager.metrics(name, window_s=self.anomaly_window_s)
@@ -215,13 +223,7 @@ class AIOps:
         )
         now = time.monotonic()
         if not holds:
-            self._pending.pop(key, None)
-            alert_id = self._open.pop(key, None)
-            if alert_id is not None:
-                alert = self.store.update(alert_id, state="resolved", resolved_at=time.time())
-                log.info("alert %s on %s resolved", rule.name, name)
-                if alert is not None:
-                    self._notify(rule, alert)
+            self._resolve(key, rule)
             return
         assert value is not None
         since = self._pending.setdefault(key, now)
@@ -237,10 +239,25 @@ class AIOps:
             alert = self.store.update(alert["id"], action=outcome) or alert
         self._notify(rule, alert)
 
+    def _resolve(self, key: tuple[str, str], rule: AlertRule | None) -> None:
+        """The alert of ``key`` (rule, deployment), if open, is resolved (webhook told)."""
+        self._pending.pop(key, None)
+        alert_id = self._open.pop(key, None)
+        if alert_id is None:
+            return
+        alert = self.store.update(alert_id, state="resolved", resolved_at=time.time())
+        log.info("alert %s on %s resolved", *key)
+        if alert is not None and rule is not None:
+            self._notify(rule, alert)
+
     def _remediate(self, rule: AlertRule, name: str, alert: dict[str, Any]) -> str:
-        """Run the rule's action on ``name``; audited either way; answers what happened."""
-        if rule.action == "rollback" and not self.manager.healer.released_within(
-            name, rule.within_s
+        """Run the rule's action on ``name``; audited either way; answers what happened.
+        A canary is rolled back by stopping it: its main deployment serves on."""
+        parent = self.manager.canaries.parent_of(name)
+        if (
+            rule.action == "rollback"
+            and parent is None
+            and not self.manager.healer.released_within(name, rule.within_s)
         ):  # an old version slowed down: not the release's fault, an alert only
             return f"none: no release in the last {rule.within_s:.0f} s to roll back"
         status = 200
@@ -260,6 +277,9 @@ class AIOps:
                     raise DeploymentError("this manager has no job scheduler to retrain with")
                 assert rule.retrain_job is not None  # checked() pairs them
                 outcome = f"retraining: job {self.submit_job(rule.retrain_job)} submitted"
+            elif parent is not None:
+                canary = self.manager.canaries.abort(parent, "aiops", f"rule {rule.name} fired")
+                outcome = f"canary {canary.ref} stopped; {parent} serves on"
             else:
                 view = self.manager.healer.rollback(name, "aiops")
                 outcome = f"rolled back to {view.ref}"

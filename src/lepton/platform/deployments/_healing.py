@@ -148,15 +148,24 @@ class Healer:
             DeploymentError: No ready version matches, or it is another model's.
         """
         with self.runtimes.lock(name):
-            row = self.store.require(name)
-            version = self.resolve(f"{row.model_name}:{ref}" if ref.isdigit() else ref)
-            if version.name != row.model_name:
-                raise DeploymentError(
-                    f"deployment {name!r} serves model {row.model_name!r}, not "
-                    f"{version.name!r}; create another deployment for {version.ref}"
-                )
+            version = self.version_for(self.store.view(self.store.require(name)), ref)
             log.info("%s releases %s on deployment %s", user, version.ref, name)
             return self._serve(name, version.version, None, released=True)
+
+    def version_for(self, view: DeploymentView, ref: str) -> ModelVersion:
+        """The ready version ``ref`` (``3``, ``name:3``, ``name@production``) of the model
+        that ``view`` serves.
+
+        Raises:
+            DeploymentError: No ready version matches, or it is another model's.
+        """
+        version = self.resolve(f"{view.model_name}:{ref}" if ref.isdigit() else ref)
+        if version.name != view.model_name:
+            raise DeploymentError(
+                f"deployment {view.name!r} serves model {view.model_name!r}, not "
+                f"{version.name!r}; create another deployment for {version.ref}"
+            )
+        return version
 
     def _serve(
         self, name: str, version: int, error: str | None, *, released: bool

@@ -39,6 +39,7 @@ import httpx
 from lepton._fs import atomic_write_bytes
 from lepton.errors import DeploymentError, NotFoundError, RegistryError
 from lepton.platform.deployments._aiops import AIOps
+from lepton.platform.deployments._canary import Canaries
 from lepton.platform.deployments._healing import Healer
 from lepton.platform.deployments._monitor import Monitor
 from lepton.platform.deployments._process import ProcessControl
@@ -117,6 +118,7 @@ class DeploymentManager:
         self._proxy = PredictProxy(host, wait_s=proxy_wait_s, timeout_s=predict_timeout_s)
         self.healer = Healer(self._store, self._processes, self._runtimes, self._monitor,
                              self._scraper, self._resolve)  # restart, rollback  # fmt: skip
+        self.canaries = Canaries(self)  # a new version on a share of the traffic first
         self.aiops = AIOps(self)  # anomalies, drift, alert rules, remediation
 
     @property
@@ -265,6 +267,7 @@ class DeploymentManager:
         Raises:
             NotFoundError: No deployment has that name.
         """
+        self.canaries.discard(name, user)  # its canary goes with it
         with self._runtimes.lock(name):
             self._halt(name, user, "deletes")
             self._store.delete(name)
@@ -287,20 +290,27 @@ class DeploymentManager:
         Raises:
             NotFoundError: No deployment has that name.
         """
-        rt = self._runtimes.get(name)
-        if rt is None:
-            rt = await asyncio.to_thread(lambda: self._runtimes.of(self._store.require(name)))
-        return await self._proxy.forward(rt, body, content_type, route)
+        return await self._proxy.forward(await self._target(name), body, content_type, route)
 
     async def predict_stream(
         self, name: str, body: bytes, content_type: str, *, route: str
     ) -> tuple[int, str, AsyncIterator[bytes] | bytes]:
         """As :meth:`predict` for a streamed route (``chat``): a 200 answer's body is an
         async iterator of its chunks as the deployment sends them."""
+        return await self._proxy.stream(await self._target(name), body, content_type, route)
+
+    async def _target(self, name: str) -> Runtime:
+        """The runtime one request to ``name`` goes to: its canary's for the canary's share
+        (:meth:`~._canary.Canaries.pick`), else its own."""
         rt = self._runtimes.get(name)
         if rt is None:
             rt = await asyncio.to_thread(lambda: self._runtimes.of(self._store.require(name)))
-        return await self._proxy.stream(rt, body, content_type, route)
+        canary = self.canaries.pick(name) if rt.desired == "running" else None
+        return (self._runtimes.get(canary) or rt) if canary is not None else rt
+
+    def runtime(self, name: str) -> Runtime | None:
+        """What this server knows of deployment ``name`` now (``None``: not seen yet)."""
+        return self._runtimes.get(name)
 
     async def aclose(self) -> None:
         """Close :meth:`predict`'s connections of the running event loop (at shutdown)."""
