@@ -29,6 +29,7 @@ import lepton as lp
 from lepton import registry
 from lepton.errors import ConflictError, DeploymentError, NotFoundError
 from lepton.platform._procs import proc_stat
+from lepton.platform.deployments._canary import CanaryRequest
 from lepton.platform.deployments._manager import DeploymentManager, DeploymentRequest
 from lepton.storage import Database
 
@@ -292,6 +293,22 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
         restarter.create(DeploymentRequest(name="other", model="iris-mlp:1", port=view.port), "ada")
     with pytest.raises(DeploymentError, match="no ready model version matches 'no-such-model'"):
         restarter.create(DeploymentRequest(name="other", model="no-such-model"), "ada")
+    # ... and for canaries that cannot be: nothing is started, no record is written.
+    canaries = restarter.canaries
+    with pytest.raises(NotFoundError, match="has no canary; start one with POST"):
+        canaries.get("iris")
+    with pytest.raises(NotFoundError, match="no deployment named 'nope'"):
+        canaries.start("nope", "2", share=0.1, promote_after_s=60, user="ada")
+    with pytest.raises(DeploymentError, match="already serves iris-mlp:1"):
+        canaries.start("iris", "1", share=0.1, promote_after_s=60, user="ada")
+    with pytest.raises(DeploymentError, match="cannot deploy 'iris-mlp:9'"):
+        canaries.start("iris", "9", share=0.1, promote_after_s=60, user="ada")
+    with pytest.raises(DeploymentError, match=r"between 0 and 1, got 1\.5"):
+        canaries.start("iris", "2", share=1.5, promote_after_s=60, user="ada")
+    with pytest.raises(ValueError, match="less than 1"):
+        CanaryRequest(model="2", share=1.0)
+    assert canaries.of("iris") is None
+    assert not (home / "deployments" / "iris" / "canary.json").exists()
     assert restarter.list(0, 10)[1] == 1
 
     # Stop: drained and gone, and stays stopped across a server start.
@@ -302,6 +319,8 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
     assert not _port_open(view.port)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    with pytest.raises(DeploymentError, match="is stopped; start it before a canary"):
+        restarter.canaries.start("iris", "2", share=0.1, promote_after_s=60, user="ada")
     status, _, body = _predict_raw(restarter, "iris")
     assert status == 503
     assert json.loads(body)["error"]["code"] == "deployment_stopped"
