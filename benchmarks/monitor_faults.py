@@ -25,7 +25,11 @@ Faults, one after another (each waits for the previous one's alerts to resolve):
    probes; requests it took wait until the proxy's 5 s deadline);
 2. **errors**: the replica fails 20% of its batches (500);
 3. **latency regression**: ``faulty:2`` (same weights, 80 ms per row) is released;
-4. **leak**: the replica keeps 4 MiB per request.
+4. **leak**: the replica keeps 4 MiB per request;
+5. **canary** (``--faults canary,release``): ``faulty:4``, a version that fails 20% of its
+   batches, as a canary on 10% of the traffic: stopped by a ``rollback`` rule on the
+   canary's own error rate, the main version never restarted;
+6. **release**: the same version released on every replica: rolled back.
 
 The fault is put in the replicas running at that moment (one by default; with
 ``--replicas 2`` both: the proxy's kept-alive connections may all sit on one replica, so
@@ -61,7 +65,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 from aiops import Load, _free_port, _wait, teardown  # noqa: E402
 
-RULE_OF = {"hang": "hung", "errors": "errors", "latency": "slow", "leak": "memory"}
+RULE_OF = {"hang": "hung", "errors": "errors", "latency": "slow", "leak": "memory",
+           "canary": "broken", "release": "broken"}  # fmt: skip
+BROKEN = "4"  # faulty:4 fails 20% of its batches (faulty:3, before it, is a good copy)
 
 
 def _replicas(supervisor: int) -> list[int]:
@@ -111,6 +117,10 @@ def main() -> None:
     slow = FaultyMLP(delay_ms=80.0)
     slow.load_state_dict(good.state_dict())
     lp.register(slow, "faulty", dataset=train)
+    for error_rate in (0.0, 0.2):  # faulty:3 (good: what a rollback of 4 goes back to), 4
+        copy = FaultyMLP(error_rate=error_rate)
+        copy.load_state_dict(good.state_dict())
+        lp.register(copy, "faulty", dataset=train)
     rows = lp.data.load("iris", split="test").features.tolist()
     db = Database(f"sqlite:///{home}/lepton.db")
     db.check()
@@ -162,7 +172,10 @@ def main() -> None:
 
         # 2. the faults
         for fault in args.faults.split(","):
-            results[fault] = _one_fault(manager, load, fault, fault_file, inject, args.budget_s)
+            if fault in ("canary", "release"):
+                results[fault] = _bad_version(manager, load, fault, args.budget_s)
+            else:
+                results[fault] = _one_fault(manager, load, fault, fault_file, inject, args.budget_s)
             print(f"{fault}:", json.dumps(results[fault]), flush=True)
     finally:
         teardown(load, manager, db)
@@ -218,6 +231,58 @@ def _one_fault(
         "action": acted,
         "version": manager.get("bench").version,
         "new_version_ready_s": None if serving is None else round(serving, 1),
+    }
+
+
+def _bad_version(manager: Any, load: Any, mode: str, budget_s: float) -> dict[str, Any]:
+    """``faulty:4`` (20% of its batches fail) released on every replica (``release``), or
+    as a canary on 10% of the traffic (``canary``). A rule as an operator would write it,
+    ``error_rate > 0.05`` for 2 s with ``rollback`` within 300 s of a release, rolls the
+    release back, and stops the canary (a rollback of a canary), the main version serving
+    on untouched. Healed: the release rolled back and ready again, or the canary gone."""
+    from lepton.platform.deployments._alerts import AlertRule
+
+    store = manager.aiops.store
+    if "broken" not in {r.name for r in store.rules()}:
+        # only this rule judges the two, so they compare the same thing: the restart of
+        # "errors" would race its rollback, and "slow" would judge a canary's first
+        # seconds (a fresh process on a busy box) on its handful of requests
+        for other in ("errors", "slow"):
+            store.delete_rule(other)
+        store.add_rule(AlertRule(name="broken", metric="error_rate", threshold=0.05, window_s=5,
+                                 for_s=2, severity="critical", action="rollback", within_s=300,
+                                 cooldown_s=30))  # fmt: skip
+    if not _wait(lambda: not store.firing() and manager.get("bench").state == "ready", budget_s):
+        return {"error": f"alerts still firing before the release: {store.firing()}"}
+    time.sleep(3)
+    before = manager.get("bench")
+    start, wall = time.monotonic(), time.time()
+    if mode == "canary":
+        manager.canaries.start("bench", BROKEN, share=0.1, promote_after_s=3600, user="release")
+        healed = lambda: manager.canaries.of("bench") is None  # noqa: E731
+    else:
+        manager.healer.release("bench", BROKEN, "release")
+        healed = lambda: (v := manager.get("bench")).version != 4 and v.state == "ready"  # noqa: E731
+    fired = _wait(
+        lambda: [a for a in store.alerts() if a["rule"] == "broken" and a["started_at"] >= wall],
+        budget_s,
+    )
+    if not fired:
+        return {"detect_s": None, "failed": load.failed_between(start, time.monotonic()),
+                "action": f"no 'broken' alert within {budget_s:.0f} s"}  # fmt: skip
+    done = _wait(healed, budget_s)
+    end = time.monotonic()
+    time.sleep(10)
+    after = manager.get("bench")
+    return {
+        "detect_s": round(fired[-1]["started_at"] - wall, 1),
+        "recover_s": round(end - start, 1) if done else None,
+        "failed": load.failed_between(start, end),
+        "failed_after_recovery_10s": load.failed_between(end + 0.5, end + 10.5),
+        "action": next((a["action"] for a in store.alerts() if a["id"] == fired[-1]["id"]), None),
+        "version": after.version,
+        "main_restarted": after.pid != before.pid,
+        "alerted_on": fired[-1]["deployment"],
     }
 
 

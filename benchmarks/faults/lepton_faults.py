@@ -8,6 +8,8 @@ made importable in the replicas by ``sitecustomize.py`` next to this file, on
 * ``delay_ms`` (part of its registered config, so part of a *version*): each forward
   sleeps ``delay_ms`` per row. A version registered with it is a latency regression; one
   replica then serves at most ``1000 / delay_ms`` rows a second (a load that queues).
+* ``error_rate`` (also part of a version): that share of its forwards raise (500s): a
+  broken release, released plainly or as a canary.
 * the fault file named by ``$LEPTON_BENCH_FAULT_FILE``: ``{"fault": ..., "at": epoch,
   "pids": [...]}`` makes the replicas with those pids (all when empty) that were already
   running at ``at`` misbehave: ``hang`` (the forward never returns; the process lives
@@ -71,10 +73,15 @@ class FaultyMLP(nn.Module):
     """A small MLP (``in_features`` -> ``hidden`` -> ``num_classes``) with the faults above."""
 
     def __init__(
-        self, in_features: int = 4, num_classes: int = 3, hidden: int = 16, delay_ms: float = 0.0
+        self,
+        in_features: int = 4,
+        num_classes: int = 3,
+        hidden: int = 16,
+        delay_ms: float = 0.0,
+        error_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        self.delay_ms = delay_ms
+        self.delay_ms, self.error_rate = delay_ms, error_rate
         self.net = nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
         )
@@ -82,6 +89,8 @@ class FaultyMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.delay_ms:
             time.sleep(self.delay_ms * x.shape[0] / 1000)
+        if self.error_rate and random.random() < self.error_rate:  # a bug of this version
+            raise RuntimeError(f"this version fails {self.error_rate:.0%} of its batches")
         fault = _fault()
         if fault == "hang":
             while _fault() == "hang":  # stuck until the process is replaced (or cleared)

@@ -40,11 +40,11 @@ def _alerts(server: tuple[Platform, Path], *args: str) -> tuple[int, str, BaseEx
 def test_rules_are_added_listed_refused_and_removed(server: tuple[Platform, Path]) -> None:
     code, out, _ = _alerts(server, "rules", "add", "slow", "--metric", "latency_ms_p95",
                            "--threshold", "250", "--for", "30", "--severity", "critical",
-                           "-d", "iris")  # fmt: skip
+                           "-d", "iris", "--min-requests", "20")  # fmt: skip
     assert code == 0, out
     assert "rule slow: latency_ms_p95 > 250 for 30 s on iris (critical, action none)" in out
-    code, out, _ = _alerts(server, "rules", "add", "drifting", "--kind", "drift",
-                           "--threshold", "0.5", "--action", "rollback")  # fmt: skip
+    code, out, _ = _alerts(server, "rules", "add", "drifting", "--kind", "drift", "--threshold",
+                           "0.5", "--action", "rollback", "--within", "300")  # fmt: skip
     assert code == 0, out
 
     code, out, _ = _alerts(server, "rules", "list", "--json")
@@ -53,6 +53,7 @@ def test_rules_are_added_listed_refused_and_removed(server: tuple[Platform, Path
     assert sorted(rules) == ["drifting", "slow"]
     assert rules["slow"]["window_s"] == 30.0  # left out: the server's default
     assert rules["drifting"]["deployment"] is None
+    assert (rules["slow"]["min_requests"], rules["drifting"]["within_s"]) == (20, 300.0)
     code, out, _ = _alerts(server, "rules", "list")
     assert "latency_ms_p95 > 250" in out
     assert "drift > 0.5" in out

@@ -19,6 +19,7 @@ from helpers import WebhookReceiver
 from lepton.errors import AlertRuleError, NotFoundError
 from lepton.monitor import wasserstein_threshold
 from lepton.platform.deployments._aiops import figures
+from lepton.platform.deployments._aiops_metrics import watched
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
 from lepton.platform.deployments._runtime import Runtime, own_figures
 
@@ -82,6 +83,18 @@ def test_figures_turn_a_scrape_summary_into_the_watched_numbers() -> None:
     assert values["latency_ms_p95"] == 12.0
     assert figures({"rps": 0.0, "errors_per_s": 0.0})["error_rate"] == 0.0
     assert figures({"memory_mb": 612.5, "timeouts": 2.0})["memory_mb"] == 612.5
+
+
+def test_a_rule_with_min_requests_judges_no_window_with_fewer() -> None:
+    """A canary on 10% of 10 requests/s has 5 requests in a 5 s window: its p95 is one
+    slow first request. ``min_requests`` makes such a window "no data" (nothing fires)."""
+    canary = {"rps": 1.0, "errors_per_s": 0.0, "latency_ms_p95": 480.0}
+    assert watched(canary, "latency_ms_p95", 5.0) == 480.0
+    assert watched(canary, "latency_ms_p95", 5.0, min_requests=20) is None
+    assert watched(canary, "latency_ms_p95", 30.0, min_requests=20) == 480.0  # 30 requests
+    assert AlertRule(name="slow", metric="latency_ms_p95", min_requests=20).min_requests == 20
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        AlertRule(name="slow", metric="latency_ms_p95", min_requests=-1)
 
 
 def test_what_the_proxy_answered_counts_only_since_the_deployment_turned_ready() -> None:

@@ -108,6 +108,12 @@ def rules_add(
     ),
     max_replicas: int | None = typer.Option(None, help="action=scale: at most this many."),
     cooldown_s: float | None = typer.Option(None, "--cooldown", help="Seconds between actions."),
+    within_s: float | None = typer.Option(
+        None, "--within", help="action=rollback: only this many seconds after a release."
+    ),
+    min_requests: int | None = typer.Option(
+        None, help="Judge only windows with at least this many requests (canaries, quiet hours)."
+    ),
     webhook: str | None = typer.Option(None, help="POST alerts here (https; http on loopback)."),
     url: str | None = _URL,
     token_file: Path | None = _TOKEN_FILE,
@@ -132,7 +138,8 @@ def rules_add(
         "name": name, "metric": metric, "kind": kind, "op": op, "threshold": threshold,
         "deployment": deployment, "for_s": for_s, "window_s": window_s, "severity": severity,
         "action": action, "max_replicas": max_replicas, "cooldown_s": cooldown_s,
-        "webhook": webhook, "retrain_job": job,
+        "webhook": webhook, "retrain_job": job, "within_s": within_s,
+        "min_requests": min_requests,
     }  # fmt: skip
     body = {key: value for key, value in given.items() if value is not None}
     with _client(url, token_file) as client:

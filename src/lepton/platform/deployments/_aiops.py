@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from lepton.errors import DeploymentError
 from lepton.monitor import AnomalyDetector
-from lepton.platform.deployments._aiops_metrics import SERIES, exposition, figures
+from lepton.platform.deployments._aiops_metrics import SERIES, exposition, figures, watched
 from lepton.platform.deployments._aiops_state import AIOpsState
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
 from lepton.platform.deployments._autoscale import Autoscaler
@@ -202,7 +202,8 @@ class AIOps:
         """The number ``rule`` watches on deployment ``name`` now (``None``: no data)."""
         if rule.kind == "metric":
             assert rule.metric is not None
-            return figures(self.manager.metrics(name, window_s=rule.window_s)).get(rule.metric)
+            summary = self.manager.metrics(name, window_s=rule.window_s)
+            return watched(summary, rule.metric, rule.window_s, rule.min_requests)
         if rule.kind == "drift":
             report = self.drift.report(name) or {}
             features = report.get("features") or []

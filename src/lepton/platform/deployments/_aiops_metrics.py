@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 if TYPE_CHECKING:
     from lepton.platform.deployments._aiops import AIOps
 
-__all__ = ["SERIES", "exposition", "figures"]
+__all__ = ["SERIES", "exposition", "figures", "watched"]
 
 # series watched for anomalies, and the smallest change that counts (absolute units)
 SERIES: dict[str, float] = {"latency_ms_p95": 5.0, "error_rate": 0.05, "rps": 1.0,
@@ -32,6 +32,18 @@ def figures(summary: dict[str, Any]) -> dict[str, float | None]:
     out["rps"] = rps
     out["error_rate"] = errors / rps if rps > 0 else 0.0
     return out
+
+
+def watched(
+    summary: dict[str, Any], metric: str, window_s: float, min_requests: int = 0
+) -> float | None:
+    """``metric`` of a scraper summary over ``window_s``; ``None`` (no data) when the
+    window holds fewer than ``min_requests`` requests: a p95 of three requests judges
+    nothing."""
+    numbers = figures(summary)
+    if min_requests and (numbers["rps"] or 0.0) * window_s < min_requests:
+        return None
+    return numbers.get(metric)
 
 
 def exposition(aiops: AIOps) -> bytes:

@@ -75,6 +75,10 @@ class AlertRule(BaseModel):
         "POST /api/v1/jobs takes it, e.g. {\"kind\": \"train\", \"model\": \"convnet\", "
         "\"data\": \"mnist\", \"register\": \"mnist-convnet\"}.",
     )  # fmt: skip
+    min_requests: int = Field(
+        0, ge=0, le=1_000_000, description="kind=metric: judge a window only when it holds "
+        "at least this many requests (a canary's small share, a quiet hour); fewer: no data.",
+    )  # fmt: skip
     max_replicas: int = Field(4, ge=1, le=16, description="action=scale: at most this many.")
     cooldown_s: float = Field(120.0, ge=0, le=86400, description="Between two actions.")
     within_s: float | None = Field(
