@@ -112,7 +112,8 @@ def detect_image(
 
 def draw_detections(image: Any, answer: DetectAnswer | dict[str, Any], *, line: int = 0) -> bytes:
     """``image`` (an :class:`~lepton.serve.Image`, a PIL image, or PNG/JPEG bytes) with
-    ``answer``'s boxes, class names and scores drawn on it, as PNG bytes."""
+    ``answer``'s boxes, class names and scores drawn on it, as PNG bytes (the best
+    detection last: over weaker guesses at the same place, which would hide its label)."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
@@ -126,8 +127,9 @@ def draw_detections(image: Any, answer: DetectAnswer | dict[str, Any], *, line: 
     sx, sy = pil.width / max(1, found["width"]), pil.height / max(1, found["height"])
     width = line or max(1, round(min(pil.size) / 128))
     draw = ImageDraw.Draw(pil)
-    for box, name, index, score in zip(found["boxes"], found["labels"], found["label_ids"],
-                                       found["scores"], strict=True):  # fmt: skip
+    drawn = list(zip(found["boxes"], found["labels"], found["label_ids"], found["scores"],
+                     strict=True))  # fmt: skip
+    for box, name, index, score in reversed(drawn):  # worst first: the best on top
         colour = _PALETTE[int(index) % len(_PALETTE)]
         x1, y1, x2, y2 = box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
