@@ -2,12 +2,14 @@
 of an MLP fit on real iris rows, says at exit which deployments keep running and how to
 stop them, and ``lepton deployments list|stop`` works on the database alone while no
 server runs, and through the API while one does (``autoscale`` too, its policy kept
-across the restart)."""
+across the restart); and a canary release of a second version through the CLI, shown by the
+CLI and the dashboard beside the main version, then aborted."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import LEPTON, ok, start_platform, stop_platform
+from servers import LEPTON, Platform, ok, start_platform, stop_platform
 
 import lepton as lp
 
@@ -44,6 +46,53 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _canary_through_the_cli_and_the_dashboard(home: Path, platform: Platform) -> None:
+    """Deployment ``iris`` (iris-mlp:1, ready) gets a canary of iris-mlp:2 on half of its
+    traffic; the CLI's table and the dashboard show both; ``--abort`` removes it. (The
+    canary's routing, promotion and rollback are tests/integration/test_aiops.py's.)"""
+    bad = _lepton(home, "deployments", "release", "iris", "2", "--canary", "1.5",
+                  server=platform.url)  # fmt: skip
+    assert bad.returncode == 2
+    assert "--canary: the share of the traffic must be between 0 and 1" in bad.stderr
+    negative = _lepton(home, "deployments", "release", "iris", "2", "--canary", "0.1",
+                       "--promote-after", "-5", server=platform.url)  # fmt: skip
+    assert negative.returncode == 2  # refused by the server, in the command's words
+    assert "--promote-after: Input should be greater than or equal to 0" in negative.stderr
+    unknown = _lepton(home, "deployments", "canary", "nope", server=platform.url)
+    assert unknown.returncode == 2
+    assert "no deployment named 'nope'" in unknown.stderr
+    started = _lepton(home, "deployments", "release", "iris", "2", "--canary", "0.5",
+                      "--promote-after", "3600", server=platform.url)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "iris: iris-mlp:2 takes 50% of the traffic as iris-canary (" in started.stdout
+    assert "unless an alert fires on it" in started.stdout
+    with platform.client() as client:  # it need not be ready to be shown (nor aborted)
+        page = client.get("/deployments/iris", headers={"accept": "text/html"})
+        assert page.status_code == 200
+        assert 'takes 50% of the traffic as <a href="/deployments/iris-canary">' in page.text
+        assert "<th>canary (iris-mlp:2)</th>" in page.text
+        assert 'id="canary-abort"' in page.text
+        assert 'id="release-form"' not in page.text
+        of = client.get("/deployments/iris-canary", headers={"accept": "text/html"})
+        assert "This deployment is the canary of" in of.text
+    shown = _lepton(home, "deployments", "canary", "iris", server=platform.url)
+    assert shown.returncode == 0, shown.stderr
+    rows = {cells[0]: cells[1:] for line in shown.stdout.splitlines()
+            if len(cells := [c.strip() for c in re.split("[│┃]", line)[1:-1]]) == 3}  # fmt: skip
+    assert rows.get("last 60 s") == ["main (iris-mlp:1)", "canary (iris-mlp:2)"], shown.stdout
+    assert rows["share"] == ["50%", "50%"]
+    assert rows["state"][0] == "ready"
+    assert rows["state"][1] in ("starting", "ready")
+    assert set(rows) >= {"requests/s", "error rate", "p95 ms", "proxy errors", "timeouts"}
+    aborted = _lepton(home, "deployments", "canary", "iris", "--abort", server=platform.url)
+    assert aborted.returncode == 0, aborted.stderr
+    assert "iris: canary iris-mlp:2 stopped and deleted; iris-mlp:1 serves all" in aborted.stdout
+    with platform.client() as client:
+        assert client.get("/api/v1/deployments/iris-canary").status_code == 404
+        assert client.get("/api/v1/deployments/iris/canary").status_code == 404
+        assert ok(client.get("/api/v1/deployments/iris"))["ref"] == "iris-mlp:1"
+
+
 def test_deployments_outlive_the_server_and_the_cli_stops_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -53,6 +102,7 @@ def test_deployments_outlive_the_server_and_the_cli_stops_them(
     model = lp.models.MLP(in_features=4, num_classes=3, hidden=[8])
     lp.fit(model, train, epochs=1, batch_size=32, quiet=True, seed=0)
     lp.register(model, "iris-mlp")
+    lp.register(model, "iris-mlp")  # version 2, for the canary
 
     platform = start_platform(home, tmp_path)
     try:
@@ -76,6 +126,7 @@ def test_deployments_outlive_the_server_and_the_cli_stops_them(
         )
         assert scaled.returncode == 0, scaled.stderr
         assert "iris: autoscaled between 1 and 2 replicas on latency_ms_p95" in scaled.stdout
+        _canary_through_the_cli_and_the_dashboard(home, platform)
         platform.process.send_signal(signal.SIGTERM)
         platform.process.wait(timeout=60)
         said = platform.log
@@ -94,6 +145,10 @@ def test_deployments_outlive_the_server_and_the_cli_stops_them(
         assert wrong.returncode == 2
         assert "no deployment named 'nope'" in wrong.stderr
         assert "shows iris" in wrong.stderr
+        alone = _lepton(home, "deployments", "release", "iris", "2", "--canary", "0.1")
+        assert alone.returncode == 2  # no server would watch the canary
+        assert "no `lepton server` runs on this platform" in alone.stderr
+        assert "start it with `lepton server`" in alone.stderr
         stopped = _lepton(home, "deployments", "stop", "--all")
         assert stopped.returncode == 0, stopped.stderr
         assert "stopped iris (iris-mlp:1): stopped" in stopped.stdout
@@ -109,6 +164,9 @@ def test_deployments_outlive_the_server_and_the_cli_stops_them(
         again = _lepton(home, "deployments", "stop", "--all", server=platform.url)
         assert again.returncode == 0, again.stderr
         assert "no running deployments" in again.stdout
+        pinned = _lepton(home, "deployments", "release", "iris", "2", server=platform.url)
+        assert pinned.returncode == 0, pinned.stderr
+        assert "iris: serves iris-mlp:2 when started again (it is stopped)" in pinned.stdout
         with platform.client() as client:  # the policy set through the API is kept
             policy = ok(client.get("/api/v1/deployments/iris/autoscale"))
         kept = [policy[k] for k in ("metric", "high", "max_replicas")]

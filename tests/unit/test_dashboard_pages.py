@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from html import unescape
 from typing import Any
 
 import pytest
@@ -577,3 +578,79 @@ def test_the_graph_pages_list_train_search_predict_and_draw(
     not_graph = browser.get("/models/not-a-graph/1/graph", headers={"accept": "text/html"})
     assert not_graph.status_code == 404
     assert "is not a graph embedding" in _alert(not_graph.text)
+
+
+def _release_error(html: str) -> str:
+    found = re.search(r'id="release-error">(.*?)</p>', html, re.S)
+    return unescape(found.group(1)) if found else ""
+
+
+def test_the_release_panel_refuses_bad_input_and_releases_a_version(
+    browser: Any, platform: Platform
+) -> None:
+    """A stopped deployment of a really registered model with two versions: no process is
+    needed to release (the version is pinned for its next start); a canary needs one, so
+    the core refuses it on a stopped deployment, and the page says so."""
+    import lepton as lp
+    from lepton import registry
+    from lepton.platform.deployments._store import DeploymentStore
+
+    for _ in range(2):
+        lp.register(lp.models.MLP(in_features=4, num_classes=3, hidden=[4]), "tiny",
+                    database=platform.db)  # fmt: skip
+    store = DeploymentStore(platform.db, "127.0.0.1")
+    store.insert(
+        name="iris", model_ref="tiny:1", version=registry.resolve("tiny:1", database=platform.db),
+        replicas=1, user="test", port_for=lambda taken: 8199,
+    )  # fmt: skip
+    store.update("iris", None, desired="stopped", state="stopped")
+    page = browser.get("/deployments/iris")
+    assert page.status_code == 200
+    assert "No canary: tiny:1 serves all the traffic" in page.text
+    assert '<option value="tiny:2">' in page.text  # the other versions, to pick from
+    assert '<option value="tiny:1">' not in page.text
+
+    def refused(form: dict[str, str]) -> str:
+        answer = browser.post("/deployments/iris/release", data=form, headers=OURS)
+        assert answer.status_code == 422, answer.text
+        for field, typed in form.items():  # what was typed is kept
+            assert f'name="{field}"' in answer.text
+            assert f'value="{typed}"' in answer.text
+        assert platform.deployments.get("iris").version == 1  # nothing changed
+        assert platform.deployments.canaries.of("iris") is None
+        return _release_error(answer.text)
+
+    assert refused({"model": "2", "share": "1.5"}) == "share: Input should be less than 1"
+    assert "share: Input should be a valid number" in refused({"model": "2", "share": "ten"})
+    assert "promote_after_s: Input should be greater than or equal to 0" in refused(
+        {"model": "2", "share": "0.1", "promote_after_s": "-5"}
+    )
+    assert "promote after goes with a canary share" in refused(
+        {"model": "2", "promote_after_s": "60"}
+    )
+    assert "deployment 'iris' is stopped; start it before a canary" in refused(
+        {"model": "2", "share": "0.1"}
+    )
+    assert "tiny:9" in refused({"model": "9"})  # no such version: the registry's message
+    assert platform.deployments.list()[1] == 1  # and no iris-canary was made
+
+    done = browser.post("/deployments/iris/release", data={"model": "tiny:2"}, headers=OURS,
+                        follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303, _release_error(done.text)
+    assert done.headers["location"] == "/deployments/iris"
+    assert platform.deployments.get("iris").ref == "tiny:2"
+    page = browser.get("/deployments/iris")
+    assert "No canary: tiny:2 serves all the traffic" in page.text
+    assert '<option value="tiny:1">' in page.text
+
+    for path in ("/deployments/iris/canary/promote", "/deployments/iris/canary/abort"):
+        none = browser.post(path, headers=OURS)
+        assert none.status_code == 404
+        assert "deployment 'iris' has no canary" in unescape(_alert(none.text))
+    assert browser.post("/deployments/nope/release", data={"model": "2"}, headers=OURS
+                        ).status_code == 404  # fmt: skip
+    viewer = _signed_in(platform, platform.auth.create_user("vera", "viewer").id)
+    assert 'id="release-form"' not in viewer.get("/deployments/iris").text
+    refused_viewer = viewer.post("/deployments/iris/release", data={"model": "1"}, headers=OURS)
+    assert refused_viewer.status_code == 403
+    assert platform.deployments.get("iris").ref == "tiny:2"

@@ -48,7 +48,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "your own."),
     "db": ("_db", "db_app", "The metadata database: check and migrate its schema."),
     "deployments": ("_deployments", "deployments_app", "The platform's deployments: list them, "
-                    "stop them, autoscale them (also when no server runs)."),
+                    "stop them, autoscale them (also when no server runs), release a new "
+                    "version (at once or as a canary)."),
     "runs": ("_runs", "runs_app", "Tracked runs: list, show and compare them."),
     "models": ("_models", "models_app", "Registered models: list, show, promote, alias, delete."),
     "users": ("_server", "users_app", "Platform users and API tokens, managed on the server's "

@@ -1,11 +1,14 @@
 """``lepton deployments``: list and stop the platform's deployments and set their
-autoscaling policies, with or without a running server.
+autoscaling policies, with or without a running server; release a new version, at once or
+as a canary on a share of the traffic, through a running server.
 
 Deployments outlive ``lepton server``: when it stops they keep serving, and the next start
 adopts them. With no server running, these commands work on the platform's database
 themselves, holding the server lease meanwhile (a server started at that moment waits
 for it, so the two never fight over a process). With a server running, they ask it
 through its API (LEPTON_SERVER_URL, token from LEPTON_TOKEN or LEPTON_HOME/admin-token).
+Releases and canaries (:mod:`lepton.cli._releases`) need the server: its monitor watches a
+canary, promotes it or stops it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lepton.cli._releases import canary_command, release_command
 from lepton.errors import ConfigError, LeptonError, NoAutoscalePolicyError, ServerBusyError
 
 if TYPE_CHECKING:
@@ -30,7 +34,7 @@ __all__ = ["deployments_app"]
 console = Console(highlight=False, soft_wrap=True)
 deployments_app = typer.Typer(
     help="The platform's deployments: list them, stop them, autoscale them (also when no "
-    "server runs).",
+    "server runs), release a new version (at once or as a canary).",
     no_args_is_help=True,
 )
 _ALL = 10_000
@@ -260,3 +264,8 @@ def _autoscale(
                 raise NoAutoscalePolicyError(exc.message) from None
             raise
     return dict(answer)
+
+
+# through a running server only: see lepton.cli._releases
+deployments_app.command("release")(release_command)
+deployments_app.command("canary")(canary_command)

@@ -137,8 +137,8 @@ class Canaries:
     def of(self, name: str) -> Canary | None:
         """Deployment ``name``'s canary, if it has one."""
         with self._lock:
-            record = dict(self._records[name]) if name in self._records else None
-        if record is None:
+            record = dict(self._records.get(name) or {})
+        if not record:  # none, or one being started
             return None
         try:
             state = self.manager.get(record["canary"]).state
@@ -165,7 +165,7 @@ class Canaries:
         if found is None:
             raise NotFoundError(
                 f"deployment {name!r} has no canary; start one with POST /api/v1/deployments/"
-                f'{name}/release {{"model": "<version>", "canary": 0.1}}'
+                f'{name}/canary {{"model": "<version>", "share": 0.1}}'
             )
         return found
 
@@ -173,7 +173,7 @@ class Canaries:
         """The main deployment of canary deployment ``name``; ``None`` if it is none."""
         with self._lock:
             for parent, record in self._records.items():
-                if record["canary"] == name:
+                if record.get("canary") == name:
                     return parent
         return None
 
@@ -181,7 +181,7 @@ class Canaries:
         """The canary deployment of main deployment ``name``, if it has one."""
         with self._lock:
             record = self._records.get(name)
-            return record["canary"] if record is not None else None
+            return record["canary"] if record else None
 
     def pick(self, name: str) -> str | None:
         """Where one request to ``name`` goes: its canary's name for a ``share`` of them
@@ -271,6 +271,8 @@ class Canaries:
             NotFoundError: No deployment has that name, or it has no canary.
         """
         canary = self.get(name)
+        if canary.promoting:  # the main deployment is being released already
+            return self.manager.get(name)
         with self._lock:
             record = dict(self._records[name], promoting=True)
         self._save(name, record)

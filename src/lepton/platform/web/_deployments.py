@@ -1,6 +1,8 @@
 """The Deployments pages: deployments and the form that deploys a registered version; one
 deployment with its live throughput and latency, its log, scaling, its autoscaling
-policy, stopping, starting, deleting, and trying it with an uploaded image.
+policy, releasing another version (at once, or as a canary on a share of the traffic,
+then promoting or aborting it), stopping, starting, deleting, and trying it with an
+uploaded image.
 
 Forms post plain fields; the handlers build the same typed
 :class:`~lepton.platform.deployments._specs.DeploymentRequest` the REST API takes, and the
@@ -19,11 +21,12 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from lepton import registry
-from lepton.errors import LeptonError, NoAutoscalePolicyError, PlatformError
+from lepton.errors import LeptonError, NoAutoscalePolicyError, NotFoundError, PlatformError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import allow
 from lepton.platform._state import Platform
 from lepton.platform.deployments._autoscale import AutoscalePolicy, AutoscaleSettings
+from lepton.platform.deployments._canary import CanaryRequest, ReleaseRequest
 from lepton.platform.deployments._specs import MAX_REPLICAS, NAME, DeploymentRequest
 from lepton.platform.web._charts import time_chart
 from lepton.platform.web._render import FormText, form_problems, optional_int, redirect, render
@@ -110,9 +113,14 @@ def _as_text(value: Any) -> str:
 def _deployment_page(
     p: Platform, request: Request, name: str, *, answer: dict[str, Any] | None = None,
     answer_error: str = "", autoscale_form: dict[str, str] | None = None,
-    autoscale_error: str = "",
+    autoscale_error: str = "", release_form: dict[str, str] | None = None,
+    release_error: str = "",
 ) -> Response:  # fmt: skip
     found = p.deployments.get(name)
+    try:  # the versions it may release, newest first
+        versions = [v.ref for v in registry.list_versions(found.model_name, database=p.db)]
+    except LeptonError:  # the model was deleted since
+        versions = []
     try:
         policy: AutoscalePolicy | None = p.deployments.aiops.autoscaler.policy(name)
     except NoAutoscalePolicyError:
@@ -141,7 +149,7 @@ def _deployment_page(
         request,
         "deployment.html",
         section="/deployments",
-        status=422 if answer_error or autoscale_error else 200,
+        status=422 if answer_error or autoscale_error or release_error else 200,
         d=found,
         autoscale=policy,
         autoscale_form=autoscale_form,
@@ -156,6 +164,11 @@ def _deployment_page(
         anomalies=p.deployments.aiops.anomalies(name)[-10:][::-1],
         alerts=p.deployments.aiops.store.alerts(deployment=name, limit=10),
         own=own,
+        canary=p.deployments.canaries.of(name),
+        canary_of=p.deployments.canaries.parent_of(name),
+        versions=[v for v in versions if v != found.ref],
+        release_form=release_form or {"model": "", "share": "", "promote_after_s": ""},
+        release_error=release_error,
     )
 
 
@@ -206,6 +219,59 @@ def set_autoscale(
 def delete_autoscale(p: P, name: DeploymentName) -> Response:
     """Stop autoscaling the deployment (its replicas stay as they are)."""
     p.deployments.aiops.autoscaler.delete_policy(name)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/release")
+@allow("editor")
+def release_version(
+    p: P, who: Caller, request: Request, name: DeploymentName, model: FormText = "",
+    share: FormText = "", promote_after_s: FormText = "",
+) -> Response:  # fmt: skip
+    """Serve another version: on every replica now, or, with a ``share``, as a canary on
+    that share of the traffic first (``POST /api/v1/deployments/NAME/release`` or
+    ``/canary``); a problem is shown beside what was typed, and nothing changes."""
+    form = {"model": model, "share": share, "promote_after_s": promote_after_s}
+    values = {k: v.strip() for k, v in form.items() if v.strip()}
+    try:
+        if "share" in values:
+            canary = CanaryRequest.model_validate(values)
+            p.deployments.canaries.start(
+                name, canary.model, share=canary.share,
+                promote_after_s=canary.promote_after_s, user=who.name,
+            )  # fmt: skip
+        elif "promote_after_s" in values:
+            raise PlatformError("promote after goes with a canary share (0-1); leave it empty "
+                                "to release on every replica now")  # fmt: skip
+        else:
+            p.deployments.healer.release(
+                name, ReleaseRequest.model_validate(values).model, who.name
+            )
+    except ValidationError as exc:
+        return _deployment_page(
+            p, request, name, release_form=form, release_error=form_problems(exc)
+        )
+    except LeptonError as exc:
+        if isinstance(exc, NotFoundError):  # no such deployment: its error page
+            raise
+        return _deployment_page(p, request, name, release_form=form, release_error=exc.message)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/canary/promote")
+@allow("editor")
+def promote_canary(p: P, who: Caller, name: DeploymentName) -> Response:
+    """Promote the canary now: the deployment restarts on its version while the
+    canary takes all the traffic, then the canary is deleted."""
+    p.deployments.canaries.promote(name, who.name)
+    return redirect(f"/deployments/{name}")
+
+
+@router.post("/deployments/{name}/canary/abort")
+@allow("editor")
+def abort_canary(p: P, who: Caller, name: DeploymentName) -> Response:
+    """Stop and delete the canary: the main version serves all the traffic again."""
+    p.deployments.canaries.abort(name, who.name)
     return redirect(f"/deployments/{name}")
 
 
