@@ -1,5 +1,6 @@
 """Every deployment route the API forwards is one the proxy will forward (a route missing
-from ``ROUTES`` answers 500 at its first call), and the streamed ones are streamed."""
+from ``ROUTES`` answers 500 at its first call), the streamed ones are streamed, and the
+route each special service answers on is forwarded."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 from lepton.platform._http import iter_routes
 from lepton.platform.deployments._proxy import ROUTES, STREAMED
+from lepton.serve._by_model import SERVICES
 
-LIFECYCLE = {"stop", "start"}  # POSTs that act on the deployment, not forwarded
+# POSTs that act on the deployment, not forwarded (canary/promote: the last part)
+LIFECYCLE = {"stop", "start", "release", "canary", "promote"}
 
 
 def test_every_forwarded_route_is_known_to_the_proxy(app: Any) -> None:
@@ -19,3 +22,5 @@ def test_every_forwarded_route_is_known_to_the_proxy(app: Any) -> None:
     } - LIFECYCLE
     assert forwarded == set(ROUTES)
     assert set(STREAMED) <= forwarded
+    # the route the dashboard names for a version with a service of its own is one of them
+    assert {served.route.lstrip("/") for served in SERVICES.values()} <= forwarded

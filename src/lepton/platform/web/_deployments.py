@@ -30,22 +30,13 @@ from lepton.platform.deployments._canary import CanaryRequest, ReleaseRequest
 from lepton.platform.deployments._specs import MAX_REPLICAS, NAME, DeploymentRequest
 from lepton.platform.web._charts import time_chart
 from lepton.platform.web._render import FormText, form_problems, optional_int, redirect, render
-from lepton.serve._by_model import architecture_name
+from lepton.serve._by_model import SERVICES, architecture_name
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 MAX_UPLOAD = 8 * 1024 * 1024
 DeploymentName = Annotated[str, Path(pattern=f"^{NAME.pattern}$")]
-# versions served by a service of their own (serve/_by_model.SERVICES): their routes and
-# the page that tries them, instead of the image upload of a plain model's /predict
-OWN_ROUTES: dict[str, tuple[str, str | None]] = {
-    "text-classifier": ("/predict", "/text"), "text-tfidf": ("/predict", "/text"),
-    "text-index": ("/search", "/text"), "text-assistant": ("/chat", "/text"),
-    "vision-centernet": ("/detect", "/vision"), "image-diffusion": ("/sample", "/gallery"),
-    "image-vae": ("/sample", "/gallery"), "recommender-mf": ("/recommend", "/recommend"),
-    "kg-embedding": ("/predict_link", "/graph"), "gpt": ("/generate", None),
-}  # fmt: skip
 _AUTOSCALE_FIELDS = tuple(AutoscaleSettings.model_fields)  # the form's fields, the API's
 _AUTOSCALE_DEFAULTS = {  # what an empty form shows: the policy's own defaults
     k: f.default for k, f in AutoscaleSettings.model_fields.items() if not f.is_required()
@@ -129,7 +120,8 @@ def _deployment_page(
         shown = policy.model_dump() if policy is not None else _AUTOSCALE_DEFAULTS
         autoscale_form = {k: _as_text(shown.get(k)) for k in _AUTOSCALE_FIELDS}
     try:
-        own = OWN_ROUTES.get(architecture_name(p.deployments.manifest(found.ref)) or "")
+        # served by a service of its own: its route and page instead of the image upload
+        own = SERVICES.get(architecture_name(p.deployments.manifest(found.ref)) or "")
     except LeptonError:  # the version was deleted since: the plain form, which says so
         own = None
     figures = p.deployments.metrics(name)
