@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lepton.errors import DeploymentError
+from lepton.errors import DeploymentError, NotFoundError
 from lepton.monitor import AnomalyDetector
 from lepton.platform.deployments._aiops_metrics import SERIES, exposition, figures, watched
 from lepton.platform.deployments._aiops_state import AIOpsState
@@ -155,6 +155,8 @@ class AIOps:
             for name in sorted(names if rule.deployment is None else names & named):
                 try:
                     self._evaluate(rule, name)
+                except NotFoundError:  # deleted in this round (a canary an action stopped)
+                    names.discard(name)
                 except Exception:
                     log.exception("alert rule %s on %s failed", rule.name, name)
         existing, by_name = {v.name for v in views}, {r.name: r for r in rules}
