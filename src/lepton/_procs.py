@@ -44,11 +44,12 @@ BOOT_ID = _boot_id()  # a new one at every boot: start times only compare within
 
 @dataclass(frozen=True)
 class ProcStat:
-    """What ``/proc/<pid>/stat`` tells of a process (fields 3, 5 and 22 of proc(5))."""
+    """What ``/proc/<pid>/stat`` tells of a process (fields 3, 5, 14, 15 and 22 of proc(5))."""
 
     state: str  # R, S, D, ... or Z (zombie), X (dead)
     group: int  # its process group
     start_time: int  # clock ticks after boot
+    cpu_ticks: int = 0  # user + system CPU time it used, clock ticks
 
 
 def proc_stat(pid: int) -> ProcStat | None:
@@ -65,7 +66,8 @@ def proc_stat(pid: int) -> ProcStat | None:
         return None
     fields = text.rpartition(")")[2].split()  # the name in (...) may hold spaces and ")"
     try:
-        return ProcStat(state=fields[0], group=int(fields[2]), start_time=int(fields[19]))
+        return ProcStat(state=fields[0], group=int(fields[2]), start_time=int(fields[19]),
+                        cpu_ticks=int(fields[11]) + int(fields[12]))  # fmt: skip
     except (IndexError, ValueError):
         return None
 

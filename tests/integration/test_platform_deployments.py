@@ -226,6 +226,9 @@ def test_a_deployment_lives_through_crashes_scaling_and_server_restarts(
     assert after["rps"] > 0
     assert after["series"][-1]["rps"] > 0
     assert after["series"][-1]["errors"] == 1
+    assert after["memory_mb"] > 10  # its supervisor and replica, read from /proc
+    assert after["cpu_percent"] is not None  # between the two monitor rounds above
+    assert 0 <= after["cpu_percent"] < 100 * (os.cpu_count() or 1)
 
     # Production moves to a new version: the running deployment keeps its pinned one.
     lp.register(model, "iris-mlp")

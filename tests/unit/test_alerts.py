@@ -21,6 +21,7 @@ from lepton.monitor import wasserstein_threshold
 from lepton.platform.deployments._aiops import figures
 from lepton.platform.deployments._aiops_metrics import watched
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
+from lepton.platform.deployments._monitor import _usage
 from lepton.platform.deployments._runtime import Runtime, own_figures
 
 
@@ -99,18 +100,32 @@ def test_a_rule_with_min_requests_judges_no_window_with_fewer() -> None:
 
 def test_what_the_proxy_answered_counts_only_since_the_deployment_turned_ready() -> None:
     rt = Runtime(name="d", port=1, token="t", desired="running", state="ready")
-    assert own_figures(None, 10.0) == {"memory_mb": None, "proxied": 0.0,
+    assert own_figures(None, 10.0) == {"memory_mb": None, "cpu_percent": None, "proxied": 0.0,
                                        "proxy_error_rate": 0.0, "timeouts": 0.0}  # fmt: skip
     now = time.time()
     rt.answers.extend([(now - 30, 504), (now - 3, 200), (now - 2, 504), (now - 1, 500)])
     rt.answers.extend([(now - 0.5, 200)] * 6)
-    rt.memory_mb = 300.0
+    rt.memory_mb, rt.cpu_percent = 300.0, 42.0
     seen = own_figures(rt, 10.0)  # the 504 of 30 s ago is out of the window
-    assert seen == {"memory_mb": 300.0, "proxied": 9.0, "proxy_error_rate": 2 / 9,
-                    "timeouts": 1.0}  # fmt: skip
+    assert seen == {"memory_mb": 300.0, "cpu_percent": 42.0, "proxied": 9.0,
+                    "proxy_error_rate": 2 / 9, "timeouts": 1.0}  # fmt: skip
     rt.serving_since = now - 1.5  # restarted: what the old processes answered is history
     assert own_figures(rt, 10.0)["timeouts"] == 0.0
     assert own_figures(rt, 10.0)["proxied"] == 7.0
+
+
+def test_cpu_use_is_the_group_s_cpu_seconds_between_two_monitor_rounds() -> None:
+    rt = Runtime(name="d", port=1, token="t", desired="running", state="ready")
+    _usage(rt, (300.0, 10.0), now=100.0)  # the first round: nothing to compare with yet
+    assert (rt.memory_mb, rt.cpu_percent) == (300.0, None)
+    _usage(rt, (310.0, 10.5), now=101.0)  # half a core for a second
+    assert (rt.memory_mb, rt.cpu_percent) == (310.0, 50.0)
+    _usage(rt, (200.0, 4.0), now=102.0)  # a replica exited with its CPU seconds: no figure
+    assert rt.cpu_percent == 50.0
+    _usage(rt, (200.0, 6.0), now=103.0)  # two cores busy
+    assert rt.cpu_percent == 200.0
+    _usage(rt, None, now=104.0)  # the group is gone
+    assert (rt.memory_mb, rt.cpu_percent, rt.cpu_seen) == (None, None, None)
 
 
 def test_the_alerts_api_and_the_platform_metrics(client: Any) -> None:
@@ -127,6 +142,9 @@ def test_the_alerts_api_and_the_platform_metrics(client: Any) -> None:
     assert listed["total"] == 1
     assert client.get("/api/v1/alerts").json()["items"] == []
     assert client.get("/api/v1/deployments/nope/drift").status_code == 404
+    history = client.get("/api/v1/deployments/nope/drift/history")
+    assert history.status_code == 404
+    assert history.json()["error"]["message"].startswith("no deployment named 'nope'")
     assert client.get("/api/v1/deployments/nope/predictions").status_code == 404
     metrics = client.get("/metrics")
     assert metrics.status_code == 200

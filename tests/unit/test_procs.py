@@ -152,3 +152,44 @@ def test_another_users_process_is_alive_but_not_ours() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert out.stdout.split("] [") == ["[True, True", "False, False]\n"]
+
+
+BURN = """\
+import time
+print("ready", flush=True)
+deadline = time.process_time() + 0.4
+while time.process_time() < deadline:
+    pass
+print("burnt", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_group_s_memory_and_cpu_seconds_are_its_processes_summed(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    """What the monitor reads of a deployment's group: a sleeping process uses memory and
+    next to no CPU; one that burns 0.4 s of CPU shows at least that much."""
+    idle = _procs.group_usage(sleeper.pid)
+    assert idle is not None
+    memory_mb, cpu_s = idle
+    assert 1 < memory_mb < 500  # a Python interpreter's proportional set size
+    assert 0 <= cpu_s < 0.4
+    assert _procs.group_memory_mb(sleeper.pid) == pytest.approx(memory_mb, rel=0.5)
+    burner = _start(BURN)
+    try:
+        assert burner.stdout is not None
+        assert burner.stdout.readline() == b"ready\n"
+        before = _procs.group_usage(burner.pid)
+        assert burner.stdout.readline() == b"burnt\n"
+        after = _procs.group_usage(burner.pid)
+        assert before is not None
+        assert after is not None
+        assert after[1] - before[1] >= 0.35  # clock ticks: 10 ms steps
+    finally:
+        burner.kill()
+        burner.wait()
+        assert burner.stdout is not None
+        burner.stdout.close()
+    assert _procs.group_usage(burner.pid) is None  # the group has no process left
+    assert _procs.group_usage(0) is None

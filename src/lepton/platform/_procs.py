@@ -42,6 +42,7 @@ __all__ = [
     "age",
     "fingerprint",
     "group_memory_mb",
+    "group_usage",
     "is_alive",
     "kill_group_members",
     "matches_fingerprint",
@@ -135,9 +136,17 @@ def _memory_kb(pid: int) -> int:
 def group_memory_mb(group: int) -> float | None:
     """The memory (MiB, proportional set size) that process group ``group`` uses now,
     its processes summed; ``None`` without ``/proc`` or when the group has none left."""
+    usage = group_usage(group)
+    return None if usage is None else usage[0]
+
+
+def group_usage(group: int) -> tuple[float, float] | None:
+    """What process group ``group``'s live processes use, summed: memory (MiB,
+    proportional set size) now, and CPU seconds (user + system) since each started;
+    ``None`` without ``/proc`` or when the group has none left."""
     if not HAVE_PROC or group <= 0:
         return None
-    total, found = 0, False
+    total, ticks, found = 0, 0, False
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -146,7 +155,8 @@ def group_memory_mb(group: int) -> float | None:
             continue
         found = True
         total += _memory_kb(int(entry.name))
-    return total / 1024 if found else None
+        ticks += stat.cpu_ticks
+    return (total / 1024, ticks / os.sysconf("SC_CLK_TCK")) if found else None
 
 
 def signal_name(signum: int) -> str:

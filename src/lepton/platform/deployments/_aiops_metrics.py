@@ -17,7 +17,8 @@ __all__ = ["SERIES", "exposition", "figures", "watched"]
 
 # series watched for anomalies, and the smallest change that counts (absolute units)
 SERIES: dict[str, float] = {"latency_ms_p95": 5.0, "error_rate": 0.05, "rps": 1.0,
-                            "memory_mb": 50.0}  # fmt: skip
+                            "memory_mb": 50.0, "cpu_percent": 25.0,
+                            "queue_depth": 2.0}  # fmt: skip
 
 
 def figures(summary: dict[str, Any]) -> dict[str, float | None]:
@@ -27,7 +28,7 @@ def figures(summary: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {
         key: summary.get(key)
         for key in ("latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "queue_depth",
-                    "memory_mb", "timeouts", "proxy_error_rate")
+                    "memory_mb", "cpu_percent", "timeouts", "proxy_error_rate")
     }  # fmt: skip
     out["rps"] = rps
     out["error_rate"] = errors / rps if rps > 0 else 0.0
@@ -102,6 +103,7 @@ def _live(aiops: AIOps) -> Iterator[GaugeMetricFamily]:
         "latency_ms_p99": "99th percentile latency over the last 60 s, ms.",
         "queue_depth": "Requests waiting for a batch.",
         "memory_mb": "Memory of its processes (proportional set size), MiB.",
+        "cpu_percent": "CPU use of its processes, percent of one core.",
     }
     for key, text in helps.items():
         families[key] = GaugeMetricFamily(f"lepton_deployment_{key}", text, labels=["deployment"])

@@ -1,11 +1,12 @@
 """Alert rules, the alerts they raised, and their webhooks.
 
 A rule watches one number per deployment: a live metric (``latency_ms_p95``,
-``error_rate``, ``memory_mb`` of its processes, ``timeouts`` and ``proxy_error_rate`` of
-the answers its clients got through the platform, ...), the share of features of its
-last drift report that drifted, or how many anomalies its metrics' detectors raised in
-the last ``window_s``. When the number passes ``threshold`` for ``for_s`` seconds the
-alert fires; when it comes back it is resolved. Both are stored
+``error_rate``, ``memory_mb`` and ``cpu_percent`` of its processes, ``timeouts`` and
+``proxy_error_rate`` of the answers its clients got through the platform, ...), the
+share of features of its last drift report that drifted, or how many anomalies its
+metrics' detectors raised in the last ``window_s``. When the number passes
+``threshold`` for ``for_s`` seconds the alert fires; when it comes back it is resolved.
+Both are stored
 (``home/alerts/alerts.json``, the newest 1,000), and posted as JSON to the rule's webhook
 (a thread; retries with a backoff and a timeout). A rule may name a remediation
 ``action`` (``restart``, ``scale``, ``rollback``: only within ``within_s`` of a version
@@ -40,7 +41,8 @@ __all__ = ["METRICS", "AlertRule", "AlertStore", "post_webhook"]
 log = logging.getLogger("lepton.platform.alerts")
 
 METRICS = ("latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "error_rate", "rps",
-           "queue_depth", "memory_mb", "timeouts", "proxy_error_rate")  # fmt: skip
+           "queue_depth", "memory_mb", "cpu_percent", "timeouts",
+           "proxy_error_rate")  # fmt: skip
 _KEEP = 1000
 
 

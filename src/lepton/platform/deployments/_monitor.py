@@ -8,7 +8,8 @@ API call right now:
 * ``GET /readyz`` tells ``starting`` / ``restarting`` -> ``ready`` <-> ``unhealthy``; one
   that is not ready for too long is restarted (SIGTERM, SIGKILL after the grace);
 * a ready one's ``/metrics`` is scraped (:class:`~._scraper.MetricsScraper`), and the
-  memory of its processes read from ``/proc`` (``Runtime.memory_mb``);
+  memory and CPU use of its processes read from ``/proc`` (``Runtime.memory_mb``,
+  ``Runtime.cpu_percent``);
 * a stopped one is made sure to have no process.
 
 At server start, :meth:`Monitor.recover` adopts the supervisors still alive (same pid
@@ -236,7 +237,7 @@ class Monitor:
                 self.store.update(rt.name, rt, state="ready")
             self.scraper.scrape(rt)
             if rt.pid is not None:  # the supervisor's group: it and its replicas
-                rt.memory_mb = _procs.group_memory_mb(rt.pid)
+                _usage(rt, _procs.group_usage(rt.pid), now)
             return
         rt.ready_since = None
         if not rt.was_ready:
@@ -312,3 +313,16 @@ class Monitor:
         except httpx.HTTPError:
             return False
         return answer.status_code == 200
+
+
+def _usage(rt: Runtime, usage: tuple[float, float] | None, now: float) -> None:
+    """Record a ready deployment's memory, and its CPU use since the previous round (100
+    is one core). A replica that exited takes its CPU seconds with it: a round whose total
+    went down measures nothing, the next one does."""
+    if usage is None:
+        rt.memory_mb = rt.cpu_percent = rt.cpu_seen = None
+        return
+    rt.memory_mb, cpu_s = usage
+    if rt.cpu_seen is not None and now > rt.cpu_seen[0] and cpu_s >= rt.cpu_seen[1]:
+        rt.cpu_percent = 100 * (cpu_s - rt.cpu_seen[1]) / (now - rt.cpu_seen[0])
+    rt.cpu_seen = (now, cpu_s)

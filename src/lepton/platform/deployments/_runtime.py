@@ -51,6 +51,8 @@ class Runtime:
     exited_at: float = 0.0
     scaling: bool = False  # its supervisor is being replaced for a new replica count
     memory_mb: float | None = None  # its process group's memory at the last monitor round
+    cpu_percent: float | None = None  # its group's CPU use between the last two rounds
+    cpu_seen: tuple[float, float] | None = None  # (time.monotonic(), CPU seconds) then
     serving_since: float = 0.0  # time.time() when it last turned ready
     # (time.time() sent, status) of the proxy's recent answers: what its clients saw,
     # timeouts and refused connections included (its own /metrics never sees those)
@@ -58,9 +60,10 @@ class Runtime:
 
 
 def own_figures(rt: Runtime | None, window_s: float) -> dict[str, float | None]:
-    """What this server saw of a deployment itself: ``memory_mb`` (its processes, at the
-    last monitor round) and, of the proxy's answers in the last ``window_s`` seconds,
-    ``proxied`` (how many), ``proxy_error_rate`` (share of 5xx) and ``timeouts`` (504s).
+    """What this server saw of a deployment itself: ``memory_mb`` and ``cpu_percent``
+    (its processes, at the last monitor round; 100 is one core) and, of the proxy's
+    answers in the last ``window_s`` seconds, ``proxied`` (how many),
+    ``proxy_error_rate`` (share of 5xx) and ``timeouts`` (504s).
     Only requests sent since it last turned ready count: those a restart cut short are
     not the new processes' doing."""
     answers = list(rt.answers) if rt is not None else []
@@ -69,6 +72,7 @@ def own_figures(rt: Runtime | None, window_s: float) -> dict[str, float | None]:
     failed = sum(1 for status in recent if status >= 500)
     return {
         "memory_mb": rt.memory_mb if rt is not None else None,
+        "cpu_percent": rt.cpu_percent if rt is not None else None,
         "proxied": float(len(recent)),
         "proxy_error_rate": failed / len(recent) if recent else 0.0,
         "timeouts": float(sum(1 for status in recent if status == 504)),
