@@ -90,3 +90,51 @@ def test_drift_reports_survive_and_are_json_safe(db: Database, tmp_path: Path) -
         "a": 1.5, "b": [None], "c": 3,
     }  # fmt: skip
     assert time.time() >= restarted.reports()["iris"]["at"]
+
+
+def test_drift_history_is_the_stored_reports_newest_first_in_brief(
+    db: Database, tmp_path: Path
+) -> None:
+    train = lp.data.load("iris", split="train")
+    lineage = {"dataset": {"name": "iris", "fingerprint": train.fingerprint()}}
+    writer = PredictionLog(PredictionLogConfig(dir=str(tmp_path / "predictions"), rate=1.0))
+    logged = lp.data.load("iris", split="test").features.tolist()
+    for row in logged:  # the last feature moved
+        writer.offer("/predict", json.dumps({"inputs": [*row[:3], row[3] + 3]}).encode(), b"{}")
+    writer.close()
+    watch = DriftWatch(window=45, min_rows=20)
+    watch.attach(AIOpsState(db, keep_reports=3))
+    watch.check("iris", "iris-mlp:1", lineage, tmp_path)
+    full = watch.report("iris")
+    assert full is not None
+    watch.check("iris", "iris-mlp:2", {}, tmp_path)  # no lineage: a report without verdict
+    watch.check("iris", "iris-mlp:1", lineage, tmp_path)
+
+    newest, unknown, oldest = watch.history("iris")
+    assert [r.version for r in (newest, unknown, oldest)] == ["iris-mlp:1", "iris-mlp:2",
+                                                              "iris-mlp:1"]  # fmt: skip
+    assert newest.at >= unknown.at >= oldest.at
+    assert unknown.drifted is None
+    assert unknown.share_drifted is None
+    assert unknown.top == []
+    assert unknown.error is not None
+    assert "records no training dataset" in unknown.error
+    assert oldest.drifted is True
+    assert oldest.features == len(full["features"]) == 4
+    assert oldest.drifted_features == len(full["drifted_features"])
+    assert oldest.share_drifted == len(full["drifted_features"]) / 4
+    assert oldest.top[0].name == "x3"
+    assert oldest.top[0].drifted
+    drifted_first = [(not f.drifted, -(f.statistic or 0)) for f in oldest.top]
+    assert drifted_first == sorted(drifted_first)
+    assert (oldest.current_rows, oldest.reference_rows) == (len(logged), len(train))
+    assert oldest.reference is not None
+    assert oldest.reference.startswith("iris (train")
+    assert [r.version for r in watch.history("iris", limit=1)] == ["iris-mlp:1"]
+
+    watch.check("iris", "iris-mlp:2", {}, tmp_path)  # the database keeps the newest 3
+    assert [r.error is None for r in watch.history("iris")] == [False, True, False]
+    assert watch.history("other") == []
+    alone = DriftWatch(window=45, min_rows=20)  # no database: only the last report
+    alone.check("iris", "iris-mlp:1", lineage, tmp_path)
+    assert [r.drifted for r in alone.history("iris")] == [True]

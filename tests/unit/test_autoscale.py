@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from lepton.platform.deployments._autoscale import (
     AutoscalePolicy,
     Autoscaler,
     AutoscaleSettings,
+    AutoscaleStatus,
     ScaleDecider,
 )
 from lepton.platform.deployments._store import DeploymentStore
@@ -104,6 +106,49 @@ def test_an_unknown_figure_holds_and_restarts_the_timers() -> None:
     decision = ScaleDecider().decide(_policy(up_for_s=0), 1, 11.5, 0.0)
     assert decision is not None
     assert decision[1] == "queue_depth 11.5 > 10 for 0 s"
+
+
+def test_the_live_state_says_how_long_a_mark_held_and_the_cool_down_left() -> None:
+    policy, decider, wall = _policy(), ScaleDecider(), 1_000_000.0  # wall: unix time at `now`
+
+    def said(now: float) -> str:
+        live = decider.live(policy, now, wall)
+        return AutoscaleStatus.model_validate({**policy.model_dump(), "live": live}).describe()
+
+    untouched = decider.live(policy, 0.0, wall)
+    assert (untouched.value, untouched.held_s, untouched.last) == (None, None, None)
+    assert said(0.0) == "queue_depth not known yet; cool-down 0 s left; last: no change yet"
+    assert decider.decide(policy, 1, 12.0, 10.0) is None
+    assert decider.decide(policy, 1, 12.5, 12.1) is None
+    live = decider.live(policy, 12.1, wall)
+    assert (live.value, live.above_since, live.below_since) == (12.5, wall - 2.1, None)
+    assert (live.held_s, live.needed_s, live.seen_at) == (pytest.approx(2.1), 5.0, wall)
+    assert said(12.1) == "queue_depth 12.5 > 10 for 2.1 s of 5 s; cool-down 0 s left; " \
+        "last: no change yet"  # fmt: skip
+    assert decider.decide(policy, 1, 12.5, 15.0) == (2, "queue_depth 12.5 > 10 for 5 s")
+    decider.record_outcome("web", "scaled from 1 to 2 replicas")
+    live = decider.live(policy, 21.0, wall)
+    assert live.last is not None
+    assert (live.last.from_replicas, live.last.to_replicas, live.last.at) == (1, 2, wall - 6.0)
+    assert live.last.outcome == "scaled from 1 to 2 replicas"
+    assert live.cooldown_left_s == 24.0  # 30 s from the change at 15
+    assert live.above_since is None  # the timer restarts after a change
+    clock = time.strftime("%H:%M:%S", time.localtime(wall - 6.0))
+    assert said(21.0) == (f"queue_depth 12.5 > 10; cool-down 24 s left; last: 1 -> 2 at "
+                          f"{clock} (queue_depth 12.5 > 10 for 5 s)")  # fmt: skip
+    decider.decide(policy, 2, 5.0, 22.0)  # inside the band
+    assert said(22.0).startswith("queue_depth 5 within 2-10: holding; cool-down 23 s left")
+    decider.decide(policy, 2, 1.0, 30.0)
+    decider.decide(policy, 2, 1.5, 33.0)
+    live = decider.live(policy, 40.0, wall)  # held as seen at the last round (33)
+    assert (live.below_since, live.held_s, live.needed_s) == (wall - 10.0, 3.0, 20.0)
+    decider.forget("web", keep_last=True)  # a new policy: timers restart, the change stays
+    live = decider.live(policy, 40.0, wall)
+    assert (live.value, live.cooldown_left_s) == (None, 0.0)
+    assert live.last is not None
+    assert live.last.to_replicas == 2
+    decider.forget("web")
+    assert decider.live(policy, 40.0, wall).last is None
 
 
 def test_policies_refuse_a_band_upside_down_and_bounds_crossed() -> None:
@@ -260,6 +305,51 @@ def test_the_deployment_page_shows_sets_and_removes_the_policy(platform: Platfor
     off = browser.post("/deployments/iris/autoscale/delete", headers=ours, follow_redirects=False)
     assert off.status_code == 303
     assert "No autoscaling" in browser.get("/deployments/iris").text
+
+
+def test_the_live_state_of_real_rounds_in_the_api_and_on_the_page(
+    client: Any, platform: Platform
+) -> None:
+    """Rounds of the real autoscaler on a deployment seen as ready (its row is stopped, so
+    a scale only changes the count for its next start): the change, the figure and the
+    timers are in ``GET .../autoscale`` under ``live`` and on the page's panel."""
+    _stopped_deployment(platform.db)
+    scaler = platform.deployments.aiops.autoscaler
+    scaler.set_policy(_policy(deployment="iris", min_replicas=2, max_replicas=3))
+    ready = platform.deployments.get("iris").model_copy(update={"state": "ready",
+                                                                "desired": "running"})  # fmt: skip
+    scaler.tick([ready])  # 1 replica, min 2: brought back at once
+    assert platform.deployments.get("iris").replicas == 2
+    answer = client.get("/api/v1/deployments/iris/autoscale")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["min_replicas"] == 2  # the policy's fields, as before
+    live = answer.json()["live"]
+    assert {k: live["last"][k] for k in ("from_replicas", "to_replicas", "reason", "outcome")} == {
+        "from_replicas": 1, "to_replicas": 2, "reason": "below min_replicas",
+        "outcome": "scaled from 1 to 2 replicas",
+    }  # fmt: skip
+    assert time.time() - 60 < live["last"]["at"] <= time.time()
+    assert 0 < live["cooldown_left_s"] <= 30.0
+    assert live["value"] == 0.0  # the queue the round read (none: nothing is served)
+    assert time.time() - 60 < live["seen_at"] <= time.time()
+
+    # a new policy on p95 latency: no traffic counts as 0 ms, below low; the change stays
+    scaler.set_policy(_policy(deployment="iris", metric="latency_ms_p95", high=250.0,
+                              low=80.0, down_for_s=60.0))  # fmt: skip
+    scaler.tick([ready.model_copy(update={"replicas": 2})])
+    live = scaler.status("iris").live
+    assert (live.value, live.held_s, live.needed_s, live.cooldown_left_s) == (0.0, 0.0, 60.0, 0.0)
+    assert live.below_since is not None
+    assert live.above_since is None
+    assert live.last is not None
+    assert live.last.to_replicas == 2
+    with _as(platform, "viewer") as viewer:
+        page = viewer.get("/deployments/iris", headers={"accept": "text/html"})
+    assert page.status_code == 200
+    shown = re.search(r'<p id="autoscale-live">Now: (.*?)</p>', page.text, re.S)
+    assert shown is not None
+    said = r"latency_ms_p95 0 &lt; 80 for 0.0 s of 60 s; cool-down 0 s left; last: 1 -&gt; 2 "
+    assert re.match(said + r"at \d\d:\d\d:\d\d \(below min_replicas\)", shown.group(1))
 
 
 def test_lepton_deployments_autoscale_without_a_server(platform: Platform) -> None:

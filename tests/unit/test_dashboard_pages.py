@@ -585,17 +585,14 @@ def _release_error(html: str) -> str:
     return unescape(found.group(1)) if found else ""
 
 
-def test_the_release_panel_refuses_bad_input_and_releases_a_version(
-    browser: Any, platform: Platform
-) -> None:
-    """A stopped deployment of a really registered model with two versions: no process is
-    needed to release (the version is pinned for its next start); a canary needs one, so
-    the core refuses it on a stopped deployment, and the page says so."""
+def _stopped_iris(platform: Platform, versions: int = 1) -> None:
+    """Deployment ``iris`` of a really registered (untrained) model's version 1, stopped:
+    everything but a process."""
     import lepton as lp
     from lepton import registry
     from lepton.platform.deployments._store import DeploymentStore
 
-    for _ in range(2):
+    for _ in range(versions):
         lp.register(lp.models.MLP(in_features=4, num_classes=3, hidden=[4]), "tiny",
                     database=platform.db)  # fmt: skip
     store = DeploymentStore(platform.db, "127.0.0.1")
@@ -604,6 +601,15 @@ def test_the_release_panel_refuses_bad_input_and_releases_a_version(
         replicas=1, user="test", port_for=lambda taken: 8199,
     )  # fmt: skip
     store.update("iris", None, desired="stopped", state="stopped")
+
+
+def test_the_release_panel_refuses_bad_input_and_releases_a_version(
+    browser: Any, platform: Platform
+) -> None:
+    """A stopped deployment of a really registered model with two versions: no process is
+    needed to release (the version is pinned for its next start); a canary needs one, so
+    the core refuses it on a stopped deployment, and the page says so."""
+    _stopped_iris(platform, versions=2)
     page = browser.get("/deployments/iris")
     assert page.status_code == 200
     assert "No canary: tiny:1 serves all the traffic" in page.text
@@ -654,3 +660,65 @@ def test_the_release_panel_refuses_bad_input_and_releases_a_version(
     refused_viewer = viewer.post("/deployments/iris/release", data={"model": "1"}, headers=OURS)
     assert refused_viewer.status_code == 403
     assert platform.deployments.get("iris").ref == "tiny:2"
+
+
+def test_the_deployment_page_charts_drift_over_time(
+    browser: Any, platform: Platform, tmp_path: Any
+) -> None:
+    """Real drift reports of logged iris inputs (one feature moved), stored as the AIOps
+    loop stores them, a report without a verdict between them: the page charts the share
+    of features drifted over their span and lists them newest first, as the API does."""
+    import json
+
+    import lepton as lp
+    from lepton.serve._predlog import PredictionLog, PredictionLogConfig
+
+    _stopped_iris(platform)
+    assert "Drift over time" not in browser.get("/deployments/iris").text  # none yet
+    writer = PredictionLog(PredictionLogConfig(dir=str(tmp_path / "predictions"), rate=1.0))
+    for row in lp.data.load("iris", split="test").features.tolist():
+        writer.offer("/predict", json.dumps({"inputs": [*row[:3], row[3] + 3]}).encode(), b"{}")
+    writer.close()
+    lineage = {
+        "dataset": {
+            "name": "iris",
+            "fingerprint": lp.data.load("iris", split="train").fingerprint(),
+        }
+    }
+    watch, state = platform.deployments.aiops.drift, platform.deployments.aiops.state
+    watch.check("iris", "tiny:1", lineage, tmp_path)
+    report = watch.report("iris")
+    assert report is not None
+    assert report["drifted"]
+    watch.check("iris", "tiny:0", {}, tmp_path)  # no lineage: a report without a verdict
+    now = time.time()
+    state.add_report("iris", {**report, "at": now - 700})  # the same report, 700 s earlier
+    state.add_report("iris", {**report, "at": now})  # and now: newest is by time computed
+
+    page = browser.get("/deployments/iris")
+    assert page.status_code == 200
+    chart = re.search(r'<div id="drift-history-chart">(.*?)</div>', page.text, re.S)
+    assert chart is not None
+    assert 'aria-label="Features drifted"' in chart.group(1)
+    assert "-15 min" in chart.group(1)  # 700 s of history: an axis of 15 whole minutes
+    points = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', chart.group(1))
+    assert len(points) == 3  # the report without a verdict is not a point
+    assert len({y for _, y in points}) == 1  # the same share each time
+    table = re.search(r'<table class="table" id="drift-history">(.*?)</table>', page.text, re.S)
+    assert table is not None
+    rows = re.findall(r"<tr><td>(.*?)</tr>", table.group(1), re.S)
+    assert len(rows) == 4
+    share = len(report["drifted_features"]) / len(report["features"])
+    assert f"of 4 ({num(100 * share)}%)" in rows[0]
+    assert "x3 ks" in rows[0]
+    assert "records no training dataset" in unescape(rows[1])
+    assert "tiny:0" in rows[1]
+    assert "30 vs 120" in rows[3]
+
+    api = browser.get("/api/v1/deployments/iris/drift/history", params={"limit": 3}).json()
+    assert [r["at"] for r in api][::2] == [now, report["at"]]  # newest first
+    assert api[1]["error"]
+    assert api[1]["drifted"] is None
+    assert api[0]["share_drifted"] == share
+    assert api[0]["top"][0]["name"] == "x3"
+    assert browser.get("/api/v1/deployments/iris/drift/history?limit=0").status_code == 422

@@ -88,6 +88,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/alerts"): "viewer",
     ("GET", "/api/v1/deployments/{name}/predictions"): "viewer",
     ("GET", "/api/v1/deployments/{name}/drift"): "viewer",
+    ("GET", "/api/v1/deployments/{name}/drift/history"): "viewer",
     ("GET", "/api/v1/deployments/{name}/anomalies"): "viewer",
     ("GET", "/metrics"): "viewer",
     ("GET", "/api/v1/graphs"): "viewer",

@@ -1,6 +1,7 @@
 """Monitoring of the deployments: alert rules and alerts (``/api/v1/alerts``), each
-deployment's logged predictions, drift report and metric anomalies, and the platform's
-Prometheus ``/metrics`` (drift, anomaly and alert gauges, and the live figures)."""
+deployment's logged predictions, drift reports (the last, and the history) and metric
+anomalies, and the platform's Prometheus ``/metrics`` (drift, anomaly and alert gauges,
+and the live figures)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from lepton.platform._deps import P
 from lepton.platform._http import Page, PageQuery, allow
 from lepton.platform.deployments._alerts import AlertRule
+from lepton.platform.deployments._drift_watch import DriftSummary
 from lepton.platform.deployments._specs import NAME
 
 __all__ = ["router"]
@@ -74,6 +76,18 @@ def drift(p: P, name: DeploymentName) -> dict[str, Any]:
     p.deployments.get(name)
     report = p.deployments.aiops.drift.report(name)
     return report or {"deployment": name, "error": "no report yet: it needs a prediction_log"}
+
+
+@router.get("/api/v1/deployments/{name}/drift/history", tags=["deployments"])
+@allow("viewer")
+def drift_history(
+    p: P, name: DeploymentName, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[DriftSummary]:
+    """The stored drift reports, newest first (the newest 50 are kept), in brief: when,
+    the verdict, the share of features drifted, the top features' statistics, the rows
+    compared and the reference (``error`` says why a report has no verdict)."""
+    p.deployments.get(name)
+    return p.deployments.aiops.drift.history(name, limit)
 
 
 @router.get("/api/v1/deployments/{name}/anomalies", tags=["deployments"])

@@ -14,7 +14,11 @@ from lepton.errors import DeploymentError
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import Page, PageQuery, allow
 from lepton.platform._state import Platform
-from lepton.platform.deployments._autoscale import AutoscalePolicy, AutoscaleRequest
+from lepton.platform.deployments._autoscale import (
+    AutoscalePolicy,
+    AutoscaleRequest,
+    AutoscaleStatus,
+)
 from lepton.platform.deployments._canary import Canary, CanaryRequest, ReleaseRequest
 from lepton.platform.deployments._specs import (
     MAX_REPLICAS,
@@ -94,9 +98,11 @@ def deployment_metrics(p: P, name: DeploymentName) -> dict[str, Any]:
 
 @router.get("/deployments/{name}/autoscale", tags=["deployments"])
 @allow("viewer")
-def autoscale_policy(p: P, name: DeploymentName) -> AutoscalePolicy:
-    """Its autoscaling policy; 404 ``no_autoscale_policy`` when it is not autoscaled."""
-    return p.deployments.aiops.autoscaler.policy(name)
+def autoscale_policy(p: P, name: DeploymentName) -> AutoscaleStatus:
+    """Its autoscaling policy, and in ``live`` what the autoscaler sees now: the figure,
+    since when it has been above ``high`` or below ``low``, the cool-down left and the last
+    change; 404 ``no_autoscale_policy`` when it is not autoscaled."""
+    return p.deployments.aiops.autoscaler.status(name)
 
 
 @router.put("/deployments/{name}/autoscale", tags=["deployments"])

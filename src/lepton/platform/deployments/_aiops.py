@@ -34,6 +34,7 @@ from lepton.platform.deployments._aiops_state import AIOpsState
 from lepton.platform.deployments._alerts import AlertRule, AlertStore, post_webhook
 from lepton.platform.deployments._autoscale import Autoscaler
 from lepton.platform.deployments._drift_watch import DriftWatch
+from lepton.platform.deployments._drift_watch import summary as drift_summary
 from lepton.platform.deployments._healing import audit
 from lepton.serve._predlog import read_predictions
 
@@ -207,11 +208,7 @@ class AIOps:
             summary = self.manager.metrics(name, window_s=rule.window_s)
             return watched(summary, rule.metric, rule.window_s, rule.min_requests)
         if rule.kind == "drift":
-            report = self.drift.report(name) or {}
-            features = report.get("features") or []
-            if not features:
-                return None
-            return sum(1 for f in features if f["drifted"]) / len(features)
+            return drift_summary(self.drift.report(name) or {}).share_drifted
         since = time.time() - rule.window_s
         return float(
             sum(1 for a in self.anomalies(name)

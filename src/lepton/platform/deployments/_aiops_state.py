@@ -136,3 +136,15 @@ class AIOpsState:
             for row in s.scalars(query.order_by(AIOpsStateRow.id)).all():
                 out.setdefault(row.deployment, []).append(dict(row.data))
         return out
+
+    def newest_reports(self, deployment: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` stored drift reports of ``deployment``, newest (by the time
+        they were computed) first."""
+        query = (
+            select(AIOpsStateRow.data)
+            .where(AIOpsStateRow.kind == DRIFT, AIOpsStateRow.deployment == deployment)
+            .order_by(AIOpsStateRow.at.desc(), AIOpsStateRow.id.desc())
+            .limit(limit)
+        )
+        with self.db.session() as s:
+            return [dict(data) for data in s.scalars(query).all()]

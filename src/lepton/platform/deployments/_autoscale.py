@@ -18,7 +18,9 @@ deployment's live figure to the decider every AIOps round, scales through
 :meth:`~._manager.DeploymentManager.scale`, and audits every change (actor
 ``autoscaler``). Users set, read and remove a policy through ``PUT|GET|DELETE
 /api/v1/deployments/NAME/autoscale``, ``lepton deployments autoscale`` and the
-deployment's dashboard page.
+deployment's dashboard page. What the decider sees now (the figure, how long it has held
+above or below a mark, the cool-down left, the last change) is :class:`AutoscaleLive`,
+part of ``GET /api/v1/deployments/NAME/autoscale`` and the page's panel.
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ if TYPE_CHECKING:
     from lepton.platform.deployments._manager import DeploymentManager
 
 __all__ = [
+    "AutoscaleDecision",
+    "AutoscaleLive",
     "AutoscalePolicy",
     "AutoscaleRequest",
     "AutoscaleSettings",
+    "AutoscaleStatus",
     "Autoscaler",
     "ScaleDecider",
 ]
@@ -102,11 +107,66 @@ class AutoscaleRequest(AutoscaleSettings):
     )
 
 
+class AutoscaleDecision(BaseModel):
+    """The autoscaler's last change of a deployment's replica count."""
+
+    from_replicas: int
+    to_replicas: int
+    reason: str = Field(description="Why, e.g. 'queue_depth 9 > 8 for 10 s'.")
+    at: float = Field(description="When, unix seconds.")
+    outcome: str | None = Field(None, description="Scaled, or why the scale failed.")
+
+
+class AutoscaleLive(BaseModel):
+    """What the autoscaler saw of a deployment at its last round (rounds run while the
+    deployment is ready; timers restart when the policy is set again)."""
+
+    value: float | None = Field(description="The policy's figure (None: unknown or no round).")
+    seen_at: float | None = Field(description="When it was read, unix seconds.")
+    above_since: float | None = Field(description="Above high since (unix s); None: it is not.")
+    below_since: float | None = Field(description="Below low since (unix s); None: it is not.")
+    held_s: float | None = Field(description="How long above (or below) at that round, s.")
+    needed_s: float | None = Field(description="How long it must hold: up_for_s or down_for_s.")
+    cooldown_left_s: float = Field(description="Seconds before another change may be made.")
+    last: AutoscaleDecision | None = Field(description="The last change (since this start).")
+
+
+class AutoscaleStatus(AutoscalePolicy):
+    """A deployment's policy, and what its autoscaler sees now."""
+
+    live: AutoscaleLive
+
+    def describe(self) -> str:
+        """``queue_depth 4 > 3 for 2.1 s of 5 s; cool-down 0 s left; last: 1 -> 2 at
+        01:23:10 (why)``, in the server's local time."""
+        s = self.live
+        if s.value is None:
+            now = f"{self.metric} not known yet"
+        elif self.low <= s.value <= self.high:
+            now = f"{self.metric} {s.value:.4g} within {self.low:g}-{self.high:g}: holding"
+        else:
+            mark = f"> {self.high:g}" if s.value > self.high else f"< {self.low:g}"
+            now = f"{self.metric} {s.value:.4g} {mark}"
+            if s.held_s is not None:
+                now += f" for {s.held_s:.1f} s of {s.needed_s or 0:g} s"
+        last = "no change yet"
+        if s.last is not None:
+            at = time.strftime("%H:%M:%S", time.localtime(s.last.at))
+            last = f"{s.last.from_replicas} -> {s.last.to_replicas} at {at} ({s.last.reason})"
+            if s.last.outcome and not s.last.outcome.startswith("scaled"):
+                last += f": {s.last.outcome}"
+        return f"{now}; cool-down {s.cooldown_left_s:.0f} s left; last: {last}"
+
+
 @dataclass
 class _Timers:
     above_since: float | None = None
     below_since: float | None = None
     changed_at: float | None = None
+    value: float | None = None
+    seen_at: float | None = None
+    last: tuple[int, int, str, float] | None = None  # from, to, why, at (decider's clock)
+    outcome: str | None = None
 
 
 class ScaleDecider:
@@ -126,10 +186,11 @@ class ScaleDecider:
             now: A monotonic clock, seconds.
         """
         t = self._timers.setdefault(policy.deployment, _Timers())
+        t.value, t.seen_at = value, now
         if replicas < policy.min_replicas:
-            return self._change(t, now, policy.min_replicas, "below min_replicas")
+            return self._change(t, now, replicas, policy.min_replicas, "below min_replicas")
         if replicas > policy.max_replicas:
-            return self._change(t, now, policy.max_replicas, "above max_replicas")
+            return self._change(t, now, replicas, policy.max_replicas, "above max_replicas")
         if value is None:
             t.above_since = t.below_since = None
             return None
@@ -150,16 +211,51 @@ class ScaleDecider:
             return None
         if t.changed_at is not None and now - t.changed_at < policy.cooldown_s:
             return None
-        return self._change(t, now, target, why)
+        return self._change(t, now, replicas, target, why)
 
-    def _change(self, t: _Timers, now: float, target: int, why: str) -> tuple[int, str]:
+    def _change(
+        self, t: _Timers, now: float, replicas: int, target: int, why: str
+    ) -> tuple[int, str]:
         t.above_since = t.below_since = None
         t.changed_at = now
+        t.last, t.outcome = (replicas, target, why, now), None
         return target, why
 
-    def forget(self, name: str) -> None:
-        """Drop the timers of a deployment (deleted, or its policy removed)."""
-        self._timers.pop(name, None)
+    def record_outcome(self, name: str, outcome: str) -> None:
+        """What came of the last change of ``name`` (scaled, or why not)."""
+        if (t := self._timers.get(name)) is not None:
+            t.outcome = outcome
+
+    def live(self, policy: AutoscalePolicy, now: float, wall_now: float) -> AutoscaleLive:
+        """What the decider holds of ``policy``'s deployment at ``now`` (its clock), with
+        times as unix seconds (``wall_now`` is ``now`` on that clock)."""
+        t = self._timers.get(policy.deployment) or _Timers()
+
+        def wall(instant: float | None) -> float | None:
+            return None if instant is None else wall_now - (now - instant)
+
+        since = t.above_since if t.above_since is not None else t.below_since
+        needed = policy.up_for_s if t.above_since is not None else policy.down_for_s
+        last = None
+        if t.last is not None:
+            came, went, why, at = t.last
+            last = AutoscaleDecision(from_replicas=came, to_replicas=went, reason=why,
+                                     at=wall_now - (now - at), outcome=t.outcome)  # fmt: skip
+        left = 0.0 if t.changed_at is None else policy.cooldown_s - (now - t.changed_at)
+        return AutoscaleLive(
+            value=t.value, seen_at=wall(t.seen_at), above_since=wall(t.above_since),
+            below_since=wall(t.below_since),
+            held_s=None if since is None else (now if t.seen_at is None else t.seen_at) - since,
+            needed_s=None if since is None else needed, cooldown_left_s=max(0.0, left),
+            last=last,
+        )  # fmt: skip
+
+    def forget(self, name: str, *, keep_last: bool = False) -> None:
+        """Drop the timers of a deployment (deleted, or its policy removed); with
+        ``keep_last`` (a new policy), only its last change is kept, to be shown."""
+        t = self._timers.pop(name, None)
+        if keep_last and t is not None and t.last is not None:
+            self._timers[name] = _Timers(last=t.last, outcome=t.outcome)
 
 
 class Autoscaler:
@@ -190,8 +286,19 @@ class Autoscaler:
         with self._lock:
             self._policies[policy.deployment] = policy
             self._save()
-        self.decider.forget(policy.deployment)
+        self.decider.forget(policy.deployment, keep_last=True)
         return policy
+
+    def status(self, name: str) -> AutoscaleStatus:
+        """Deployment ``name``'s policy and what its autoscaler sees now.
+
+        Raises:
+            NotFoundError: No deployment has that name.
+            NoAutoscalePolicyError: It has no policy.
+        """
+        policy = self.policy(name)
+        live = self.decider.live(policy, time.monotonic(), time.time())
+        return AutoscaleStatus.model_validate({**policy.model_dump(), "live": live})
 
     def policy(self, name: str) -> AutoscalePolicy:
         """Deployment ``name``'s policy.
@@ -267,6 +374,7 @@ class Autoscaler:
             self.manager.scale(view.name, target, "autoscaler")
         except Exception as exc:  # a LeptonError (e.g. it was deleted) or a crash
             status, outcome = 500, f"scale to {target} failed: {getattr(exc, 'message', exc)}"
+        self.decider.record_outcome(view.name, outcome)
         log.warning("autoscaler: deployment %s %s (%s)", view.name, outcome, why)
         audit(
             self.manager.database, "autoscaler", "deployment.scale", view.name, status,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from lepton.errors import LeptonError
 from lepton.serve._predlog import read_predictions
@@ -27,7 +28,7 @@ from lepton.serve._predlog import read_predictions
 if TYPE_CHECKING:
     from lepton.platform.deployments._aiops_state import AIOpsState
 
-__all__ = ["DriftWatch", "inputs_matrix", "reference_of"]
+__all__ = ["DriftSummary", "DriftWatch", "FeatureStat", "inputs_matrix", "reference_of", "summary"]
 
 log = logging.getLogger("lepton.platform.deployments")
 
@@ -87,6 +88,52 @@ def inputs_matrix(records: list[dict[str, Any]], width: int) -> np.ndarray:
     return np.stack(rows) if rows else np.empty((0, width))
 
 
+class FeatureStat(BaseModel):
+    """One feature's test in a drift report."""
+
+    name: str
+    method: str = Field(description="ks, psi, wasserstein, chi2 or mmd.")
+    statistic: float | None = Field(description="The test's statistic (None: not finite).")
+    p_value: float | None = Field(description="Its p-value (None for psi and wasserstein).")
+    threshold: float | None = Field(description="The level the decision compared with.")
+    drifted: bool
+
+
+class DriftSummary(BaseModel):
+    """One stored drift report, in brief (the full one: ``GET .../drift`` for the last)."""
+
+    at: float = Field(description="When it was computed, unix seconds.")
+    version: str | None = Field(description="The version served then (model:N).")
+    drifted: bool | None = Field(description="The verdict; None when ``error`` says why not.")
+    share_drifted: float | None = Field(description="Drifted features / features, 0-1.")
+    drifted_features: int | None
+    features: int | None
+    top: list[FeatureStat] = Field(description="Drifted features first, then by statistic.")
+    current_rows: int | None = Field(description="Logged inputs compared.")
+    reference_rows: int | None = Field(description="Reference rows compared.")
+    reference: str | None = Field(description="The training data compared with.")
+    error: str | None = Field(description="Why this report has no verdict, if so.")
+
+
+def summary(report: dict[str, Any], top: int = 5) -> DriftSummary:
+    """``report`` (as :meth:`DriftWatch.check` keeps it) in brief, with its ``top``
+    features: the drifted ones first, then by statistic, largest first."""
+    features = [f for f in report.get("features") or [] if isinstance(f, dict)]
+    ranked = sorted(features, key=lambda f: (not f.get("drifted"), -(f.get("statistic") or 0)))
+    drifted = sum(1 for f in features if f.get("drifted"))
+    verdict = report.get("drifted")
+    return DriftSummary(
+        at=float(report.get("at") or 0.0), version=report.get("version"),
+        drifted=None if verdict is None else bool(verdict),
+        share_drifted=drifted / len(features) if features else None,
+        drifted_features=drifted if features else None, features=len(features) or None,
+        top=[FeatureStat.model_validate({"threshold": None, "p_value": None, "statistic": None,
+                                         **f}) for f in ranked[:top]],
+        current_rows=report.get("current_rows"), reference_rows=report.get("reference_rows"),
+        reference=report.get("reference"), error=report.get("error"),
+    )  # fmt: skip
+
+
 class DriftWatch:
     """The last drift report of each deployment, recomputed every ``interval_s``.
 
@@ -130,6 +177,17 @@ class DriftWatch:
         """Every deployment's last report."""
         with self._lock:
             return dict(self._reports)
+
+    def history(self, name: str, limit: int = 50) -> list[DriftSummary]:
+        """The newest ``limit`` reports of deployment ``name``, newest first, in brief: the
+        stored ones (the database keeps the newest 50), or the last one when no database
+        is attached."""
+        if self._state is not None:
+            found = self._state.newest_reports(name, limit)
+        else:
+            last = self.report(name)
+            found = [last] if last is not None else []
+        return [summary(report) for report in found[:limit]]
 
     def forget(self, name: str) -> None:
         """Drop what is known of ``name`` (deleted)."""

@@ -1,8 +1,8 @@
 """The Deployments pages: deployments and the form that deploys a registered version; one
-deployment with its live throughput and latency, its log, scaling, its autoscaling
-policy, releasing another version (at once, or as a canary on a share of the traffic,
-then promoting or aborting it), stopping, starting, deleting, and trying it with an
-uploaded image.
+deployment with its live throughput and latency, its drift over time, its log, scaling,
+its autoscaling policy and what the autoscaler sees now, releasing another version (at
+once, or as a canary on a share of the traffic, then promoting or aborting it), stopping,
+starting, deleting, and trying it with an uploaded image.
 
 Forms post plain fields; the handlers build the same typed
 :class:`~lepton.platform.deployments._specs.DeploymentRequest` the REST API takes, and the
@@ -12,6 +12,7 @@ name's pattern and the replica limit come from that module, so the rules are the
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Annotated, Any
 
@@ -25,8 +26,13 @@ from lepton.errors import LeptonError, NoAutoscalePolicyError, NotFoundError, Pl
 from lepton.platform._deps import Caller, P
 from lepton.platform._http import allow
 from lepton.platform._state import Platform
-from lepton.platform.deployments._autoscale import AutoscalePolicy, AutoscaleSettings
+from lepton.platform.deployments._autoscale import (
+    AutoscalePolicy,
+    AutoscaleSettings,
+    AutoscaleStatus,
+)
 from lepton.platform.deployments._canary import CanaryRequest, ReleaseRequest
+from lepton.platform.deployments._drift_watch import DriftSummary
 from lepton.platform.deployments._specs import MAX_REPLICAS, NAME, DeploymentRequest
 from lepton.platform.web._charts import time_chart
 from lepton.platform.web._render import FormText, form_problems, optional_int, redirect, render
@@ -94,6 +100,17 @@ def create_deployment(
     return redirect(f"/deployments/{body.name}")
 
 
+def _drift_chart(history: list[DriftSummary], now: float) -> str | None:
+    """The share of features drifted (%) of each stored report over time, on an axis of
+    whole minutes that spans them all; ``None`` before a report with a verdict."""
+    points = [(r.at, 100 * r.share_drifted) for r in history if r.share_drifted is not None]
+    if not points:
+        return None
+    span = max(300.0, 300 * math.ceil((now - min(t for t, _ in points)) / 300))
+    return time_chart(sorted(points), title="Features drifted", unit="%", now=now,
+                      window_s=span, color="#d97706")  # fmt: skip
+
+
 def _as_text(value: Any) -> str:
     """A policy's value as its form field shows it (``10``, not ``10.0``)."""
     if value is None:
@@ -113,7 +130,7 @@ def _deployment_page(
     except LeptonError:  # the model was deleted since
         versions = []
     try:
-        policy: AutoscalePolicy | None = p.deployments.aiops.autoscaler.policy(name)
+        policy: AutoscaleStatus | None = p.deployments.aiops.autoscaler.status(name)
     except NoAutoscalePolicyError:
         policy = None
     if autoscale_form is None:  # the policy's values, or the defaults to start from
@@ -126,6 +143,7 @@ def _deployment_page(
         own = None
     figures = p.deployments.metrics(name)
     now = time.time()
+    history = p.deployments.aiops.drift.history(name)
     series = figures.get("series") or []
     charts = [
         time_chart(
@@ -153,6 +171,8 @@ def _deployment_page(
         answer=answer,
         answer_error=answer_error,
         drift=p.deployments.aiops.drift.report(name),
+        drift_history=history[:10],
+        drift_chart=_drift_chart(history, now),
         anomalies=p.deployments.aiops.anomalies(name)[-10:][::-1],
         alerts=p.deployments.aiops.store.alerts(deployment=name, limit=10),
         own=own,
