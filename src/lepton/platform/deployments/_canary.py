@@ -44,6 +44,7 @@ from lepton.platform.deployments._specs import NAME, DeploymentRequest, Deployme
 
 if TYPE_CHECKING:
     from lepton.platform.deployments._manager import DeploymentManager
+    from lepton.platform.deployments._runtime import Runtime
 
 __all__ = ["CANARY_FILE", "Canaries", "Canary", "CanaryRequest", "ReleaseRequest"]
 
@@ -183,8 +184,8 @@ class Canaries:
             record = self._records.get(name)
             return record["canary"] if record else None
 
-    def pick(self, name: str) -> str | None:
-        """Where one request to ``name`` goes: its canary's name for a ``share`` of them
+    def pick(self, name: str) -> Runtime | None:
+        """Where one request to ``name`` goes: its canary's runtime for a ``share`` of them
         (all of them while it is promoted) when the canary is ready, else ``None``."""
         record = self._records.get(name)  # one dict read: atomic, no lock per request
         if not record:  # none, or one being started
@@ -193,7 +194,7 @@ class Canaries:
         if rt is None or rt.state != "ready" or rt.desired != "running":
             return None
         chosen = record["promoting"] or random.random() < record["share"]
-        return record["canary"] if chosen else None
+        return rt if chosen else None
 
     # -- changes ---------------------------------------------------------------------------
 

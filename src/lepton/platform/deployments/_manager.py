@@ -306,7 +306,7 @@ class DeploymentManager:
         if rt is None:
             rt = await asyncio.to_thread(lambda: self._runtimes.of(self._store.require(name)))
         canary = self.canaries.pick(name) if rt.desired == "running" else None
-        return (self._runtimes.get(canary) or rt) if canary is not None else rt
+        return canary or rt
 
     def runtime(self, name: str) -> Runtime | None:
         """What this server knows of deployment ``name`` now (``None``: not seen yet)."""
