@@ -61,7 +61,7 @@ def _local() -> Iterator[DeploymentManager | None]:
     try:
         yield manager
     finally:
-        manager.shutdown(stop_deployments=False)
+        manager.shutdown()
         lease.release()
         db.dispose()
 

@@ -149,7 +149,7 @@ class Platform:
         adopted by the next server."""
         if self.config.manage:
             self.jobs.stop()
-            self.deployments.shutdown(stop_deployments=False)
+            self.deployments.shutdown()
             self.lease.release()
 
     def _stop_managing(self) -> None:  # the lease was taken over: the API keeps serving

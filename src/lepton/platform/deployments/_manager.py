@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from lepton._fs import atomic_write_bytes
-from lepton.errors import DeploymentError, NotFoundError, RegistryError
+from lepton.errors import DeploymentError, RegistryError
 from lepton.platform.deployments._aiops import AIOps
 from lepton.platform.deployments._canary import Canaries
 from lepton.platform.deployments._healing import Healer
@@ -380,24 +378,10 @@ class DeploymentManager:
         """
         self._monitor.recover()
 
-    def shutdown(self, stop_deployments: bool = False) -> None:
-        """At server exit: stop the monitor; stop the deployments only if asked.
-
-        By default they keep serving, and the next server's :meth:`recover` adopts them.
-        With ``stop_deployments`` they drain and exit, and :meth:`recover` starts the
-        ones whose desired state is running again.
-        """
+    def shutdown(self) -> None:
+        """At server exit: stop the monitor. The deployments keep serving, and the next
+        server's :meth:`recover` adopts them (``lepton deployments stop --all`` stops them)."""
         self.stop_monitor()
-        if stop_deployments:
-            runtimes = self._runtimes.all()
-            for rt in runtimes:  # drain them all at once
-                if self._processes.alive(rt):
-                    self._processes.signal(rt, signal.SIGTERM)
-            for rt in runtimes:
-                with self._runtimes.lock(rt.name):
-                    self._processes.stop(rt)
-                    with contextlib.suppress(NotFoundError):
-                        self._store.update(rt.name, rt, state="stopped", pid=None)
         self._http.close()
 
     def _resolve(self, ref: str) -> ModelVersion:
