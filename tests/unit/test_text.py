@@ -230,9 +230,12 @@ def test_hnsw_finds_the_exact_top1_and_filters(glosses: TextDataset, tmp_path: P
     verbs = exact.search("to move quickly", k=5, where={"pos": "v"})
     assert verbs
     assert all(hit.metadata["pos"] == "v" for hit in verbs)
-    assert [h.id for h in hnsw.search("to move quickly", k=5, where={"pos": "v"})] == [
-        h.id for h in verbs
-    ]
+    # HNSW is approximate and USearch builds its graph on several threads, so the graph
+    # differs between runs: the best verb must match, and at least 4 of the exact top 5.
+    approx = hnsw.search("to move quickly", k=5, where={"pos": "v"})
+    assert all(hit.metadata["pos"] == "v" for hit in approx)
+    assert approx[0].id == verbs[0].id
+    assert len({h.id for h in approx} & {h.id for h in verbs}) >= 4
     top = exact.search(queries[0], k=1)[0].id
     exact.remove([top])
     assert top not in exact
