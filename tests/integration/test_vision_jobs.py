@@ -1,15 +1,24 @@
-"""A ``detect`` job through a real scheduler: the real worker process makes digit scenes
-from MNIST, trains a tiny detector with ``lp.fit``, measures its COCO mAP on held-out
-scenes, logs the run and registers the detector, which then loads back through the
-registry and gives the job's own figures again. And a registered detector deployed by a
-real ``lepton server``, its ``/detect`` forwarded by ``POST
-/api/v1/deployments/NAME/detect``."""
+"""Vision jobs through real processes.
+
+* A ``detect`` job through a real scheduler: the real worker process makes digit scenes
+  from MNIST, trains a tiny detector with ``lp.fit``, measures its COCO mAP on held-out
+  scenes, logs the run and registers the detector, which then loads back through the
+  registry and gives the job's own figures again.
+* A registered detector deployed by a real ``lepton server``, its ``/detect`` forwarded by
+  ``POST /api/v1/deployments/NAME/detect``.
+* ``lepton vision train --submit`` and ``lepton vision generate train --submit`` run
+  ``classify`` and ``generate`` jobs on a real server, and a deployed generator draws the
+  registered version's images through ``lepton vision generate sample --url``."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from servers import ok, start_platform, stop_platform
+from servers import ok, running, start_platform, stop_platform
 
 import lepton as lp
 from helpers import one_slot_jobs, wait_for_job
@@ -156,3 +165,57 @@ def test_the_platform_forwards_detect_to_a_deployed_detector(
         assert anonymous.status_code == 401
     finally:
         stop_platform(server, home)
+
+
+LEPTON = str(Path(sys.executable).parent / "lepton")
+
+
+@pytest.mark.slow
+def test_the_cli_submits_classify_and_generate_jobs_and_samples_a_deployment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("LEPTON_HOME", str(home))
+    server = start_platform(home, tmp_path)
+    env = dict(os.environ, LEPTON_HOME=str(home), LEPTON_SERVER_URL=server.url,
+               COLUMNS="200")  # fmt: skip
+
+    def lepton(*args: str) -> str:
+        proc = subprocess.run([LEPTON, *args], env=env, capture_output=True, text=True,
+                              timeout=600, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    try:
+        classified = lepton("vision", "train", "-m", "mlp", "-d", "digits", "--epochs", "2",
+                            "--padding", "1", "--label-smoothing", "0.1", "--tta",
+                            "--register", "job-aug", "--submit", "--follow")  # fmt: skip
+        assert "succeeded" in classified
+        generated = lepton("vision", "generate", "train", "--rows", "300", "--epochs", "2",
+                           "--samples", "100", "--judge-epochs", "4", "--register", "job-gen",
+                           "--submit", "--follow")  # fmt: skip
+        assert "epoch 2/2: loss" in generated
+        assert re.search(r"samples recognised as the class asked for: \d+\.\d%", generated)
+        assert "registered job-gen:1" in generated
+        assert "succeeded" in generated
+        with server.client() as admin:
+            jobs = {j["kind"]: j for j in admin.get("/api/v1/jobs").json()["items"]}
+            assert set(jobs) == {"classify", "generate"}
+            assert jobs["classify"]["spec"]["padding"] == 1
+            assert jobs["classify"]["result"]["metrics"]["tta_accuracy"] > 0.5
+            assert jobs["generate"]["spec"]["rows"] == 300
+            figures = jobs["generate"]["result"]["metrics"]
+            assert figures["frechet_floor"] < figures["frechet_distance"]
+            for name in ("job-aug", "job-gen"):
+                ok(admin.get(f"/api/v1/models/{name}/versions/1"))
+    finally:
+        stop_platform(server, home)
+    expected = lp.vision.Generator.load("job-gen:1")
+    with running("deploy", "job-gen:1", tmp=tmp_path, env={"LEPTON_HOME": str(home)}) as deployed:
+        answer = json.loads(lepton("vision", "generate", "sample", "--url", deployed.url,
+                                   "--label", "3", "-n", "4", "--json"))  # fmt: skip
+    assert answer["labels"] == ["3"] * 4
+    images = expected.sample(4, label=3, seed=0)
+    png = lp.vision.to_png(images[0])
+    assert base64.b64decode(answer["images"][0]) == png

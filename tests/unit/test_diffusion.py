@@ -224,3 +224,54 @@ def test_frechet_distance_and_label_accuracy(mnist_small: lp.data.Dataset) -> No
     assert lp.vision.frechet_distance(real[:200], noise, classifier) > 5 * halves
     with pytest.raises(VisionError, match="one label per image"):
         lp.vision.label_accuracy(real, test.targets[:3], classifier)
+
+
+def test_sample_quality_judges_samples_beside_two_real_halves(
+    tiny_vae: lp.vision.Generator, mnist_small: lp.data.Dataset
+) -> None:
+    judge = lp.models.build("convnet", num_classes=10, num_filters=[8, 16], dropout=0.0)
+    lp.fit(judge, mnist_small, epochs=6, batch_size=32, lr=3e-3, quiet=True, num_threads=1)
+    test = lp.data.load("mnist", split="test").subset(slice(0, 400))
+    assert test.targets is not None
+    figures = lp.vision.sample_quality(tiny_vae, test, judge, n=200, seed=3, temperature=0.8)
+    assert set(figures) == {"label_accuracy", "frechet_distance", "frechet_floor",
+                            "real_label_accuracy", "ms_per_image"}  # fmt: skip
+    # the same figures by hand: samples of every class in turn, the two real halves
+    asked = torch.arange(200) % 10
+    fake = tiny_vae.sample(200, label=asked.tolist(), seed=3, temperature=0.8)
+    real = (test.features * 255).round().to(torch.uint8)
+    assert figures["label_accuracy"] == lp.vision.label_accuracy(fake, asked, judge)
+    assert figures["frechet_distance"] == pytest.approx(
+        lp.vision.frechet_distance(fake, real[:200], judge)
+    )
+    assert figures["frechet_floor"] == pytest.approx(
+        lp.vision.frechet_distance(real[200:], real[:200], judge)
+    )
+    assert figures["real_label_accuracy"] == lp.vision.label_accuracy(
+        real[200:], test.targets[200:], judge
+    )
+    assert figures["frechet_floor"] < figures["frechet_distance"]  # a tiny VAE is no data
+    assert figures["real_label_accuracy"] > 0.6
+    assert figures["ms_per_image"] > 0
+    with pytest.raises(VisionError, match="needs >= 800 labelled test images"):
+        lp.vision.sample_quality(tiny_vae, test, judge, n=400)
+
+
+def test_the_gallery_submits_a_generate_job_and_keeps_what_was_typed(
+    client: Any, platform: Any
+) -> None:
+    page = client.get("/gallery")
+    assert 'id="submit-generate"' in page.text
+    assert 'name="rows" type="number" min="100" max="60000" value="60000"' in page.text  # defaults
+    origin = {"origin": "http://127.0.0.1:8000"}
+    refused = client.post("/gallery/train", data={"rows": "10", "epochs": "2"}, headers=origin)
+    assert refused.status_code == 422
+    assert "rows: Input should be greater than or equal to 100" in refused.text
+    assert 'name="rows" type="number" min="100" max="60000" value="10"' in refused.text  # kept
+    made = client.post("/gallery/train", data={"rows": "500", "epochs": "2", "model": "vae",
+                                                "register_as": "gallery-gen"},
+                       headers=origin, follow_redirects=False)  # fmt: skip
+    assert made.status_code == 303
+    job = platform.jobs.get(int(made.headers["location"].rsplit("/", 1)[1]))
+    assert (job.kind, job.spec["rows"], job.spec["register"]) == ("generate", 500, "gallery-gen")
+    assert job.spec["judge_epochs"] == 3  # the recipe's default, untouched by the form

@@ -69,8 +69,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "text": ("_text", "text_app", "Language (lp.text): train a text classifier, build a "
              "semantic-search index or an FAQ assistant (locally or as a platform job), and ask "
              "a registered version or a deployment of it."),
-    "vision": ("_vision", "vision_app", "Computer vision (lp.vision): object detection on digit "
-               "scenes or COCO boxes."),
+    "vision": ("_vision", "vision_app", "Computer vision (lp.vision): image classification "
+               "with augmentation, object detection on digit scenes or COCO boxes, "
+               "class-conditional image generation."),
     "alerts": ("_alerts", "alerts_app", "Alert rules and alerts on the platform server "
                "(LEPTON_SERVER_URL, default http://127.0.0.1:8000; token from LEPTON_TOKEN or "
                "LEPTON_HOME/admin-token)."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from lepton.train._progress import format_metrics
 from lepton.train.recipe import TrainConfig, TrainOutcome
 from lepton.train.recipe import run as run_recipe
 
-__all__ = ["demo", "train"]
+__all__ = ["demo", "train", "train_and_report", "training_config"]
 
 console = Console(highlight=False, soft_wrap=True)
 DEFAULT = TrainConfig.model_construct()  # every default once, in the recipe
@@ -45,7 +46,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
-        pct = key in ("accuracy", "precision", "recall", "f1", "auc")
+        pct = key in ("precision", "recall", "f1", "auc") or key.endswith("accuracy")
         table.add_row(key, f"{100 * value:.2f}%" if pct else f"{value:.4f}")
     return table
 
@@ -102,21 +103,30 @@ def train(
     Models: mlp, convnet, resnet, lstm, gru, transformer (`--config key=value` sets
     their arguments, e.g. `-c dropout=0.3 -c 'num_filters=[16,32]'`).
     """
-    if register is not None:
-        validate_name(register)  # before the training, not after it
-    recipe = TrainConfig.checked(
-        model=model, config=_parse_config(config), data=data, limit=limit, val=val,
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-        weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
-        grad_clip=grad_clip, seed=seed, device=device, register=register, workers=workers,
-    )  # fmt: skip
-    outcome = run_recipe(
+    train_and_report(dict(locals()))
+
+
+def train_and_report(
+    values: dict[str, Any],
+    *,
+    config_cls: type[TrainConfig] = TrainConfig,
+    runner: Callable[..., TrainOutcome] = run_recipe,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """What ``lepton train`` does with its options (``values``, by parameter name):
+    ``lepton vision train`` passes the same options plus ``extra`` fields of its own
+    ``config_cls``, run by its own ``runner``."""
+    if values["register"] is not None:
+        validate_name(values["register"])  # before the training, not after it
+    recipe = training_config(values, config_cls=config_cls, extra=extra)
+    quiet, as_json = values["quiet"], values["as_json"]
+    outcome = runner(
         recipe,
         registrar=lp_register,
-        save_to=save,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        track=track,
+        save_to=values["save"],
+        checkpoint_dir=values["checkpoint_dir"],
+        resume=values["resume"],
+        track=values["track"],
         quiet=quiet or as_json,
     )
     if as_json:
@@ -134,6 +144,22 @@ def train(
         if outcome.registered is not None:
             ref = outcome.registered
             console.print(f"registered as {ref} (lp.load_model({ref!r}))")
+
+
+_RECIPE_FIELDS = ("model", "data", "limit", "val", "epochs", "batch_size", "optimizer", "lr",
+                  "weight_decay", "schedule", "early_stopping", "grad_clip", "seed", "device",
+                  "register", "workers")  # fmt: skip
+
+
+def training_config(
+    values: dict[str, Any],
+    *,
+    config_cls: type[TrainConfig] = TrainConfig,
+    extra: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """The checked recipe config of ``lepton train``'s option ``values`` plus ``extra``."""
+    fields = {name: values[name] for name in _RECIPE_FIELDS}
+    return config_cls.checked(config=_parse_config(values["config"]), **fields, **(extra or {}))
 
 
 def _summary(outcome: TrainOutcome) -> dict[str, Any]:

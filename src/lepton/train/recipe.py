@@ -340,7 +340,10 @@ def run(
         tracked = None
         if track:
             name = run_name or f"{config.model}-{config.data}"
-            tracked = stack.enter_context(start_run(name, tags=tags, database=database))
+            recipe = {"recipe": config.model_dump(mode="json", by_alias=True)}  # all of it
+            tracked = stack.enter_context(
+                start_run(name, params=recipe, tags=tags, database=database)
+            )
             if on_start is not None:
                 on_start(tracked)
         fit_train = train_ds.with_transform(augment) if augment is not None else train_ds

@@ -12,8 +12,8 @@ transform, :class:`MixUp` / :class:`CutMix` / :class:`RandomMix` as ``lp.fit``'s
 
 Generation: :class:`Generator` (a class-conditional DDPM with DDIM sampling, or a
 conditional VAE) trains through ``lp.fit`` and ``sample(n, label=)``s uint8 images;
-:func:`frechet_distance` and :func:`label_accuracy` measure them with a classifier of
-Lepton's own (not the Inception FID).
+:func:`frechet_distance`, :func:`label_accuracy` and :func:`sample_quality` measure them
+with a classifier of Lepton's own (not the Inception FID).
 
 torchvision (``pip install 'lepton[vision]'``) supplies non-maximum suppression when it
 works with the installed torch; without it the same algorithm runs in plain torch.
@@ -34,7 +34,7 @@ from lepton.vision._detector import CenterNet, centernet_loss, decode, encode
 from lepton.vision._generator import Generator, to_png
 from lepton.vision._metrics import mean_average_precision
 from lepton.vision._ops import batched_nms, box_iou
-from lepton.vision._quality import frechet_distance, label_accuracy
+from lepton.vision._quality import frechet_distance, label_accuracy, sample_quality
 from lepton.vision._scenes import INK, Scenes, digit_scenes
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "label_smoothing",
     "load_coco",
     "mean_average_precision",
+    "sample_quality",
     "save_coco",
     "to_png",
     "tta_accuracy",

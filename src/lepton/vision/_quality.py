@@ -11,15 +11,21 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lepton.errors import VisionError
 
-__all__ = ["classifier_features", "frechet_distance", "label_accuracy"]
+if TYPE_CHECKING:
+    from lepton.data import Dataset
+    from lepton.vision._generator import Generator
+
+__all__ = ["classifier_features", "frechet_distance", "label_accuracy", "sample_quality"]
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
@@ -100,3 +106,36 @@ def label_accuracy(
         )
     _, logits = classifier_features(images, classifier, batch_size=batch_size)
     return float((logits.argmax(1) == labels.cpu()).float().mean())
+
+
+def sample_quality(
+    generator: Generator, test: Dataset, classifier: nn.Module, *, n: int = 1000,
+    seed: int = 0, **draw: Any,
+) -> dict[str, float]:  # fmt: skip
+    """How good ``n`` samples of ``generator`` are (every class equally often, drawn with
+    ``draw``: ``steps``, ``guidance``, ``temperature``), judged by ``classifier`` against
+    the real ``test`` images (at least ``2 n``):
+
+    * ``label_accuracy``: the share the classifier puts in the class asked for;
+    * ``frechet_distance``: to the first ``n`` test images;
+    * ``frechet_floor``: the same distance from the next ``n`` real test images (two
+      halves of the real test set: what a perfect generator would score);
+    * ``real_label_accuracy``: the classifier on those real images (its own ceiling);
+    * ``ms_per_image``: sampling time.
+    """
+    if test.targets is None or len(test) < 2 * n:
+        raise VisionError(f"sample_quality needs >= {2 * n} labelled test images, got {len(test)}")
+    classes = generator.model.num_classes
+    asked = torch.arange(n) % classes  # every class equally
+    started = time.perf_counter()
+    fake = generator.sample(n, label=asked.tolist(), seed=seed, **draw)
+    ms = (time.perf_counter() - started) * 1000 / n
+    real = (test.features[: 2 * n].clamp(0, 1) * 255).round().to(torch.uint8)
+    real_a, real_b = real[:n], real[n : 2 * n]
+    return {
+        "label_accuracy": label_accuracy(fake, asked, classifier),
+        "frechet_distance": frechet_distance(fake, real_a, classifier),
+        "frechet_floor": frechet_distance(real_b, real_a, classifier),
+        "real_label_accuracy": label_accuracy(real_b, test.targets[n : 2 * n], classifier),
+        "ms_per_image": ms,
+    }

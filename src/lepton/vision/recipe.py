@@ -1,4 +1,6 @@
-"""The detection recipe: "train a detector, measure its COCO mAP, register it".
+"""The vision recipes. Detection (here): "train a detector, measure its COCO mAP, register
+it"; classification with augmentation (:func:`classify`, below); generation
+(:func:`generate`, from :mod:`lepton.vision._generate_recipe`).
 
 ``lepton vision detect train`` and a platform ``detect`` job run this recipe with a
 :class:`DetectConfig`, whose defaults are defined here once: scenes of real digits
@@ -37,14 +39,18 @@ from lepton.tracking import start_run
 from lepton.train.recipe import RecipeConfig, TrainConfig, TrainOutcome
 from lepton.vision._coco import load_coco
 from lepton.vision._detect import Detector
+from lepton.vision._generate_recipe import GenerateConfig, GenerateResult, generate
 from lepton.vision._scenes import Scenes, digit_scenes
 
 __all__ = [
     "ClassifyConfig",
     "DetectConfig",
     "DetectResult",
+    "GenerateConfig",
+    "GenerateResult",
     "ScenesRecord",
     "classify",
+    "generate",
     "run",
     "scene_options",
 ]

@@ -28,7 +28,7 @@ from lepton.storage.schema import JobRow
 from lepton.text.recipe import TextConfig
 from lepton.train.recipe import TrainConfig, catalog_name
 from lepton.tune.recipe import TuneConfig
-from lepton.vision.recipe import ClassifyConfig, DetectConfig
+from lepton.vision.recipe import ClassifyConfig, DetectConfig, GenerateConfig
 
 __all__ = [
     "ACTIVE",
@@ -191,6 +191,22 @@ class DetectJob(DetectConfig):
     _register_as = field_validator("register_as")(_model_name)
 
 
+class GenerateJob(GenerateConfig):
+    """Train a class-conditional image generator (a VAE, or a DDPM) on MNIST or
+    Fashion-MNIST, judge its samples with a ConvNet trained alongside (class recognition,
+    Frechet distance beside two real halves) and optionally register it: the recipe's
+    :class:`~lepton.vision.recipe.GenerateConfig` plus its ``kind``, run by
+    :func:`lepton.vision.recipe.generate` in the worker.
+
+    Example: ``{"kind": "generate", "dataset": "mnist", "epochs": 20, "register":
+    "mnist-gen"}``.
+    """
+
+    kind: Literal["generate"] = "generate"
+
+    _register_as = field_validator("register_as")(_model_name)
+
+
 class EvaluateJob(_Spec):
     """Evaluate a registered model version on a catalog dataset split.
 
@@ -237,7 +253,8 @@ JobSpec = Annotated[
     | GraphJob
     | DetectJob
     | TextJob
-    | ClassifyJob,
+    | ClassifyJob
+    | GenerateJob,
     Field(discriminator="kind"),
 ]
 

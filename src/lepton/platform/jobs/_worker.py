@@ -28,7 +28,7 @@ from types import FrameType
 from typing import Any
 
 import torch
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lepton import compress
 from lepton._fs import atomic_write_bytes
@@ -45,6 +45,7 @@ from lepton.platform.jobs._specs import (
     DetectJob,
     EvaluateJob,
     FederatedJob,
+    GenerateJob,
     GraphJob,
     JobSpec,
     RecommendJob,
@@ -98,6 +99,7 @@ Spec = (
     | DetectJob
     | TextJob
     | ClassifyJob
+    | GenerateJob
 )
 
 
@@ -264,15 +266,19 @@ def _recommend(db: Database, job_id: int, spec: RecommendJob) -> dict[str, Any]:
     return {"kind": "recommend", **result.to_json()}
 
 
-def _graph(db: Database, job_id: int, spec: GraphJob, cpus: float) -> dict[str, Any]:
-    config = graph_recipe.GraphConfig.model_validate(spec.model_dump(exclude={"kind"}))
-    result = graph_recipe.run(
-        config, registrar=register, database=db, say=_say, tags={"job": job_id},
-        run_name=f"job-{job_id}-graph-{spec.dataset}-{spec.model}",
+def _recipe(
+    db: Database, job_id: int, spec: Spec, cpus: float, config_cls: type[BaseModel],
+    runner: Callable[..., Any], run_name: str, **options: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Run a recipe whose ``run(config, ...)`` takes the worker's database, log, tags, run
+    name and threads and whose result has ``to_json()`` (graph, detect, generate, text)."""
+    config = config_cls.model_validate(spec.model_dump(exclude={"kind"}, by_alias=True))
+    result = runner(
+        config, database=db, say=_say, tags={"job": job_id}, run_name=f"job-{job_id}-{run_name}",
         on_run=lambda run_id: _record_run(db, job_id, run_id),
-        num_threads=max(1, math.ceil(cpus)),
+        num_threads=max(1, math.ceil(cpus)), **options,
     )  # fmt: skip
-    return {"kind": "graph", **result.to_json()}
+    return {"kind": spec.kind, **result.to_json()}
 
 
 def _classify(db: Database, job_id: int, spec: ClassifyJob, workdir: Path) -> dict[str, Any]:
@@ -282,28 +288,6 @@ def _classify(db: Database, job_id: int, spec: ClassifyJob, workdir: Path) -> di
         spec.model_dump(exclude={"kind"}, by_alias=True)
     )
     return {**_train(db, job_id, config, workdir, vision_recipe.classify), "kind": "classify"}
-
-
-def _detect(db: Database, job_id: int, spec: DetectJob, cpus: float) -> dict[str, Any]:
-    config = vision_recipe.DetectConfig.model_validate(spec.model_dump(exclude={"kind"}))
-    result = vision_recipe.run(
-        config, registrar=register, database=db, say=_say, tags={"job": job_id},
-        run_name=f"job-{job_id}-detect-{spec.dataset}",
-        on_run=lambda run_id: _record_run(db, job_id, run_id),
-        num_threads=max(1, math.ceil(cpus)),
-    )  # fmt: skip
-    return {"kind": "detect", **result.to_json()}
-
-
-def _text(db: Database, job_id: int, spec: TextJob, cpus: float) -> dict[str, Any]:
-    config = text_recipe.TextConfig.model_validate(spec.model_dump(exclude={"kind"}))
-    result = text_recipe.run(
-        config, database=db, say=_say, tags={"job": job_id},
-        run_name=f"job-{job_id}-text-{spec.task}",
-        on_run=lambda run_id: _record_run(db, job_id, run_id),
-        num_threads=max(1, math.ceil(cpus)),
-    )  # fmt: skip
-    return {"kind": "text", **result.to_json()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,13 +314,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif isinstance(spec, RecommendJob):
             outcome = _recommend(db, job_id, spec)
         elif isinstance(spec, GraphJob):
-            outcome = _graph(db, job_id, spec, cpus)
+            outcome = _recipe(db, job_id, spec, cpus, graph_recipe.GraphConfig, graph_recipe.run,
+                              f"graph-{spec.dataset}-{spec.model}", registrar=register)  # fmt: skip
         elif isinstance(spec, TextJob):
-            outcome = _text(db, job_id, spec, cpus)
+            outcome = _recipe(db, job_id, spec, cpus, text_recipe.TextConfig, text_recipe.run,
+                              f"text-{spec.task}")  # fmt: skip
         elif isinstance(spec, ClassifyJob):
             outcome = _classify(db, job_id, spec, workdir)
         elif isinstance(spec, DetectJob):
-            outcome = _detect(db, job_id, spec, cpus)
+            outcome = _recipe(db, job_id, spec, cpus, vision_recipe.DetectConfig,
+                              vision_recipe.run, f"detect-{spec.dataset}",
+                              registrar=register)  # fmt: skip
+        elif isinstance(spec, GenerateJob):
+            outcome = _recipe(db, job_id, spec, cpus, vision_recipe.GenerateConfig,
+                              vision_recipe.generate, f"generate-{spec.dataset}-{spec.model}",
+                              registrar=register)  # fmt: skip
         else:
             outcome = _evaluate(db, job_id, spec)
         _write_result(workdir, {"ok": True, **outcome})
