@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,18 @@ import lepton as lp
 CACHE = Path(__file__).parent / ".cache" / "generate"
 
 
-def _cached(model: torch.nn.Module, key: str, train: Any) -> float:
-    """Load ``model``'s weights from the cache, or train them with ``train()``; returns
-    the training seconds (0 when cached)."""
+def _cached(model: Callable[[], torch.nn.Module], key: str, train: Any) -> float:
+    """Load the weights of ``model()`` from the cache, or train them with ``train()`` and
+    cache those of ``model()`` afterwards (``Generator.fit`` builds a new module, so the
+    module is asked for again once trained); returns the training seconds (0 when cached)."""
     path = CACHE / f"{key}.safetensors"
     if path.exists():
-        model.load_state_dict(load_file(str(path)))
+        model().load_state_dict(load_file(str(path)))
         return 0.0
     started = time.perf_counter()
     train()
     CACHE.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in model().state_dict().items()}, str(path))
     return time.perf_counter() - started
 
 
@@ -80,16 +82,14 @@ def main() -> None:
     filters, clf_rows = ([16, 32], rows) if args.quick else ([32, 64], train)
     classifier = lp.models.build("convnet", num_classes=10, num_filters=filters, dropout=0.25)
     clf_seconds = _cached(
-        classifier,
+        lambda: classifier,
         f"convnet-{args.dataset}-{len(clf_rows)}",
         lambda: lp.fit(classifier, clf_rows, epochs=2 if args.quick else 3, batch_size=128,
                        lr=2e-3, schedule="onecycle", quiet=True),
     )  # fmt: skip
     classifier.eval()
     n = args.samples
-    real = (test.features[: 2 * n] * 255).round().to(torch.uint8)
-    real_a, real_b = real[:n], real[n : 2 * n]
-    labels_b = test.targets[n : 2 * n]
+    real_a = (test.features[:n] * 255).round().to(torch.uint8)  # what the samples face
 
     options: dict[str, Any] = {}
     if args.kind == "vae":
@@ -98,14 +98,16 @@ def main() -> None:
     key = f"{args.kind}-{tag}-e{epochs}" + (f"-z{args.latent}" if args.kind == "vae" else "")
     key += "-quick" if args.quick else ""
     gen_seconds = _cached(
-        gen.model, key, lambda: gen.fit(rows, epochs=epochs, batch_size=128, lr=2e-3, quiet=False)
+        lambda: gen.model,
+        key,
+        lambda: gen.fit(rows, epochs=epochs, batch_size=128, lr=2e-3, quiet=False),
     )
     gen = lp.vision.Generator.from_model(gen.model)
     asked = torch.arange(n) % 10  # every class equally
-    started = time.perf_counter()
     draw = {"steps": args.steps, "guidance": args.guidance, "temperature": args.temperature}
-    fake = gen.sample(n, label=asked.tolist(), seed=0, **draw)
-    ms = (time.perf_counter() - started) * 1000 / n
+    # the generator's samples and the floor (two real test halves), as `generate` jobs judge
+    quality = lp.vision.sample_quality(gen, test, classifier, n=n, seed=0, **draw)
+    ms = quality["ms_per_image"]
     means = torch.stack([train.features[train.targets == c].mean(0) for c in range(10)])
     class_means = (means[asked] * 255).round().to(torch.uint8)
     noise = torch.randint(
@@ -114,13 +116,10 @@ def main() -> None:
 
     fd, acc = lp.vision.frechet_distance, lp.vision.label_accuracy
     table = {
-        "real (other test half)": (
-            fd(real_b, real_a, classifier),
-            acc(real_b, labels_b, classifier),
-        ),
+        "real (other test half)": (quality["frechet_floor"], quality["real_label_accuracy"]),
         "class means": (fd(class_means, real_a, classifier), acc(class_means, asked, classifier)),
         "noise": (fd(noise, real_a, classifier), acc(noise, asked, classifier)),
-        f"generator ({args.kind})": (fd(fake, real_a, classifier), acc(fake, asked, classifier)),
+        f"generator ({args.kind})": (quality["frechet_distance"], quality["label_accuracy"]),
     }
     if args.kind == "vae" and args.temperature != 1.0:  # the same model, codes from N(0, I)
         plain = gen.sample(n, label=asked.tolist(), seed=0)
