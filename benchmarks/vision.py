@@ -18,6 +18,7 @@ continues an interrupted run exactly where it stopped (fit time is summed over t
     python benchmarks/vision.py detect [--train-scenes 3000] [--epochs 6] [--width 32]
     python benchmarks/vision.py classify --dataset fashion-mnist [--epochs 2] [--limit 0]
         [--reference-epochs N] [--checkpoint DIR]
+    python benchmarks/vision.py --threads 1 layout      # ResNet steps: channels-last vs NCHW
 """
 
 from __future__ import annotations
@@ -117,6 +118,38 @@ def classify(args: argparse.Namespace) -> None:
     print(f"  target >= {100 * target:.1f}%")
 
 
+def layout(args: argparse.Namespace) -> None:
+    """Training steps of the same ResNet with channels-last activations and without,
+    alternated in one process (median of --reps rounds of --steps steps each)."""
+    import statistics
+
+    torch.manual_seed(args.seed)
+    x = torch.rand(args.batch_size, 1, 28, 28)
+    y = torch.randint(0, 10, (args.batch_size,))
+    nets = {}
+    for last in (False, True):
+        torch.manual_seed(args.seed)
+        net = lp.models.ResNet(num_classes=10, widths=args.widths, blocks_per_stage=args.blocks,
+                               channels_last=last)  # fmt: skip
+        nets[last] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.reps + 1):  # the first round warms up and is dropped
+        for last, (net, opt) in nets.items():
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                loss = torch.nn.functional.cross_entropy(net(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            times[last].append((time.perf_counter() - started) * 1000 / args.steps)
+    plain, last = (statistics.median(times[k][1:]) for k in (False, True))
+    print(f"ResNet{list(args.widths)}x{args.blocks}, batch {args.batch_size} of 28x28, "
+          f"{args.threads} threads, median of {args.reps} rounds of {args.steps} "
+          f"steps:")  # fmt: skip
+    print(f"  NCHW activations          {plain:8.1f} ms/step")
+    print(f"  channels-last (default)   {last:8.1f} ms/step   {plain / last:.2f}x")
+
+
 def fit_seconds(result: lp.FitResult) -> float:
     """Training time over every epoch, including those of an earlier, resumed process."""
     return sum(record.seconds for record in result.history)
@@ -152,12 +185,15 @@ def main() -> None:
                    help="epochs of the seed ConvNet (default: --epochs)")  # fmt: skip
     c.add_argument("--checkpoint", default=None,
                    help="per-epoch checkpoints here; rerunning continues them")  # fmt: skip
+    lay = sub.add_parser("layout", help="channels-last activations against NCHW")
+    lay.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
+    lay.add_argument("--blocks", type=int, default=2)
+    lay.add_argument("--batch-size", type=int, default=128)
+    lay.add_argument("--steps", type=int, default=3)
+    lay.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.task == "detect":
-        detect(args)
-    else:
-        classify(args)
+    {"detect": detect, "classify": classify, "layout": layout}[args.task](args)
 
 
 if __name__ == "__main__":

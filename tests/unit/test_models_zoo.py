@@ -250,3 +250,29 @@ def test_convnet_kernel_size_as_pytorch_takes_it(kernel_size: Any, per_block: li
 def test_invalid_constructor_arguments(factory: Callable[[], nn.Module], match: str) -> None:
     with pytest.raises(UnknownModelError, match=match):
         factory()
+
+
+def test_resnet_channels_last_is_a_layout_not_a_different_model() -> None:
+    torch.manual_seed(0)
+    fast = lm.ResNet(num_classes=5, in_channels=3, widths=[4, 8], blocks_per_stage=2)
+    plain = lm.ResNet(num_classes=5, in_channels=3, widths=[4, 8], blocks_per_stage=2,
+                      channels_last=False)  # fmt: skip
+    plain.load_state_dict(fast.state_dict())
+    assert lm.model_spec(plain)["config"]["channels_last"] is False
+    seen: dict[str, bool] = {}
+    for net, name in ((fast, "fast"), (plain, "plain")):
+        net.stages[0].register_forward_pre_hook(
+            lambda _m, args, name=name: seen.__setitem__(
+                name, args[0].is_contiguous(memory_format=torch.channels_last)
+            )
+        )
+    x = torch.rand(6, 3, 12, 12)
+    out_fast, out_plain = fast(x), plain(x)
+    assert seen == {"fast": True, "plain": False}  # the stages' input layout
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-6)
+    out_fast.square().sum().backward()
+    out_plain.square().sum().backward()
+    for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
+        assert a.grad is not None
+        assert b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
