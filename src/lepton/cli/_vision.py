@@ -23,13 +23,16 @@ from rich.table import Table
 
 from lepton.cli._serve import JSON_OPTION, TOKEN_FILE_OPTION, URL_OPTION, ask_deployment
 from lepton.errors import ConfigError
-from lepton.vision.recipe import DetectConfig, GenerateConfig
+from lepton.serve._generate_image import SampleRequest
+from lepton.vision.recipe import ClassifyConfig, DetectConfig, GenerateConfig
 
 __all__ = ["detect_app", "generate_app", "vision_app"]
 
 console = Console(highlight=False, soft_wrap=True)
 DEFAULTS = DetectConfig.model_construct()  # the recipe's defaults, defined once
 GENERATE = GenerateConfig.model_construct()
+CLASSIFY = ClassifyConfig.model_construct()
+SAMPLE = SampleRequest.model_fields  # what a deployment's /sample does by default
 vision_app = typer.Typer(
     help="Computer vision (lp.vision): image classification with augmentation, object "
     "detection on digit scenes or COCO boxes, class-conditional image generation.",
@@ -191,13 +194,13 @@ def predict(
 # -- lepton vision train: classification with augmentation -----------------------------------
 
 _AUGMENT: dict[str, tuple[Any, Any]] = {
-    "padding": (int, typer.Option(0, min=0, help="Random crop after padding by N pixels.")),
-    "hflip": (bool, typer.Option(False, help="Random left-right flips (clothes, not digits).")),
-    "erasing": (float, typer.Option(0.0, help="Probability of erasing a random rectangle.")),
-    "mixup": (float, typer.Option(0.0, help="MixUp Beta alpha (0: off).")),
-    "cutmix": (float, typer.Option(0.0, help="CutMix Beta alpha (0: off; with mixup: either).")),
-    "label_smoothing": (float, typer.Option(0.0, help="Label-smoothing epsilon.")),
-    "tta": (bool, typer.Option(False, help="Also report test-time-augmentation accuracy.")),
+    "padding": (int, "Random crop after padding by N pixels (0: none)."),
+    "hflip": (bool, "Random left-right flips (clothes, not digits)."),
+    "erasing": (float, "Probability of erasing a random rectangle."),
+    "mixup": (float, "MixUp Beta alpha (0: off)."),
+    "cutmix": (float, "CutMix Beta alpha (0: off; with mixup: one of the two per batch)."),
+    "label_smoothing": (float, "Label-smoothing epsilon."),
+    "tta": (bool, "Also report test-time-augmentation accuracy."),
 }
 _SUBMIT = {
     "submit": (bool, typer.Option(False, "--submit", help="Run it as a `classify` job instead.")),
@@ -233,9 +236,13 @@ def _classify_command() -> Any:
 
     base = inspect.signature(plain_train, eval_str=True)
     params = list(base.parameters.values())
+    options = {
+        name: (kind, typer.Option(getattr(CLASSIFY, name), help=text))
+        for name, (kind, text) in _AUGMENT.items()
+    } | _SUBMIT  # the recipe's defaults
     more = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                               annotation=kind)
-            for name, (kind, option) in {**_AUGMENT, **_SUBMIT}.items()]  # fmt: skip
+            for name, (kind, option) in options.items()]  # fmt: skip
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params] + more
 
     def command(**values: Any) -> None:
@@ -344,11 +351,13 @@ def generate_sample(
     label: str | None = typer.Option(
         None, help="A class index or name (default: every class in turn)."
     ),
-    seed: int = typer.Option(0, help="The same seed, the same images."),
-    steps: int = typer.Option(25, help="DDIM steps (diffusion)."),
-    guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (diffusion)."),
+    seed: int = typer.Option(SAMPLE["seed"].default, help="The same seed, the same images."),
+    steps: int = typer.Option(SAMPLE["steps"].default, help="DDIM steps (diffusion)."),
+    guidance: float = typer.Option(
+        SAMPLE["guidance"].default, help="Classifier-free guidance scale (diffusion)."
+    ),
     temperature: float = typer.Option(
-        1.0, help="Spread of the codes (VAE): below 1, more typical."
+        SAMPLE["temperature"].default, help="Spread of the codes (VAE): below 1, more typical."
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write the images as one grid PNG here."
@@ -364,7 +373,7 @@ def generate_sample(
                             "guidance": guidance, "temperature": temperature}  # fmt: skip
     answer = ask_deployment("sample", body, model, url, token_file, "generator")
     if answer is None:
-        from lepton.serve._generate_image import GeneratorService, SampleRequest
+        from lepton.serve._generate_image import GeneratorService
 
         assert model is not None
         service = GeneratorService(model)
