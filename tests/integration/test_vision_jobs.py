@@ -188,10 +188,12 @@ def test_the_cli_submits_classify_and_generate_jobs_and_samples_a_deployment(
         return proc.stdout
 
     try:
-        classified = lepton("vision", "train", "-m", "mlp", "-d", "digits", "--epochs", "2",
-                            "--padding", "1", "--label-smoothing", "0.1", "--tta",
-                            "--register", "job-aug", "--submit", "--follow")  # fmt: skip
-        assert "succeeded" in classified
+        # the classify job runs beside the generate one (two CPU slots): not followed
+        queued = lepton("vision", "train", "-m", "mlp", "-d", "digits", "--epochs", "2",
+                        "--padding", "1", "--label-smoothing", "0.1", "--tta",
+                        "--register", "job-aug", "--submit")  # fmt: skip
+        found = re.search(r"job (\d+) (queued|running)", queued)
+        assert found, queued
         generated = lepton("vision", "generate", "train", "--rows", "300", "--epochs", "2",
                            "--samples", "100", "--judge-epochs", "4", "--register", "job-gen",
                            "--submit", "--follow")  # fmt: skip
@@ -200,7 +202,12 @@ def test_the_cli_submits_classify_and_generate_jobs_and_samples_a_deployment(
         assert "registered job-gen:1" in generated
         assert "succeeded" in generated
         with server.client() as admin:
+            deadline = time.monotonic() + 300
+            while ok(admin.get(f"/api/v1/jobs/{found.group(1)}"))["state"] not in TERMINAL:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
             jobs = {j["kind"]: j for j in admin.get("/api/v1/jobs").json()["items"]}
+            assert {j["state"] for j in jobs.values()} == {"succeeded"}
             assert set(jobs) == {"classify", "generate"}
             assert jobs["classify"]["spec"]["padding"] == 1
             assert jobs["classify"]["result"]["metrics"]["tta_accuracy"] > 0.5
