@@ -126,3 +126,27 @@ def test_generate_train_judges_registers_and_sample_draws_the_same_images(
     neither = runner.invoke(app, ["vision", "generate", "sample"])
     assert isinstance(neither.exception, ConfigError)
     assert "exactly one of --model REF or --url URL" in neither.exception.message
+
+
+@pytest.mark.slow  # a small VAE and its judge on 300 MNIST images
+def test_the_gallery_lists_a_generate_runs_figures(home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lepton.config import get_settings
+    from lepton.platform._app import Platform, ServerConfig, create_app
+    from lepton.registry import register
+    from lepton.storage import open_database
+
+    made = generate(GenerateConfig.checked(rows=300, epochs=1, samples=100, judge_epochs=2,
+                                           register="listed-gen"), registrar=register)  # fmt: skip
+    platform = Platform(open_database(), get_settings().home, ServerConfig(manage=False))
+    platform.auth.bootstrap(get_settings().home)
+    client = TestClient(create_app(platform), base_url="http://127.0.0.1:8000")
+    link = platform.auth.login_link_secret(platform.auth.admin_id())
+    client.get(f"/login?token={link}", follow_redirects=False)
+    page = client.get("/gallery").text
+    table = page.split('id="generators"')[1].split("</table>")[0]
+    assert "listed-gen:1" in table
+    assert "image-vae" in table
+    assert f"{100 * made.metrics['label_accuracy']:.1f}%" in table
+    assert f"{100 * made.metrics['real_label_accuracy']:.1f}%" in table
