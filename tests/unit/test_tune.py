@@ -265,7 +265,10 @@ def test_a_study_resumes_after_its_process_is_killed(tmp_path: Path) -> None:
                 trials = optuna.load_study(study_name="crashy", storage=storage).trials
             except KeyError:  # not created yet
                 return False
-            return [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["RUNNING"]
+            # RUNNING and owned: the trial is created a moment before its process is
+            # recorded on it (a kill in between leaves a trial nobody can prove dead)
+            states = [t.state.name for t in trials]
+            return states == ["COMPLETE"] * 3 + ["RUNNING"] and "lepton.pid" in trials[3].user_attrs
 
         wait_until(stuck_in_fourth, 60, interval=0.2, message="the study to reach trial 4")
         before = optuna.load_study(study_name="crashy", storage=storage).trials
