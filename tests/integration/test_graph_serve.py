@@ -181,7 +181,7 @@ def test_a_graph_job_trains_ranks_and_registers(sqlite_db: Database) -> None:
     )  # fmt: skip
     assert len(result["losses"]) == 3
     assert re.search(r"epoch 3/3: loss \d+\.\d+", log)
-    assert "registered job-nations:1" in log
+    assert "registered as job-nations:1" in log
     metrics = result["metrics"]
     assert 0 < metrics["mrr"] <= 1
     tracked = get_run(view.run_id, database=sqlite_db)

@@ -95,7 +95,7 @@ def test_train_submit_runs_a_recommend_job_on_the_server(tmp_path: Path) -> None
                               timeout=600, check=False)  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "epoch 1/1: loss" in proc.stdout
-        assert "registered served-films:1" in proc.stdout
+        assert "registered as served-films:1" in proc.stdout
         assert "succeeded" in proc.stdout
         with server.client() as admin:
             jobs = admin.get("/api/v1/jobs").json()["items"]

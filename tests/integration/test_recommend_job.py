@@ -50,7 +50,7 @@ def test_a_recommend_job_trains_scores_and_registers(sqlite_db: Database) -> Non
     assert result["users"] == 60
     assert len(result["losses"]) == 3
     assert re.search(r"epoch 3/3: loss \d+\.\d+", log)
-    assert "registered job-movies:1" in log
+    assert "registered as job-movies:1" in log
     metrics = result["metrics"]
     assert 0.5 < metrics["rmse"] < 1.5  # ratings are 0.5-5: a model, not noise
     assert 0.0 <= metrics["ndcg@10"] <= 1.0

@@ -153,7 +153,7 @@ def test_a_text_job_fits_measures_and_registers(tmp_path: Path) -> None:
         assert view.state == "succeeded", log
         assert view.result is not None
         assert (view.result["kind"], view.result["registered"]) == ("text", "job-reviews:1")
-        assert "registered job-reviews:1" in log
+        assert "registered as job-reviews:1" in log
         accuracy = view.result["metrics"]["accuracy"]
         assert 0.5 < accuracy <= 1  # two balanced classes: better than chance
         clf = lp.text.TextClassifier.from_registry("job-reviews:1", database=database)

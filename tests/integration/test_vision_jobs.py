@@ -75,7 +75,7 @@ def test_a_detect_job_trains_measures_and_registers(sqlite_db: Database) -> None
     assert len(result["losses"]) == 1
     assert re.search(r"epoch 1/1: loss \d+\.\d+", log)
     assert re.search(r"test \(16 images\): mAP@0\.5 \d\.\d{4}", log)
-    assert "registered job-det:1" in log
+    assert "registered as job-det:1" in log
     metrics = result["metrics"]
     assert 0 <= metrics["map"] <= metrics["map_50"] <= 1
     tracked = get_run(view.run_id, database=sqlite_db)
@@ -199,7 +199,7 @@ def test_the_cli_submits_classify_and_generate_jobs_and_samples_a_deployment(
                            "--submit", "--follow")  # fmt: skip
         assert "epoch 2/2: loss" in generated
         assert re.search(r"samples recognised as the class asked for: \d+\.\d%", generated)
-        assert "registered job-gen:1" in generated
+        assert "registered as job-gen:1" in generated
         assert "succeeded" in generated
         with server.client() as admin:
             deadline = time.monotonic() + 300

@@ -25,12 +25,11 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from lepton.errors import ConfigError
 from lepton.graph._data import TripleSplits, load_triples
 from lepton.graph._embed import Embedding
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import RecipeConfig
+from lepton.train.recipe import RecipeConfig, register_when_asked, require_registrar
 
 __all__ = ["GraphConfig", "GraphResult", "TriplesRecord", "run"]
 
@@ -147,10 +146,7 @@ def run(
         DataSourceMissingError: The dataset's files are not on this machine.
     """
     tell = say or (lambda _: None)
-    if config.register_as is not None and registrar is None:
-        raise ConfigError(
-            "register= needs a registrar: run(config, registrar=lepton.registry.register)"
-        )
+    require_registrar(config, registrar)
     started = time.perf_counter()
     data = load_triples(config.dataset)
     tell(
@@ -179,17 +175,12 @@ def run(
         tracked.log_metrics({f"test_{key}": value for key, value in metrics.items()}, step=0)
         tracked.log_metrics({"valid_mrr": valid_mrr, "fit_seconds": emb.train_seconds()}, step=0)
         tell("test (filtered): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        registered = None
-        if config.register_as is not None and registrar is not None:
-            assert emb.model is not None
-            version = registrar(
-                emb.model, config.register_as, metrics=metrics, dataset=TriplesRecord(data),
-                run=tracked, database=database,
-                description=f"{config.model} knowledge-graph embedding on {config.dataset} "
-                f"(dim {config.dim}, {config.epochs} epochs)",
-            )  # fmt: skip
-            registered = str(version.ref)
-            tell(f"registered {registered}")
+        registered = register_when_asked(
+            config, registrar, emb.model, say=tell, metrics=metrics, dataset=TriplesRecord(data),
+            run=tracked, database=database,
+            description=f"{config.model} knowledge-graph embedding on {config.dataset} "
+            f"(dim {config.dim}, {config.epochs} epochs)",
+        )  # fmt: skip
         return GraphResult(
             metrics=metrics, losses=losses, entities=len(data.entities),
             relations=len(data.relations), train_triples=len(data.train),

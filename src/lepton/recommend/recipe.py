@@ -24,11 +24,10 @@ import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
 from lepton import data as lp_data
-from lepton.errors import ConfigError
 from lepton.recommend._recommender import ALGORITHMS, Recommender
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import RecipeConfig
+from lepton.train.recipe import RecipeConfig, register_when_asked, require_registrar
 
 __all__ = ["RATINGS_DATASETS", "RatingsRecord", "RecommendConfig", "RecommendResult", "run"]
 
@@ -173,10 +172,7 @@ def run(
         ConfigError: ``register`` is set but no ``registrar`` was given.
     """
     tell = say or (lambda _: None)
-    if config.register_as is not None and registrar is None:
-        raise ConfigError(
-            "register= needs a registrar: run(config, registrar=lepton.registry.register)"
-        )
+    require_registrar(config, registrar)
     started = time.perf_counter()
     ratings = load_ratings(config)
     if config.split == "temporal":
@@ -214,17 +210,12 @@ def run(
         tracked.log_metrics({f"test_{key}": value for key, value in metrics.items()}, step=0)
         tracked.log_metrics({"fit_seconds": fit_seconds}, step=0)
         tell("test: " + ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
-        registered = None
-        if config.register_as is not None and registrar is not None:
-            assert rec.model is not None
-            version = registrar(
-                rec.model, config.register_as, metrics=metrics, dataset=RatingsRecord(train),
-                run=tracked, database=database,
-                description=f"{config.feedback} recommender on {config.data} "
-                f"({config.split} split)",
-            )  # fmt: skip
-            registered = str(version.ref)
-            tell(f"registered {registered}")
+        registered = register_when_asked(
+            config, registrar, rec.model, say=tell, metrics=metrics, dataset=RatingsRecord(train),
+            run=tracked, database=database,
+            description=f"{config.feedback} recommender on {config.data} "
+            f"({config.split} split)",
+        )  # fmt: skip
         model = rec.model
         assert model is not None
         return RecommendResult(

@@ -239,6 +239,6 @@ def run(
                 version = made.register(config.register_as, metrics=metrics, dataset=data,
                                         database=database)  # fmt: skip
             registered = version.ref
-            tell(f"registered {registered}")
+            tell(f"registered as {registered}")
     return TextResult(config.task, metrics, rows, time.perf_counter() - started,
                       run_id=tracked.id, registered=registered, made=made)  # fmt: skip

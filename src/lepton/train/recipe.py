@@ -112,6 +112,40 @@ class RecipeConfig(BaseModel):
             raise ConfigError(problems(exc)) from None
 
 
+def require_registrar(config: Any, registrar: Callable[..., Any] | None) -> None:
+    """Refuse, before any work is done, a recipe config whose ``register_as`` is set with no
+    ``registrar`` to register through (recipes sit below the registry, so it is passed in).
+
+    Raises:
+        ConfigError: ``config.register_as`` is set and ``registrar`` is ``None``.
+    """
+    if config.register_as is not None and registrar is None:
+        raise ConfigError(
+            f"register={config.register_as!r} needs a registrar: pass "
+            f"registrar=lepton.registry.register, or leave register unset"
+        )
+
+
+def register_when_asked(
+    config: Any,
+    registrar: Callable[..., Any] | None,
+    model: Any,
+    *,
+    say: Callable[[str], None],
+    **details: Any,
+) -> str | None:
+    """Register ``model`` as ``config.register_as`` through ``registrar`` when the config
+    asks, tell ``say`` and return the version's reference (``"name:1"``); ``None`` when it
+    does not ask. ``details`` go to the registrar: ``metrics``, ``dataset``, ``run``,
+    ``database``, ``description``.
+    """
+    if config.register_as is None or registrar is None:
+        return None
+    ref = str(registrar(model, config.register_as, **details).ref)
+    say(f"registered as {ref}")
+    return ref
+
+
 class TrainConfig(RecipeConfig):
     """What to train: a zoo model, a catalog dataset and the hyper-parameters of ``fit``.
 
@@ -322,11 +356,7 @@ def run(
         LeptonError: Whatever loading, training or registering raises.
     """
     tell = say or (lambda _: None)
-    if config.register_as is not None and registrar is None:
-        raise ConfigError(
-            f"register={config.register_as!r} needs a registrar: pass "
-            f"registrar=lepton.registry.register, or leave register unset"
-        )
+    require_registrar(config, registrar)
     if save_to is not None and save_to.exists():  # before the training, not after it
         raise ConfigError(f"{save_to} already exists; save to a new folder")
     train_ds, val_ds, test = splits(config.data, limit=config.limit, val=config.val)
@@ -366,14 +396,10 @@ def run(
                 {f"test_{k}": v for k, v in metrics.items()}, step=len(result.history)
             )
         saved = save_model(save_to, net, train_ds, metrics, result) if save_to else None
-        registered = None
-        if config.register_as is not None and registrar is not None:
-            version = registrar(
-                net, config.register_as, metrics=metrics, dataset=train_ds, run=tracked,
-                database=database,
-            )  # fmt: skip
-            registered = version.ref
-            tell(f"registered as {registered}")
+        registered = register_when_asked(
+            config, registrar, net, say=tell, metrics=metrics, dataset=train_ds, run=tracked,
+            database=database,
+        )  # fmt: skip
     return TrainOutcome(
         config=config, model=net, train_data=train_ds, test_data=test, metrics=metrics,
         fit=result, run_id=tracked.id if tracked is not None else None,

@@ -21,12 +21,11 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from lepton.data import load
-from lepton.errors import ConfigError
 from lepton.models import build
 from lepton.storage import Database
 from lepton.tracking import start_run
 from lepton.train import fit
-from lepton.train.recipe import RecipeConfig
+from lepton.train.recipe import RecipeConfig, register_when_asked, require_registrar
 from lepton.vision._generator import Generator
 from lepton.vision._quality import sample_quality
 
@@ -102,10 +101,7 @@ def generate(
         ConfigError: ``register`` is set but no ``registrar`` was given.
     """
     tell = say or (lambda _: None)
-    if config.register_as is not None and registrar is None:
-        raise ConfigError(
-            "register= needs a registrar: generate(config, registrar=lepton.registry.register)"
-        )
+    require_registrar(config, registrar)
     started = time.perf_counter()
     train = load(config.dataset, split="train").subset(slice(0, config.rows))
     test = load(config.dataset, split="test")
@@ -141,16 +137,12 @@ def generate(
                  f"{metrics['frechet_distance']:.2f} (two real halves: "
                  f"{metrics['frechet_floor']:.2f}; not the Inception FID)")  # fmt: skip
         tracked.log_metrics(metrics, step=0)
-        registered = None
-        if config.register_as is not None and registrar is not None:
-            version = registrar(
-                gen.model, config.register_as, metrics=metrics, dataset=train, run=tracked,
-                database=database,
-                description=f"class-conditional {config.model} on {config.dataset} "
-                f"({len(train):,} images, {config.epochs} epochs)",
-            )  # fmt: skip
-            registered = str(version.ref)
-            tell(f"registered {registered}")
+        registered = register_when_asked(
+            config, registrar, gen.model, say=tell, metrics=metrics, dataset=train, run=tracked,
+            database=database,
+            description=f"class-conditional {config.model} on {config.dataset} "
+            f"({len(train):,} images, {config.epochs} epochs)",
+        )  # fmt: skip
         return GenerateResult(
             metrics=metrics, losses=losses, classes=gen.classes, rows=len(train),
             seconds=time.perf_counter() - started, train_seconds=gen.result.seconds,

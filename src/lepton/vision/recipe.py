@@ -36,7 +36,13 @@ from lepton.data import Dataset
 from lepton.errors import ConfigError
 from lepton.storage import Database
 from lepton.tracking import start_run
-from lepton.train.recipe import RecipeConfig, TrainConfig, TrainOutcome
+from lepton.train.recipe import (
+    RecipeConfig,
+    TrainConfig,
+    TrainOutcome,
+    register_when_asked,
+    require_registrar,
+)
 from lepton.vision._coco import load_coco
 from lepton.vision._detect import Detector
 from lepton.vision._generate_recipe import GenerateConfig, GenerateResult, generate
@@ -197,10 +203,7 @@ def run(
         AnnotationError: The COCO files cannot be read.
     """
     tell = say or (lambda _: None)
-    if config.register_as is not None and registrar is None:
-        raise ConfigError(
-            "register= needs a registrar: run(config, registrar=lepton.registry.register)"
-        )
+    require_registrar(config, registrar)
     started = time.perf_counter()
     train, test, source = _data(config, coco)
     tell(f"{source}: {len(train):,} training and {len(test):,} held-out images of "
@@ -230,16 +233,12 @@ def run(
             f"test ({len(test):,} images): mAP@0.5 {metrics['map_50']:.4f}, mAP@[.5:.95] "
             f"{metrics['map']:.4f}, {metrics['ms_per_image']:.2f} ms/image"
         )
-        registered = None
-        if config.register_as is not None and registrar is not None:
-            version = registrar(
-                det, config.register_as, metrics=metrics, dataset=ScenesRecord(train),
-                run=tracked, database=database,
-                description=f"CenterNet-style detector on {source} (width {config.width}, "
-                f"{config.blocks} blocks, {config.epochs} epochs)",
-            )  # fmt: skip
-            registered = str(version.ref)
-            tell(f"registered {registered}")
+        registered = register_when_asked(
+            config, registrar, det, say=tell, metrics=metrics, dataset=ScenesRecord(train),
+            run=tracked, database=database,
+            description=f"CenterNet-style detector on {source} (width {config.width}, "
+            f"{config.blocks} blocks, {config.epochs} epochs)",
+        )  # fmt: skip
         return DetectResult(
             metrics=metrics, losses=losses, classes=list(train.classes),
             train_scenes=len(train), test_scenes=len(test),
