@@ -129,7 +129,6 @@ class _Shared:
 
 
 def _trial_run(shared: _Shared, trial: optuna.Trial, params: Mapping[str, Any]) -> Run:
-    mark_owner(trial)
     run = start_run(
         f"{shared.study}-trial-{trial.number}",
         params=dict(params),
@@ -169,6 +168,7 @@ class FunctionObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         optuna = import_optuna()
+        mark_owner(trial)  # first: a trial killed before this cannot be proven dead later
         params = sample(trial, self.space)
         with _errors_recorded(trial), _trial_run(self.shared, trial, params) as run:
             context = TrialContext(trial.number, run, trial)
@@ -289,6 +289,7 @@ class ModelObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         optuna = import_optuna()
+        mark_owner(trial)  # first: a trial killed before this cannot be proven dead later
         params = sample(trial, self.space)
         name = str(params.get("model", self.model))
         fit_args = {**self.fit_options, **{k: v for k, v in params.items() if k in FIT_KEYS}}
