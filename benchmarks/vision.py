@@ -89,7 +89,8 @@ def classify(args: argparse.Namespace) -> None:
     seed_net = lp.models.ConvNet(num_classes=10, num_filters=[32, 64, 128], kernel_size=3,
                                  dropout=0.5)  # fmt: skip
     result = lp.fit(seed_net, full, epochs=ref_epochs, batch_size=args.batch_size, lr=2e-3,
-                    schedule="onecycle", seed=args.seed, **saved("convnet"))  # fmt: skip
+                    schedule="onecycle", seed=args.seed,
+                    **saved(f"convnet-{ref_epochs}ep"))  # fmt: skip
     acc = lp.evaluate(seed_net, test)["accuracy"]
     rows.append((f"seed ConvNet, no augmentation, {ref_epochs} epochs", acc, None,
                  time.perf_counter() - started, fit_seconds(result)))  # fmt: skip
@@ -98,10 +99,13 @@ def classify(args: argparse.Namespace) -> None:
     net = lp.models.ResNet(num_classes=10, widths=args.widths, blocks_per_stage=args.blocks)
     augmented = full.with_transform(vision.Augment(padding=2, hflip=clothes, erasing=args.erasing))
     mix = vision.RandomMix(10, p=0.5) if args.mix else None
+    # one checkpoint folder per architecture and recipe, so another run never resumes it
+    widths = "-".join(str(w) for w in args.widths)
+    resnet_part = f"resnet-{widths}x{args.blocks}-{args.epochs}ep{'-mix' if args.mix else ''}"
     result = lp.fit(net, augmented, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
                     loss=vision.label_smoothing(0.1), batch_transform=mix, seed=args.seed,
-                    **saved("resnet"))  # fmt: skip
+                    **saved(resnet_part))  # fmt: skip
     acc = lp.evaluate(net, test)["accuracy"]
     tta = vision.tta_accuracy(net, test, shift=1, hflip=clothes)
     label = (f"ResNet{list(args.widths)}x{args.blocks} + crop/{'flip/' if clothes else ''}"
@@ -184,7 +188,9 @@ def main() -> None:
     c.add_argument("--reference-epochs", type=int, default=0,
                    help="epochs of the seed ConvNet (default: --epochs)")  # fmt: skip
     c.add_argument("--checkpoint", default=None,
-                   help="per-epoch checkpoints here; rerunning continues them")  # fmt: skip
+                   help="per-epoch checkpoints here, a folder per model, epochs and --mix; "
+                   "rerunning the same command continues them (other --lr, --erasing, "
+                   "--limit or --batch-size: use another folder)")  # fmt: skip
     lay = sub.add_parser("layout", help="channels-last activations against NCHW")
     lay.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
     lay.add_argument("--blocks", type=int, default=2)
