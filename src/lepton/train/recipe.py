@@ -54,6 +54,8 @@ __all__ = [
     "catalog_name",
     "load_data",
     "problems",
+    "register_when_asked",
+    "require_registrar",
     "run",
     "save_model",
     "trainable_datasets",
