@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,6 +43,12 @@ from lepton.train._metrics import evaluate
 from lepton.train._progress import format_metrics
 from lepton.train._recipe_parts import HOLDOUT as HOLDOUT  # re-exported: tune uses it
 from lepton.train._recipe_parts import build_model, load_data, save_model, splits
+from lepton.train._registering import (
+    Registered,
+    Registrar,
+    register_when_asked,
+    require_registrar,
+)
 
 __all__ = [
     "RecipeConfig",
@@ -112,40 +118,6 @@ class RecipeConfig(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(problems(exc)) from None
-
-
-def require_registrar(config: Any, registrar: Callable[..., Any] | None) -> None:
-    """Refuse, before any work is done, a recipe config whose ``register_as`` is set with no
-    ``registrar`` to register through (recipes sit below the registry, so it is passed in).
-
-    Raises:
-        ConfigError: ``config.register_as`` is set and ``registrar`` is ``None``.
-    """
-    if config.register_as is not None and registrar is None:
-        raise ConfigError(
-            f"register={config.register_as!r} needs a registrar: pass "
-            f"registrar=lepton.registry.register, or leave register unset"
-        )
-
-
-def register_when_asked(
-    config: Any,
-    registrar: Callable[..., Any] | None,
-    model: Any,
-    *,
-    say: Callable[[str], None],
-    **details: Any,
-) -> str | None:
-    """Register ``model`` as ``config.register_as`` through ``registrar`` when the config
-    asks, tell ``say`` and return the version's reference (``"name:1"``); ``None`` when it
-    does not ask. ``details`` go to the registrar: ``metrics``, ``dataset``, ``run``,
-    ``database``, ``description``.
-    """
-    if config.register_as is None or registrar is None:
-        return None
-    ref = str(registrar(model, config.register_as, **details).ref)
-    say(f"registered as {ref}")
-    return ref
 
 
 class TrainConfig(RecipeConfig):
@@ -236,32 +208,6 @@ def problems(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
-
-
-class Registered(Protocol):
-    """What a registrar returns (:class:`lepton.registry.ModelVersion` is one)."""
-
-    @property
-    def ref(self) -> str:
-        """``"name:version"``."""
-        ...
-
-
-class Registrar(Protocol):
-    """Registers a trained model: :func:`lepton.registry.register` is one."""
-
-    def __call__(
-        self,
-        model: nn.Module,
-        name: str,
-        *,
-        metrics: dict[str, float] | None = None,
-        dataset: Any | None = None,
-        run: Any | None = None,
-        database: Database | None = None,
-    ) -> Registered:
-        """Register ``model`` as the next version of ``name``."""
-        ...
 
 
 @dataclass(frozen=True)
