@@ -14,6 +14,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +30,7 @@ __all__ = [
     "make_dirs",
     "open_private",
     "private_dir",
+    "remove_tree",
 ]
 
 PRIVATE_DIR = 0o700
@@ -171,3 +174,28 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(target.parent)
+
+
+def remove_tree(path: str | os.PathLike[str], *, attempts: int = 5) -> None:
+    """Delete a folder at once and for good, even while something still writes into it.
+
+    The folder is first renamed to a hidden sibling (atomic: from then on nothing sees it
+    at ``path``, and the name can be used again), then removed. A file that vanishes
+    while the tree is walked (a database's background compaction deleting its own files,
+    say) is not an error; a walk that finds new files is repeated. Other errors raise.
+    """
+    target = Path(path)
+    doomed = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.deleted")
+    os.rename(target, doomed)
+    fsync_dir(target.parent)
+
+    def vanished_is_fine(func: Callable[..., Any], name: str, exc_info: Any) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    for attempt in range(attempts):
+        shutil.rmtree(doomed, onerror=vanished_is_fine)
+        if not doomed.exists():
+            return
+        time.sleep(0.05 * (attempt + 1))
+    raise OSError(f"could not remove {doomed}: files keep appearing in it")

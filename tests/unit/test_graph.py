@@ -63,7 +63,9 @@ def test_lp_graph_is_reachable_lazily() -> None:
 def test_create_persists_under_lepton_home_and_reopens(tmp_path: Path) -> None:
     g = lp.graph.create("people")
     assert g.folder == lp.graph.graphs_dir() / "people"
-    assert (g.folder / "store").is_dir()
+    assert g.store_dir is not None
+    assert g.store_dir.parent == g.folder
+    assert g.store_dir.is_dir()
     csv = tmp_path / "people.csv"
     csv.write_text("head,relation,tail\nalice,knows,bob\nbob,knows,carol\nalice,knows,bob\n")
     assert g.load(csv) == 2  # the repeated row is one triple
@@ -78,6 +80,24 @@ def test_create_persists_under_lepton_home_and_reopens(tmp_path: Path) -> None:
     assert lp.graph.list_graphs() == []
     with pytest.raises(GraphNotFoundError, match="no graph named 'people'"):
         lp.graph.open("people")
+
+
+def test_a_graph_deleted_while_still_held_is_gone_and_its_name_is_fresh(tmp_path: Path) -> None:
+    csv = tmp_path / "big.csv"
+    rows = "\n".join(f"n{i},links,n{i + 1}" for i in range(5000))
+    csv.write_text("head,relation,tail\n" + rows + "\n")
+    held = lp.graph.create("busy")
+    for _ in range(3):  # several loads: RocksDB flushes and compacts in the background
+        held.load(csv)
+    lp.graph.delete("busy")
+    assert lp.graph.list_graphs() == []
+    assert sorted(p.name for p in lp.graph.graphs_dir().iterdir()) == []
+    fresh = lp.graph.create("busy")
+    assert fresh.count() == 0  # nothing of the old store came back
+    small = tmp_path / "small.csv"
+    small.write_text("head,relation,tail\na,b,c\n")
+    assert fresh.load(small) == 1
+    assert lp.graph.open("busy").count() == 1
 
 
 def test_bad_names_and_files_are_refused(tmp_path: Path) -> None:

@@ -30,10 +30,7 @@ def _as(platform: Platform, name: str, role: Any) -> TestClient:
 def people(platform: Platform) -> Any:
     graph = lp.graph.create("people")
     graph.load_rows([("alice", "knows", "bob"), ("bob", "knows", "carol")])
-    from lepton.graph._home import forget
-
-    assert graph.folder is not None
-    forget(graph.folder / "store")  # this test's handle goes, as a notebook's would
+    graph.close()  # this test's handle goes, as a notebook's would
     del graph
     return platform
 

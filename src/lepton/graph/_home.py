@@ -3,6 +3,7 @@ pyoxigraph store per folder that every :class:`~lepton.graph.Graph` of it shares
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ import pyoxigraph as ox
 from lepton.config import get_settings
 from lepton.errors import GraphError
 
-__all__ = ["NAME", "check_name", "forget", "graphs_dir", "list_graphs", "store_at"]
+__all__ = ["NAME", "check_name", "forget", "graphs_dir", "list_graphs", "store_at", "store_dir"]
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # One pyoxigraph Store per folder and process: RocksDB locks its folder, so a second
@@ -47,6 +48,13 @@ def store_at(folder: Path) -> ox.Store:
                 raise GraphError(f"cannot open the graph store at {folder}: {exc}") from None
             _OPEN[folder] = store
         return store
+
+
+def store_dir(folder: Path) -> Path:
+    """The RocksDB folder of the graph in ``folder``, as its ``graph.json`` names it
+    (``store`` for graphs made before each store had its own id)."""
+    meta = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
+    return folder / str(meta.get("store", "store"))
 
 
 def forget(folder: Path) -> None:

@@ -1,7 +1,9 @@
 """``Graph``: one embedded RDF store (pyoxigraph) per graph, under ``LEPTON_HOME/graphs``.
 
-A graph lives in ``LEPTON_HOME/graphs/<name>/``: the RocksDB store (``store/``) and a
-small manifest (``graph.json``: its namespace, when it was made, what was loaded). The
+A graph lives in ``LEPTON_HOME/graphs/<name>/``: the RocksDB store (``store-<id>/``, a
+new id for each graph made, so a graph deleted while a process still holds its store never
+shares RocksDB's lock with a namesake made after it) and a small manifest (``graph.json``:
+its namespace, its store's folder, when it was made, what was loaded). The
 triples a user asserts go to the store's default graph; what the reasoner infers goes to
 the named graph :data:`INFERRED` so it can be dropped and recomputed
 (:meth:`Graph.drop_inferred`). Queries see both unless told otherwise.
@@ -13,8 +15,9 @@ Where graphs live and their open stores (:mod:`lepton.graph._home`), imports
 
 from __future__ import annotations
 
+import gc
 import json
-import shutil
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,11 +26,18 @@ from urllib.parse import quote
 
 import pyoxigraph as ox
 
-from lepton._fs import atomic_write_bytes, private_dir
+from lepton._fs import atomic_write_bytes, private_dir, remove_tree
 from lepton.config import get_settings
 from lepton.errors import GraphError, GraphNotFoundError, GraphReadOnlyError
 from lepton.graph._formats import RDF_FORMATS, csv_rows, read_source
-from lepton.graph._home import check_name, forget, graphs_dir, list_graphs, store_at
+from lepton.graph._home import (
+    check_name,
+    forget,
+    graphs_dir,
+    list_graphs,
+    store_at,
+    store_dir,
+)
 from lepton.graph._query import QueryResult, run_query, run_update
 
 __all__ = [
@@ -77,6 +87,7 @@ class Graph:
     ) -> None:
         self.store, self.name, self.namespace = store, name, namespace
         self.folder, self.read_only = folder, read_only
+        self.store_dir = None if folder is None else store_dir(folder)
 
     def __repr__(self) -> str:
         where = str(self.folder) if self.folder else "memory"
@@ -115,10 +126,11 @@ class Graph:
         private_dir(graphs_dir())
         private_dir(folder)
         ns = namespace or cls.default_namespace(name)
-        meta = {"name": name, "namespace": ns,
+        store_name = f"store-{uuid.uuid4().hex[:12]}"
+        meta = {"name": name, "namespace": ns, "store": store_name,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "sources": []}  # fmt: skip
-        store = store_at(folder / "store")
+        store = store_at(folder / store_name)
         atomic_write_bytes(folder / "graph.json", json.dumps(meta, indent=2).encode())
         return cls(store, name, namespace=ns, folder=folder)
 
@@ -138,7 +150,7 @@ class Graph:
                 f"make it with lp.graph.create({name!r})"
             )
         meta = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
-        store = store_at(folder / "store")
+        store = store_at(store_dir(folder))
         return cls(store, name, namespace=meta["namespace"], folder=folder, read_only=read_only)
 
     @property
@@ -168,6 +180,15 @@ class Graph:
         """Write pending changes to disk (the store also does this on its own)."""
         if self.folder is not None:
             self.store.flush()
+
+    def close(self) -> None:
+        """Write pending changes and let go of the store: RocksDB closes, and another
+        process may open the graph, once no other ``Graph`` of it in this process is
+        left."""
+        if self.store_dir is not None:
+            if not self.read_only:
+                self.flush()
+            forget(self.store_dir)
 
     # -- IRIs --------------------------------------------------------------------
     def entity(self, label: str) -> str:
@@ -366,5 +387,6 @@ def delete(name: str) -> None:
     folder = graphs_dir() / name
     if not (folder / "graph.json").exists():
         raise GraphNotFoundError(f"no graph named {name!r}; lp.graph.list_graphs() names them")
-    forget(folder / "store")
-    shutil.rmtree(folder)
+    forget(store_dir(folder))
+    gc.collect()  # closes the store's RocksDB if no Graph object holds it any more
+    remove_tree(folder)  # one still held may compact into it while it goes

@@ -73,7 +73,6 @@ class UpdateAnswer(BaseModel):
 def _opened(name: str, *, read_only: bool) -> Iterator[Any]:
     """Graph ``name`` of this server's home, opened for one request, closed after it."""
     from lepton.graph import Graph
-    from lepton.graph._home import forget
 
     try:
         graph = Graph.open(name, read_only=read_only)
@@ -87,10 +86,7 @@ def _opened(name: str, *, read_only: bool) -> Iterator[Any]:
     try:
         yield graph
     finally:
-        if not read_only:
-            graph.flush()
-        if graph.folder is not None:
-            forget(graph.folder / "store")  # the last reference goes: RocksDB closes
+        graph.close()  # the last reference goes: RocksDB closes
 
 
 def _view(graph: Any) -> GraphView:
