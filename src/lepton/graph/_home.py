@@ -7,6 +7,7 @@ import json
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import pyoxigraph as ox
 
@@ -50,10 +51,12 @@ def store_at(folder: Path) -> ox.Store:
         return store
 
 
-def store_dir(folder: Path) -> Path:
-    """The RocksDB folder of the graph in ``folder``, as its ``graph.json`` names it
-    (``store`` for graphs made before each store had its own id)."""
-    meta = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
+def store_dir(folder: Path, meta: dict[str, Any] | None = None) -> Path:
+    """The RocksDB folder of the graph in ``folder``, as its manifest ``meta`` (read from
+    ``graph.json`` when not given) names it; ``store`` for graphs made before each store
+    had its own id."""
+    if meta is None:
+        meta = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
     return folder / str(meta.get("store", "store"))
 
 

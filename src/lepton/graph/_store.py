@@ -15,7 +15,6 @@ Where graphs live and their open stores (:mod:`lepton.graph._home`), imports
 
 from __future__ import annotations
 
-import gc
 import json
 import uuid
 from collections.abc import Iterable
@@ -66,6 +65,7 @@ class Graph:
         name: The graph's name.
         namespace: Prefix of the IRIs made for CSV rows and dataset entities.
         folder: Where it is persisted (``None`` in memory).
+        store_dir: The store's folder inside ``folder`` (``None`` in memory).
         read_only: Refuse updates, loads and materialization.
 
     Example:
@@ -83,11 +83,11 @@ class Graph:
         *,
         namespace: str,
         folder: Path | None = None,
+        store_dir: Path | None = None,
         read_only: bool = False,
     ) -> None:
         self.store, self.name, self.namespace = store, name, namespace
-        self.folder, self.read_only = folder, read_only
-        self.store_dir = None if folder is None else store_dir(folder)
+        self.folder, self.store_dir, self.read_only = folder, store_dir, read_only
 
     def __repr__(self) -> str:
         where = str(self.folder) if self.folder else "memory"
@@ -132,7 +132,7 @@ class Graph:
                 "sources": []}  # fmt: skip
         store = store_at(folder / store_name)
         atomic_write_bytes(folder / "graph.json", json.dumps(meta, indent=2).encode())
-        return cls(store, name, namespace=ns, folder=folder)
+        return cls(store, name, namespace=ns, folder=folder, store_dir=folder / store_name)
 
     @classmethod
     def open(cls, name: str, *, read_only: bool = False) -> Graph:
@@ -150,8 +150,9 @@ class Graph:
                 f"make it with lp.graph.create({name!r})"
             )
         meta = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
-        store = store_at(store_dir(folder))
-        return cls(store, name, namespace=meta["namespace"], folder=folder, read_only=read_only)
+        where = store_dir(folder, meta)
+        return cls(store_at(where), name, namespace=meta["namespace"], folder=folder,
+                   store_dir=where, read_only=read_only)  # fmt: skip
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -388,5 +389,4 @@ def delete(name: str) -> None:
     if not (folder / "graph.json").exists():
         raise GraphNotFoundError(f"no graph named {name!r}; lp.graph.list_graphs() names them")
     forget(store_dir(folder))
-    gc.collect()  # closes the store's RocksDB if no Graph object holds it any more
     remove_tree(folder)  # one still held may compact into it while it goes
